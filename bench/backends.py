@@ -1,0 +1,79 @@
+"""What each Keras backend is and where it really computed: asked of the backend, not assumed."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+BACKENDS = ("tensorflow", "jax", "torch")
+# The distribution whose version names the backend (tensorflow-cpu installs module `tensorflow`).
+_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+class UnknownBackendError(ValueError):
+    """A backend name Keras does not have."""
+
+
+def check_backend(name: str) -> str:
+    """Return name if Keras knows it, else raise with the valid names."""
+    if name not in BACKENDS:
+        raise UnknownBackendError(
+            f"unknown backend {name!r}; valid backends: {', '.join(BACKENDS)}"
+        )
+    return name
+
+
+def _tensorflow_devices(tf: Any, variable: Any) -> dict[str, Any]:
+    placed = str(variable.device)
+    gpus = tf.config.list_physical_devices("GPU")
+    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+    on_gpu = ":GPU:" in placed.upper()
+    return {
+        "device_type": "GPU" if on_gpu else "CPU",
+        "device_name": names[0] if on_gpu and names else "CPU",
+        "placement": placed,
+        "visible": [d.name for d in tf.config.list_physical_devices()],
+        "visible_gpus": names,
+    }
+
+
+def _jax_devices(jax: Any, variable: Any) -> dict[str, Any]:
+    device = next(iter(variable.devices()))
+    on_gpu = device.platform in ("gpu", "cuda", "rocm")
+    return {
+        "device_type": "GPU" if on_gpu else "CPU",
+        "device_name": device.device_kind if on_gpu else "CPU",
+        "placement": str(device),
+        "visible": [str(d) for d in jax.devices()],
+        "visible_gpus": [d.device_kind for d in jax.devices() if d.platform != "cpu"],
+    }
+
+
+def _torch_devices(torch: Any, variable: Any) -> dict[str, Any]:
+    device = variable.device
+    on_gpu = device.type == "cuda"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = [torch.cuda.get_device_name(i) for i in range(count)]
+    return {
+        "device_type": "GPU" if on_gpu else "CPU",
+        "device_name": torch.cuda.get_device_name(device) if on_gpu else "CPU",
+        "placement": str(device),
+        "visible": ["cpu", *[f"cuda:{i}" for i in range(count)]],
+        "visible_gpus": gpus,
+    }
+
+
+_PROBES = {"tensorflow": _tensorflow_devices, "jax": _jax_devices, "torch": _torch_devices}
+
+
+def describe(keras: Any, model: Any) -> dict[str, Any]:
+    """Backend name and versions, and the device holding the model's first weight."""
+    name = keras.backend.backend()
+    module = importlib.import_module(_MODULES[name])
+    variable = model.trainable_variables[0].value
+    return {
+        "name": name,
+        "version": getattr(module, "__version__", "unknown"),
+        "keras_version": keras.__version__,
+        **_PROBES[name](module, variable),
+    }

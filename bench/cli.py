@@ -1,0 +1,232 @@
+"""dlbench: train the text's models and verify what a machine does with them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import socket
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench import data, hostinfo, results
+from bench.backends import BACKENDS
+from bench.modes import MODES
+from bench.progress import Progress
+from bench.runner import Runner, RunPlan
+from bench.workloads import WORKLOADS, UnknownWorkloadError, get_workload
+from bench.workloads.spec import Workload
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def accuracy(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dlbench",
+        description="Train the IMDB and Reuters models of Deep Learning with Python, chapter 3, "
+        "and record what this machine did with them.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("list", help="the workloads and their definitions")
+
+    run = commands.add_parser("run", help="train workloads and write a result file")
+    run.add_argument(
+        "workloads",
+        nargs="*",
+        metavar="WORKLOAD",
+        help=f"workloads to run (default: all of {', '.join(WORKLOADS)})",
+    )
+    run.add_argument(
+        "--backend",
+        default="tensorflow",
+        choices=BACKENDS,
+        help="Keras backend (default: tensorflow)",
+    )
+    run.add_argument(
+        "--mode",
+        default="fit",
+        choices=MODES,
+        help="execution mode; fit is the text's code (default: fit)",
+    )
+    run.add_argument("--epochs", type=positive_int, help="override the text's 20 epochs")
+    run.add_argument("--batch-size", type=positive_int, help="override the text's batch of 512")
+    run.add_argument(
+        "--seed", type=int, default=0, help="random seed; repeat i uses seed+i (default: 0)"
+    )
+    run.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=1,
+        help="runs per workload, each in a fresh process (default: 1)",
+    )
+    run.add_argument(
+        "--target-accuracy",
+        type=accuracy,
+        help="validation accuracy to time (default: 0.88 IMDB, 0.80 Reuters)",
+    )
+    run.add_argument(
+        "--data-dir",
+        help=f"folder with Keras's data files (default: ${data.DATA_DIR_ENV}, "
+        "else Keras's cache and download)",
+    )
+    run.add_argument(
+        "--cache-dir",
+        help=f"encoded-data cache (default: ${data.CACHE_DIR_ENV} or ~/.cache/dlstation)",
+    )
+    run.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="random data of the real shapes: throughput only, no accuracy",
+    )
+    run.add_argument(
+        "--out", default="results", help="folder for the result file (default: ./results)"
+    )
+    run.add_argument("--output", help="exact result file path (overrides --out)")
+    run.add_argument("--quiet", action="store_true", help="print only the result file's path")
+    return parser
+
+
+def cmd_list() -> int:
+    for workload in WORKLOADS.values():
+        layers = " -> ".join(f"Dense({u}, {a})" for u, a in workload.layers())
+        print(f"{workload.name}: {workload.title}")
+        print(
+            f"  data        keras.datasets.{workload.dataset}, num_words={workload.num_words}, "
+            f"multi-hot inputs, {workload.labels.replace('_', '-')} labels"
+        )
+        print(f"  layers      {layers}")
+        print(
+            f"  compile     optimizer={workload.optimizer}, loss={workload.loss}, "
+            f"metrics={list(workload.metrics)}"
+        )
+        print(
+            f"  fit         epochs={workload.epochs}, batch_size={workload.batch_size}, "
+            f"validation = first {workload.validation_samples:,} training samples"
+        )
+        print(f"  target      validation accuracy {workload.target_accuracy}")
+        print(f"  source      {workload.reference}")
+    return 0
+
+
+def chosen_workloads(args: argparse.Namespace) -> tuple[Workload, ...]:
+    names = args.workloads or list(WORKLOADS)
+    try:
+        chosen = [get_workload(name) for name in dict.fromkeys(names)]
+    except UnknownWorkloadError as error:
+        raise UsageError(str(error)) from None
+    overrides = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "target_accuracy": args.target_accuracy,
+    }
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return tuple(dataclasses.replace(w, **given) for w in chosen)
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    """The result file's path, checked writable before any training starts."""
+    if args.output:
+        path = Path(args.output).expanduser().resolve()
+    else:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        name = f"dlbench-{socket.gethostname()}-{args.backend}-{args.mode}-{stamp}.json"
+        path = Path(args.out).expanduser().resolve() / name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"cannot write results to {path.parent} ({error.strerror or error}); "
+            "pass --out with a writable folder"
+        ) from None
+    return path
+
+
+def keras_home_for(workloads: tuple[Workload, ...], args: argparse.Namespace) -> Path | None:
+    """Verify the data files up front and link them where Keras's loader will look."""
+    if args.synthetic:
+        return None
+    data_dir = data.resolve_data_dir(args.data_dir)
+    if data_dir is None:
+        return None
+    cache_dir = data.resolve_cache_dir(args.cache_dir)
+    keras_home = None
+    try:
+        for workload in workloads:
+            keras_home = data.prepare_keras_home(
+                data.verify_data_file(workload, data_dir), cache_dir
+            )
+    except data.DataError as error:
+        raise UsageError(str(error)) from None
+    return keras_home
+
+
+def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    workloads = chosen_workloads(args)
+    keras_home = keras_home_for(workloads, args)
+    output = output_path(args)
+    data_dir = data.resolve_data_dir(args.data_dir)
+    plan = RunPlan(
+        workloads=workloads,
+        backend=args.backend,
+        mode=args.mode,
+        seed=args.seed,
+        repeats=args.repeats,
+        synthetic=args.synthetic,
+        cache_dir=data.resolve_cache_dir(args.cache_dir),
+        keras_home=keras_home,
+        output=output,
+    )
+    settings = {
+        "backend": plan.backend,
+        "mode": plan.mode,
+        "workloads": [w.name for w in workloads],
+        "repeats": plan.repeats,
+        "synthetic": plan.synthetic,
+        "data_dir": None if plan.synthetic or data_dir is None else str(data_dir),
+        "seed": plan.seed,
+    }
+    document = results.new_document(
+        ["dlbench", *argv], settings, hostinfo.describe_host(), hostinfo.describe_code()
+    )
+    return Runner(plan, document, Progress(quiet=args.quiet)).execute()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return cmd_list()
+        return cmd_run(args, argv)
+    except UsageError as error:
+        print(f"dlbench: error: {error}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,296 @@
+"""The workloads' data: Keras's own files and loaders, the encode cache, synthetic stand-ins.
+
+Real data always goes through `keras.datasets.<name>.load_data`, which checks the file's hash.
+We check the same hash first, because on a hash mismatch Keras re-downloads *over* the cached
+path, and that path is a link to the user's own copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.workloads.spec import Workload
+
+DATA_DIR_ENV = "DLSTATION_DATA_DIR"
+CACHE_DIR_ENV = "DLSTATION_CACHE_DIR"
+# Bump when the cached arrays change meaning, so old caches are not read.
+ENCODING_VERSION = 1
+_HASH_CHUNK = 1 << 20
+
+
+class DataError(RuntimeError):
+    """Data is missing, corrupt or unreachable; the message says which file and what to do."""
+
+
+@dataclass
+class WorkloadData:
+    """The arrays a workload trains, validates and tests on, and where they came from."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_data_dir(cli_value: str | None) -> Path | None:
+    """Keras's files: --data-dir, else $DLSTATION_DATA_DIR, else None (Keras's own cache)."""
+    value = cli_value or os.environ.get(DATA_DIR_ENV) or None
+    return Path(value).expanduser().resolve() if value else None
+
+
+def resolve_cache_dir(cli_value: str | None) -> Path:
+    """Where encoded arrays and the private Keras home live; a temp folder if none is writable."""
+    if cli_value or os.environ.get(CACHE_DIR_ENV):
+        return Path(cli_value or os.environ[CACHE_DIR_ENV]).expanduser().resolve()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    candidate = Path(xdg) / "dlstation"
+    try:
+        candidate.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return Path(tempfile.gettempdir()) / "dlstation-cache"
+    if os.access(candidate, os.W_OK):
+        return candidate
+    return Path(tempfile.gettempdir()) / "dlstation-cache"
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_data_file(workload: Workload, data_dir: Path) -> Path:
+    """The workload's file in data_dir, or DataError naming what is wrong and the fix."""
+    expected = workload.data_file
+    if not data_dir.is_dir():
+        raise DataError(
+            f"data folder {data_dir} does not exist; point --data-dir (or ${DATA_DIR_ENV}) "
+            f"at a folder holding Keras's {expected.name}, or unset both to use Keras's download"
+        )
+    path = data_dir / expected.name
+    if not path.is_file():
+        raise DataError(
+            f"{expected.name} not found in {data_dir}; copy Keras's {expected.name} there "
+            f"(sha256 {expected.sha256}), or unset --data-dir/${DATA_DIR_ENV} to let Keras fetch it"
+        )
+    actual = sha256_of(path)
+    if actual != expected.sha256:
+        raise DataError(
+            f"{path} is corrupt or not Keras's file ({path.stat().st_size:,} bytes, "
+            f"sha256 {actual}, expected {expected.sha256}); replace it with Keras's {expected.name}"
+        )
+    return path
+
+
+def prepare_keras_home(data_file: Path, cache_dir: Path) -> Path:
+    """A private KERAS_HOME whose datasets/ links to the verified file, for Keras's loader."""
+    keras_home = cache_dir / "keras_home"
+    datasets = keras_home / "datasets"
+    datasets.mkdir(parents=True, exist_ok=True)
+    link = datasets / data_file.name
+    if link.is_symlink() or link.exists():
+        if link.is_symlink() and link.resolve() == data_file.resolve():
+            return keras_home
+        link.unlink()
+    link.symlink_to(data_file)
+    return keras_home
+
+
+def multi_hot(sequences: Sequence[Sequence[int]], num_words: int) -> np.ndarray:
+    """The text's vectorize_sequences as one numpy scatter: row i has 1 at each word index of i."""
+    lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+    words = np.fromiter(
+        itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(lengths.sum())
+    )
+    rows = np.repeat(np.arange(len(sequences)), lengths)
+    encoded = np.zeros((len(sequences), num_words), dtype=np.uint8)
+    encoded[rows, words] = 1
+    return encoded
+
+
+def encode_labels(labels: np.ndarray, workload: Workload) -> np.ndarray:
+    """Binary labels as float32, topic labels one-hot (the text's to_categorical)."""
+    labels = np.asarray(labels)
+    if workload.labels == "binary":
+        return labels.astype("float32")
+    return np.eye(workload.output_units, dtype="float32")[labels]
+
+
+def unpack_float32(packed: np.ndarray, num_words: int, rows_per_chunk: int = 2048) -> np.ndarray:
+    """Bit-packed rows to float32 0/1, a chunk at a time: no gigabyte-sized temporaries."""
+    out = np.empty((packed.shape[0], num_words), dtype="float32")
+    for start in range(0, packed.shape[0], rows_per_chunk):
+        chunk = packed[start : start + rows_per_chunk]
+        out[start : start + rows_per_chunk] = np.unpackbits(chunk, axis=1, count=num_words)
+    return out
+
+
+class EncodedCache:
+    """Multi-hot matrices, bit-packed (32x smaller than float32), keyed by file hash and params."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.folder = cache_dir / "encoded"
+
+    def path_for(self, workload: Workload, source_sha256: str) -> Path:
+        key = f"{workload.dataset}-{source_sha256[:16]}-w{workload.num_words}-v{ENCODING_VERSION}"
+        return self.folder / f"{key}.npz"
+
+    def load(self, path: Path, num_words: int) -> dict[str, np.ndarray] | None:
+        """The cached arrays (inputs already float32), or None when absent or unreadable."""
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as stored:
+                return {
+                    "x_train": unpack_float32(stored["x_train"], num_words),
+                    "x_test": unpack_float32(stored["x_test"], num_words),
+                    "labels_train": stored["labels_train"],
+                    "labels_test": stored["labels_test"],
+                }
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def store(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
+        """Write atomically; a cache we cannot write only costs time, so failures are ignored."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.folder, suffix=".tmp", delete=False) as tmp:
+                np.savez(
+                    tmp,
+                    x_train=np.packbits(arrays["x_train"], axis=1),
+                    x_test=np.packbits(arrays["x_test"], axis=1),
+                    labels_train=arrays["labels_train"],
+                    labels_test=arrays["labels_test"],
+                )
+            Path(tmp.name).replace(path)
+        except OSError:
+            return
+
+
+KerasLoader = Callable[[Workload], tuple[tuple[Any, Any], tuple[Any, Any]]]
+
+
+def keras_loader(workload: Workload) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """keras.datasets.<dataset>.load_data(num_words=...), its failures turned into DataError."""
+    import keras
+
+    module = getattr(keras.datasets, workload.dataset)
+    try:
+        result: tuple[tuple[Any, Any], tuple[Any, Any]] = module.load_data(
+            num_words=workload.num_words
+        )
+    except Exception as error:
+        raise DataError(
+            f"Keras could not load {workload.data_file.name} ({error}); without network access, "
+            f"pass --data-dir (or set ${DATA_DIR_ENV}) to a folder holding Keras's "
+            f"{workload.data_file.name}"
+        ) from error
+    return result
+
+
+def load_real(
+    workload: Workload, cache_dir: Path, loader: KerasLoader = keras_loader
+) -> WorkloadData:
+    """Encoded arrays from the cache, or from Keras's loader (then cached)."""
+    started = time.perf_counter()
+    cache = EncodedCache(cache_dir)
+    cache_path = cache.path_for(workload, workload.data_file.sha256)
+    arrays = cache.load(cache_path, workload.num_words)
+    cache_hit = arrays is not None
+    encode_s = 0.0
+    if arrays is None:
+        (train_seqs, labels_train), (test_seqs, labels_test) = loader(workload)
+        encode_started = time.perf_counter()
+        arrays = {
+            "x_train": multi_hot(train_seqs, workload.num_words),
+            "x_test": multi_hot(test_seqs, workload.num_words),
+            "labels_train": np.asarray(labels_train),
+            "labels_test": np.asarray(labels_test),
+        }
+        encode_s = time.perf_counter() - encode_started
+        cache.store(cache_path, arrays)
+    data = split(workload, arrays)
+    data.provenance = {
+        "source": "keras",
+        "file": workload.data_file.name,
+        "sha256": workload.data_file.sha256,
+        "cache_hit": cache_hit,
+        "cache_path": str(cache_path),
+        "encode_s": encode_s,
+        "load_s": time.perf_counter() - started,
+    }
+    return data
+
+
+def split(workload: Workload, arrays: dict[str, np.ndarray]) -> WorkloadData:
+    """Float32 inputs as the text builds them; the first N training samples become validation."""
+    # astype copies nothing when the cache already produced float32.
+    x_train = arrays["x_train"].astype("float32", copy=False)
+    x_test = arrays["x_test"].astype("float32", copy=False)
+    y_train = encode_labels(arrays["labels_train"], workload)
+    y_test = encode_labels(arrays["labels_test"], workload)
+    n_val = workload.validation_samples
+    if n_val >= len(x_train):
+        raise DataError(
+            f"{workload.name}: {len(x_train)} training samples cannot hold {n_val} for validation"
+        )
+    return WorkloadData(
+        x_train=x_train[n_val:],
+        y_train=y_train[n_val:],
+        x_val=x_train[:n_val],
+        y_val=y_train[:n_val],
+        x_test=x_test,
+        y_test=y_test,
+    )
+
+
+def synthetic_arrays(workload: Workload, seed: int) -> dict[str, np.ndarray]:
+    """Random multi-hot data with the real data's shapes and words per sample; labels are noise."""
+    rng = np.random.default_rng(seed)
+
+    def matrix(samples: int) -> np.ndarray:
+        # Word frequencies in text fall off steeply; cubing a uniform draw skews indices low alike.
+        draws = int(samples * workload.synthetic_words_per_sample)
+        words = (rng.random(draws) ** 3 * workload.num_words).astype(np.int64)
+        rows = rng.integers(0, samples, size=draws)
+        encoded = np.zeros((samples, workload.num_words), dtype=np.uint8)
+        encoded[rows, words] = 1
+        return encoded
+
+    classes = 2 if workload.labels == "binary" else workload.output_units
+    return {
+        "x_train": matrix(workload.synthetic_train_samples),
+        "x_test": matrix(workload.synthetic_test_samples),
+        "labels_train": rng.integers(0, classes, size=workload.synthetic_train_samples),
+        "labels_test": rng.integers(0, classes, size=workload.synthetic_test_samples),
+    }
+
+
+def load_synthetic(workload: Workload, seed: int) -> WorkloadData:
+    """Throughput-only stand-in data; accuracy on it means nothing and is not reported."""
+    started = time.perf_counter()
+    data = split(workload, synthetic_arrays(workload, seed))
+    data.provenance = {
+        "source": "synthetic",
+        "seed": seed,
+        "words_per_sample": workload.synthetic_words_per_sample,
+        "cache_hit": False,
+        "load_s": time.perf_counter() - started,
+    }
+    return data

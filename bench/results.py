@@ -1,0 +1,196 @@
+"""The result file: one JSON document per `dlbench run`, written atomically, checked by a schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+SCHEMA_VERSION = 1
+# The figures summarised across repeats, each a path into a run record.
+SUMMARY_FIGURES: dict[str, tuple[str, ...]] = {
+    "steady_samples_per_s": ("throughput", "steady_samples_per_s"),
+    "steady_epoch_s": ("timing", "steady_epoch_s"),
+    "first_epoch_s": ("timing", "first_epoch_s"),
+    "end_to_end_s": ("timing", "end_to_end_s"),
+    "test_accuracy": ("test", "accuracy"),
+    "time_to_target_s": ("target", "reached_s"),
+    "peak_rss_mb": ("peak_rss_mb",),
+}
+
+
+class ResultError(ValueError):
+    """A file that is not a dlbench result, or of a schema version we cannot read."""
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_document(
+    command: list[str], settings: dict[str, Any], host: dict[str, Any], code: dict[str, Any]
+) -> dict[str, Any]:
+    """An empty result marked incomplete until the last run finishes."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": "dlbench",
+        **code,
+        "created": utc_now(),
+        "finished": None,
+        "status": "incomplete",
+        "incomplete_reason": "running",
+        "command": command,
+        "settings": settings,
+        "host": host,
+        "runs": [],
+        "summary": {},
+    }
+
+
+def new_run(workload: str, repeat: int, definition: dict[str, Any]) -> dict[str, Any]:
+    """A run record that is valid from its first moment, filled in as events arrive."""
+    return {
+        "workload": workload,
+        "repeat": repeat,
+        "status": "incomplete",
+        "definition": definition,
+        "data": None,
+        "backend": None,
+        "timing": {},
+        "throughput": {},
+        "epochs": [],
+        "test": None,
+        "target": None,
+        "phases": [],
+        "peak_rss_mb": None,
+        "error": None,
+    }
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def derive_figures(run: dict[str, Any]) -> None:
+    """First epoch, steady state, time to target: computed from the epochs that finished."""
+    epochs = run["epochs"]
+    data = run["data"] or {}
+    train_samples = data.get("train_samples")
+    timing = run["timing"]
+    timing["first_epoch_s"] = epochs[0]["wall_s"] if epochs else None
+    steady = epochs[1:]
+    timing["steady_epoch_s"] = _median([e["wall_s"] for e in steady])
+    steady_train_s = _median([e["train_s"] for e in steady])
+    timing["steady_train_s"] = steady_train_s
+    timing["train_s"] = sum(e["wall_s"] for e in epochs) if epochs else None
+    run["throughput"] = {
+        "steady_samples_per_s": (
+            train_samples / steady_train_s if train_samples and steady_train_s else None
+        ),
+        "first_epoch_samples_per_s": (
+            train_samples / epochs[0]["train_s"] if train_samples and epochs else None
+        ),
+        "basis": "training samples / median training time of epochs 2..N (validation excluded)",
+    }
+    target = run["definition"]["target_accuracy"]
+    if data.get("source") == "synthetic":
+        run["target"] = None
+        return
+    reached_epoch, reached_s, elapsed = None, None, 0.0
+    for epoch in epochs:
+        elapsed += epoch["wall_s"]
+        if epoch.get("val_accuracy", 0.0) >= target:
+            reached_epoch, reached_s = epoch["epoch"], elapsed
+            break
+    run["target"] = {
+        "metric": "val_accuracy",
+        "value": target,
+        "reached_epoch": reached_epoch,
+        "reached_s": reached_s,
+    }
+
+
+def _dig(record: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = record
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """Median and range of a figure over repeats."""
+    if not values:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per workload, the spread of each figure over its complete runs."""
+    summary: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(run["workload"] for run in runs):
+        done = [r for r in runs if r["workload"] == name and r["status"] == "complete"]
+        figures = {}
+        for figure, path in SUMMARY_FIGURES.items():
+            values = [v for v in (_dig(r, path) for r in done) if isinstance(v, int | float)]
+            figures[figure] = spread([float(v) for v in values])
+        summary[name] = figures
+    return summary
+
+
+def write_atomic(path: Path, document: dict[str, Any]) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    ) as tmp:
+        json.dump(document, tmp, indent=1, allow_nan=False)
+        tmp.write("\n")
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    Path(tmp.name).replace(path)
+
+
+def schema() -> dict[str, Any]:
+    text = resources.files("bench").joinpath("schema/result.schema.json").read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def validate(document: dict[str, Any]) -> None:
+    """Raise jsonschema.ValidationError if the document breaks the schema."""
+    jsonschema.validate(document, schema())
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a result file, refusing what is not a dlbench result of a version we know."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ResultError(f"{path}: not a dlbench result ({error})") from error
+    if not isinstance(document, dict) or document.get("tool") != "dlbench":
+        raise ResultError(f'{path}: not a dlbench result (no "tool": "dlbench")')
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ResultError(
+            f"{path}: schema_version {version!r} is not readable by this dlbench "
+            f"(reads {SCHEMA_VERSION}); re-run the benchmark or use the dlbench that wrote it"
+        )
+    try:
+        validate(document)
+    except jsonschema.ValidationError as error:
+        raise ResultError(f"{path}: invalid dlbench result: {error.message}") from error
+    return document

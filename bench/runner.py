@@ -1,0 +1,234 @@
+"""Run workloads, each repeat in a fresh worker process, and keep the result file valid throughout.
+
+The file is rewritten atomically after every epoch, so a run stopped by Ctrl-C, SIGTERM or even
+SIGKILL leaves a schema-valid result marked incomplete that holds the epochs that finished.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import results
+from bench.process import WorkerProcess
+from bench.progress import Progress
+from bench.workloads.spec import Workload
+
+PHASE_TIMINGS = {
+    "startup": "import_s",
+    "data_load": "data_s",
+    "build": "build_s",
+    "evaluation": "eval_s",
+}
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a `dlbench run` invocation decided before the first worker starts."""
+
+    workloads: tuple[Workload, ...]
+    backend: str
+    mode: str
+    seed: int
+    repeats: int
+    synthetic: bool
+    cache_dir: Path
+    keras_home: Path | None
+    output: Path
+
+    def job(self, workload: Workload, repeat: int) -> dict[str, Any]:
+        """The worker's instructions for one repeat of one workload."""
+        return {
+            "workload": workload.name,
+            "overrides": {
+                "epochs": workload.epochs,
+                "batch_size": workload.batch_size,
+                "target_accuracy": workload.target_accuracy,
+            },
+            "seed": self.seed + repeat,
+            "mode": self.mode,
+            "synthetic": self.synthetic,
+            "cache_dir": str(self.cache_dir),
+        }
+
+    def worker_env(self) -> dict[str, str]:
+        """KERAS_BACKEND (and KERAS_HOME for a data dir) must be set before keras is imported."""
+        env = {"KERAS_BACKEND": self.backend, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+        if self.keras_home is not None:
+            env["KERAS_HOME"] = str(self.keras_home)
+        return env
+
+
+class RunInterruptedError(Exception):
+    """SIGINT or SIGTERM arrived; the result is saved as incomplete."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+@contextmanager
+def signals_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM raise RunInterruptedError while inside; old handlers come back after."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise RunInterruptedError(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+class RunRecorder:
+    """Applies a worker's events to its run record."""
+
+    def __init__(self, run: dict[str, Any], started: float) -> None:
+        self.run = run
+        self.started = started
+        self.done = False
+
+    def apply(self, event: dict[str, Any]) -> None:
+        kind = event.pop("event")
+        handler: Callable[[dict[str, Any]], None] | None = getattr(self, f"on_{kind}", None)
+        if handler is not None:
+            handler(event)
+
+    def on_phase(self, event: dict[str, Any]) -> None:
+        phases = self.run["phases"]
+        if phases:
+            phases[-1]["end_s"] = event["at_s"]
+        phases.append({"phase": event["phase"], "start_s": event["at_s"]})
+
+    def on_data(self, event: dict[str, Any]) -> None:
+        self.run["data"] = {
+            **event["provenance"],
+            "train_samples": event["train_samples"],
+            "val_samples": event["val_samples"],
+            "test_samples": event["test_samples"],
+            "input_shape": event["input_shape"],
+        }
+
+    def on_built(self, event: dict[str, Any]) -> None:
+        self.run["definition"]["parameters"] = event["parameters"]
+
+    def on_epoch(self, event: dict[str, Any]) -> None:
+        event.pop("at_s", None)
+        self.run["epochs"].append(event)
+
+    def on_evaluated(self, event: dict[str, Any]) -> None:
+        if (self.run["data"] or {}).get("source") != "synthetic":
+            self.run["test"] = {"loss": event["loss"], "accuracy": event["accuracy"]}
+
+    def on_backend(self, event: dict[str, Any]) -> None:
+        self.run["backend"] = event
+
+    def on_done(self, event: dict[str, Any]) -> None:
+        self.run["peak_rss_mb"] = event["peak_rss_mb"]
+        self.done = True
+        if self.run["phases"]:
+            self.run["phases"][-1]["end_s"] = event["at_s"]
+
+    def on_error(self, event: dict[str, Any]) -> None:
+        self.run["error"] = event
+
+    def finish(self, status: str) -> None:
+        """Close the record: status, phase timings, end-to-end time and derived figures."""
+        run = self.run
+        run["status"] = status
+        timing = run["timing"]
+        for phase in run["phases"]:
+            name = PHASE_TIMINGS.get(phase["phase"])
+            if name and "end_s" in phase:
+                timing[name] = phase["end_s"] - phase["start_s"]
+        timing["end_to_end_s"] = time.perf_counter() - self.started
+        results.derive_figures(run)
+
+
+class Runner:
+    """Executes a plan, writing the document after each step."""
+
+    def __init__(self, plan: RunPlan, document: dict[str, Any], progress: Progress) -> None:
+        self.plan = plan
+        self.document = document
+        self.progress = progress
+        self.worker: WorkerProcess | None = None
+
+    def save(self) -> None:
+        self.document["summary"] = results.summarize(self.document["runs"])
+        results.write_atomic(self.plan.output, self.document)
+
+    def execute(self) -> int:
+        """0 when every run completed, 1 when one failed, 128+signal when interrupted."""
+        self.save()
+        try:
+            with signals_raise():
+                for workload in self.plan.workloads:
+                    for repeat in range(self.plan.repeats):
+                        self.run_one(workload, repeat)
+        except RunInterruptedError as stop:
+            self.document["status"] = "incomplete"
+            self.document["incomplete_reason"] = str(stop)
+            self.document["finished"] = results.utc_now()
+            self.save()
+            self.progress.interrupted(str(stop), self.plan.output)
+            return 128 + stop.signum
+        failed = any(r["status"] != "complete" for r in self.document["runs"])
+        self.document["status"] = "failed" if failed else "complete"
+        self.document["incomplete_reason"] = None
+        self.document["finished"] = results.utc_now()
+        self.save()
+        self.progress.finished(self.document, self.plan.output)
+        return 1 if failed else 0
+
+    def run_one(self, workload: Workload, repeat: int) -> None:
+        definition = {
+            **workload.describe(),
+            "seed": self.plan.seed + repeat,
+            "mode": self.plan.mode,
+            "backend": self.plan.backend,
+        }
+        run = results.new_run(workload.name, repeat, definition)
+        self.document["runs"].append(run)
+        recorder = RunRecorder(run, time.perf_counter())
+        self.progress.run_started(workload, repeat, self.plan.repeats)
+        log = (
+            self.plan.output.parent
+            / "logs"
+            / f"{self.plan.output.stem}-{workload.name}-{repeat}.log"
+        )
+        worker = WorkerProcess(self.plan.job(workload, repeat), self.plan.worker_env(), log)
+        try:
+            for event in worker.events():
+                kind = event["event"]
+                recorder.apply(event)
+                if kind == "epoch":
+                    results.derive_figures(run)
+                    self.progress.epoch(run)
+                    self.save()
+        except RunInterruptedError:
+            worker.terminate()
+            recorder.finish("incomplete")
+            run["error"] = {"type": "Interrupted", "message": "stopped before the run finished"}
+            raise
+        code = worker.wait()
+        if recorder.done and code == 0:
+            recorder.finish("complete")
+        else:
+            if run["error"] is None:
+                run["error"] = {
+                    "type": "WorkerExited",
+                    "message": f"worker exited with code {code}: {worker.log_tail(5)}",
+                }
+            run["error"]["log"] = str(log)
+            recorder.finish("failed")
+        self.progress.run_finished(run)
+        self.save()

@@ -1,0 +1,109 @@
+"""One workload run in its own process; the parent set KERAS_BACKEND (and KERAS_HOME) first."""
+
+from __future__ import annotations
+
+import time
+
+STARTED = time.perf_counter()  # before any heavy import: start-up is part of what we measure
+
+import dataclasses
+import json
+import os
+import resource
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench import backends, data
+from bench.modes import TrainSettings, get_trainer
+from bench.process import EVENT_FD_ENV, EventWriter
+from bench.workloads import get_workload
+
+
+def _since_start() -> float:
+    return time.perf_counter() - STARTED
+
+
+def run(job: dict[str, Any], emit: EventWriter) -> None:
+    """Import the backend, load data, build, train, evaluate; report each step as an event."""
+    workload = dataclasses.replace(get_workload(job["workload"]), **job["overrides"])
+    settings = TrainSettings(
+        epochs=workload.epochs, batch_size=workload.batch_size, seed=job["seed"]
+    )
+
+    emit("phase", phase="startup", at_s=_since_start())
+    import keras
+
+    keras.utils.set_random_seed(settings.seed)
+    emit("imported", import_s=_since_start())
+
+    emit("phase", phase="data_load", at_s=_since_start())
+    if job["synthetic"]:
+        loaded = data.load_synthetic(workload, settings.seed)
+    else:
+        loaded = data.load_real(workload, Path(job["cache_dir"]))
+    emit(
+        "data",
+        at_s=_since_start(),
+        provenance=loaded.provenance,
+        train_samples=len(loaded.x_train),
+        val_samples=len(loaded.x_val),
+        test_samples=len(loaded.x_test),
+        input_shape=list(loaded.x_train.shape[1:]),
+    )
+
+    emit("phase", phase="build", at_s=_since_start())
+    from bench.model import build_model
+
+    model = build_model(keras, workload)
+    trainer = get_trainer(job["mode"])
+    emit("built", at_s=_since_start(), parameters=int(model.count_params()))
+
+    emit("phase", phase="first_epoch", at_s=_since_start())
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        emit("epoch", at_s=_since_start(), **record)
+        if record["epoch"] == 1:
+            emit("phase", phase="steady_epochs", at_s=_since_start())
+
+    trainer(keras, model, loaded, settings, on_epoch)
+
+    emit("phase", phase="evaluation", at_s=_since_start())
+    eval_started = time.perf_counter()
+    test_loss, test_accuracy = model.evaluate(loaded.x_test, loaded.y_test, verbose=0)
+    emit(
+        "evaluated",
+        at_s=_since_start(),
+        loss=float(test_loss),
+        accuracy=float(test_accuracy),
+        eval_s=time.perf_counter() - eval_started,
+    )
+    emit("backend", **backends.describe(keras, model))
+    # ru_maxrss is in KiB on Linux.
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    emit("done", at_s=_since_start(), peak_rss_mb=round(peak_mb, 1))
+
+
+def main(argv: list[str]) -> int:
+    emit = EventWriter(int(os.environ[EVENT_FD_ENV]))
+    try:
+        run(json.loads(argv[1]), emit)
+    except data.DataError as error:
+        emit("error", type="DataError", message=str(error))
+        return 3
+    except BrokenPipeError:
+        return 1  # the parent is gone: nobody to report to
+    except Exception as error:
+        emit(
+            "error",
+            type=type(error).__name__,
+            message=str(error),
+            traceback=traceback.format_exc(limit=8),
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

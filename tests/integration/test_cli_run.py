@@ -1,0 +1,222 @@
+"""The dlbench executable as a user runs it: bad input, interruption, the real data."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import results
+from bench.cli import main
+from tests.conftest import REPO, dlbench
+
+
+def run_main(*args: str) -> int:
+    try:
+        return main(list(args))
+    except SystemExit as exit_:  # argparse's own usage errors
+        return int(exit_.code or 0)
+
+
+def test_list_prints_every_definition(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main("list") == 0
+    out = capsys.readouterr().out
+    assert "Dense(16, relu) -> Dense(16, relu) -> Dense(1, sigmoid)" in out
+    assert "Dense(64, relu) -> Dense(64, relu) -> Dense(46, softmax)" in out
+    assert "validation = first 10,000 training samples" in out
+    assert "epochs=20, batch_size=512" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "mnist"], "unknown workload 'mnist'; valid workloads: imdb, reuters"),
+        (["run", "imdb", "--epochs", "0"], "must be at least 1, got 0"),
+        (["run", "imdb", "--epochs", "-3"], "must be at least 1, got -3"),
+        (["run", "imdb", "--backend", "theano"], "invalid choice: 'theano'"),
+        (
+            ["run", "imdb", "--data-dir", "/nonexistent/datasets"],
+            "data folder /nonexistent/datasets does not exist",
+        ),
+        (["run", "imdb", "--target-accuracy", "88"], "must be in (0, 1]"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(
+    args, message, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_main(*args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_corrupt_npz_is_refused_with_hash_message(small_data_dir: Path, capsys) -> None:
+    assert run_main("run", "reuters", "--data-dir", str(small_data_dir)) == 2
+    err = capsys.readouterr().err
+    assert "reuters.npz is corrupt or not Keras's file" in err
+    assert "expected d6586e69" in err
+
+
+def test_unwritable_output_dir(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert run_main("run", "imdb", "--synthetic", "--out", str(blocker / "results")) == 2
+    assert "cannot write results to" in capsys.readouterr().err
+
+
+def wait_for_epochs(path_glob: Path, count: int, timeout: float = 240) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in path_glob.parent.glob(path_glob.name):
+            try:
+                document = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if document["runs"] and len(document["runs"][-1]["epochs"]) >= count:
+                return path
+        time.sleep(0.2)
+    raise AssertionError(f"no result with {count} epochs in {timeout} s")
+
+
+def start_run(out: Path, cache: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            "reuters",
+            "--synthetic",
+            "--epochs",
+            "200",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(cache),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_leaves_a_valid_incomplete_result(tmp_path: Path, signum: int, code: int) -> None:
+    process = start_run(tmp_path / "out", tmp_path / "cache")
+    path = wait_for_epochs(tmp_path / "out" / "*.json", 2)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code
+    assert f"interrupted by {signal.Signals(signum).name}; partial result saved" in err
+    document = results.load(path)
+    assert document["status"] == "incomplete"
+    assert document["incomplete_reason"] == f"interrupted by {signal.Signals(signum).name}"
+    run = document["runs"][0]
+    assert run["status"] == "incomplete"
+    assert 2 <= len(run["epochs"]) < 200
+    assert [e["epoch"] for e in run["epochs"]] == list(range(1, len(run["epochs"]) + 1))
+
+
+def test_sigkill_still_leaves_a_valid_file(tmp_path: Path) -> None:
+    process = start_run(tmp_path / "out", tmp_path / "cache")
+    path = wait_for_epochs(tmp_path / "out" / "*.json", 2)
+    process.kill()
+    process.communicate(timeout=30)
+    document = results.load(path)
+    assert document["status"] == "incomplete"
+    assert len(document["runs"][0]["epochs"]) >= 2
+
+
+def test_synthetic_run_reports_no_accuracy(tmp_path: Path) -> None:
+    done = dlbench(
+        "run",
+        "reuters",
+        "--synthetic",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "n/a (synthetic)" in done.stdout
+    document = results.load(next(tmp_path.glob("*.json")))
+    run = document["runs"][0]
+    assert run["data"]["source"] == "synthetic"
+    assert run["test"] is None
+    assert run["target"] is None
+    assert document["settings"]["synthetic"] is True
+
+
+@pytest.mark.realdata
+def test_text_workloads_on_real_data_reach_the_texts_accuracy(
+    real_data_dir: Path, tmp_path: Path
+) -> None:
+    """Both workloads, 20 epochs, TensorFlow on the CPU: the text's accuracy band."""
+    out = tmp_path / "result.json"
+    done = dlbench(
+        "run",
+        "--data-dir",
+        str(real_data_dir),
+        "--output",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    document = results.load(out)
+    assert document["status"] == "complete"
+    runs = {r["workload"]: r for r in document["runs"]}
+    assert runs["imdb"]["test"]["accuracy"] >= 0.84
+    assert runs["reuters"]["test"]["accuracy"] >= 0.76
+    for run in runs.values():
+        assert len(run["epochs"]) == 20
+        assert run["definition"]["epochs"] == 20 and run["definition"]["batch_size"] == 512
+        assert run["backend"]["name"] == "tensorflow"
+        assert run["backend"]["device_type"] == "CPU"
+        assert run["data"]["source"] == "keras" and not run["data"]["cache_hit"]
+        assert run["throughput"]["steady_samples_per_s"] > 0
+        assert run["peak_rss_mb"] > 0
+    assert runs["imdb"]["data"]["train_samples"] == 15_000
+    assert runs["imdb"]["data"]["test_samples"] == 25_000
+    assert runs["reuters"]["data"]["train_samples"] == 7_982
+    assert runs["reuters"]["data"]["test_samples"] == 2_246
+    assert runs["imdb"]["target"]["reached_epoch"] is not None
+    assert "imdb" in done.stdout and "test acc" in done.stdout  # the summary table
+
+
+@pytest.mark.realdata
+def test_second_run_reads_the_encode_cache(real_data_dir: Path, tmp_path: Path) -> None:
+    env = {"DLSTATION_DATA_DIR": str(real_data_dir), "DLSTATION_CACHE_DIR": str(tmp_path / "cache")}
+    for expected_hit in (False, True):
+        out = tmp_path / f"r-{expected_hit}.json"
+        done = dlbench("run", "reuters", "--epochs", "1", "--output", str(out), "--quiet", env=env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == str(out)
+        assert results.load(out)["runs"][0]["data"]["cache_hit"] is expected_hit
+
+
+def test_repeats_each_in_its_own_process_with_spread(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    done = dlbench(
+        "run",
+        "reuters",
+        "--synthetic",
+        "--epochs",
+        "2",
+        "--repeats",
+        "2",
+        "--output",
+        str(out),
+        "--seed",
+        "7",
+    )
+    assert done.returncode == 0, done.stderr
+    document = results.load(out)
+    assert [r["definition"]["seed"] for r in document["runs"]] == [7, 8]
+    assert document["summary"]["reuters"]["steady_epoch_s"]["n"] == 2
