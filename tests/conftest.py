@@ -14,6 +14,8 @@ REPO = Path(__file__).resolve().parent.parent
 # In-process Keras (data loader tests) uses the default backend; workers set their own.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests read the packaged price catalog, never a user's refreshed copy.
+os.environ["DLSTATION_CATALOG"] = str(REPO / "tests" / "no-user-catalog.json")
 
 
 def write_keras_npz(path: Path, dataset: str, samples: int, num_words: int, seed: int = 0) -> None:

@@ -1,0 +1,7 @@
+"""Allow `python -m cloud`."""
+
+import sys
+
+from cloud.cli import main
+
+sys.exit(main())

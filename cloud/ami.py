@@ -1,0 +1,59 @@
+"""Find the newest AWS Deep Learning AMI: the public SSM parameter, else describe_images by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from cloud.aws import CloudError, aws_errors
+
+DEFAULT_AMI_TYPE = "base-oss-nvidia-driver-gpu-ubuntu-22.04"
+SSM_PATH = "/aws/service/deeplearning/ami/{arch}/{ami_type}/latest/ami-id"
+# describe_images name patterns for the fallback, per AMI type.
+NAME_PATTERNS: dict[str, str] = {
+    f"base-oss-nvidia-driver-gpu-ubuntu-{version}": (
+        f"Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu {version}) *"
+    )
+    for version in ("22.04", "24.04")
+}
+
+
+def ssm_parameter(ami_type: str, arch: str = "x86_64") -> str:
+    return SSM_PATH.format(arch=arch, ami_type=ami_type)
+
+
+def resolve(ssm: Any, ec2: Any, ami_type: str, arch: str = "x86_64") -> tuple[str, str]:
+    """(ami_id, how it was found). Raises CloudError naming --ami-id when neither way works."""
+    parameter = ssm_parameter(ami_type, arch)
+    try:
+        value = ssm.get_parameter(Name=parameter)["Parameter"]["Value"]
+        return str(value), f"SSM {parameter}"
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in (
+            "ParameterNotFound",
+            "AccessDeniedException",
+        ):
+            raise
+    pattern = NAME_PATTERNS.get(ami_type)
+    if pattern is None:
+        raise CloudError(
+            f"SSM has no {parameter} and dlcloud knows no image name for {ami_type!r}; "
+            "pass --ami-id or a known --ami-type"
+        )
+    with aws_errors("looking up Deep Learning AMIs"):
+        images = ec2.describe_images(
+            Owners=["amazon"],
+            Filters=[
+                {"Name": "name", "Values": [pattern]},
+                {"Name": "architecture", "Values": [arch]},
+                {"Name": "state", "Values": ["available"]},
+            ],
+        )["Images"]
+    if not images:
+        raise CloudError(
+            f"no Deep Learning AMI {ami_type!r} found in this region (SSM {parameter}, "
+            f"images named {pattern!r}); pass --ami-id"
+        )
+    newest = max(images, key=lambda image: image["CreationDate"])
+    return str(newest["ImageId"]), f"describe_images {newest['Name']!r}"

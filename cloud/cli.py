@@ -1,0 +1,390 @@
+"""dlcloud: rent an AWS Deep Learning AMI GPU instance, and make sure it stops billing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench.progress import table
+from cloud import ami, fleet, guard, inventory, prices
+from cloud.aws import Aws, CloudError, aws_errors
+from cloud.catalog import Catalog, user_catalog_path
+from cloud.launcher import Launcher, LaunchRequest, ssh_command, tunnel_command
+
+Confirm = Callable[[str], bool]
+
+
+def ask(prompt: str) -> bool:
+    """Ask on the terminal; without one, the answer is no (scripts must pass --yes)."""
+    if not sys.stdin.isatty():
+        return False
+    return input(f"{prompt} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dlcloud",
+        description="Launch AWS Deep Learning AMI GPU instances safely; leave nothing billing.",
+    )
+    parser.add_argument("--region", help="AWS region (default: AWS_DEFAULT_REGION / profile)")
+    parser.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    offers = commands.add_parser("offers", help="GPU instance types and their prices")
+    offers.add_argument("--gpu", help="only GPUs whose name contains this, e.g. A10G, L4, H100")
+    offers.add_argument(
+        "--live",
+        action="store_true",
+        help="add the current spot price from AWS (needs credentials)",
+    )
+
+    prices = commands.add_parser("prices", help="show or refresh the price catalog")
+    prices.add_argument(
+        "--refresh",
+        action="store_true",
+        help="read on-demand prices (Pricing API) and week-long spot medians",
+    )
+    prices.add_argument("--regions", nargs="+", help="regions to refresh (default: --region)")
+    prices.add_argument(
+        "--output",
+        type=Path,
+        help="where to write (default: $DLSTATION_CATALOG or ~/.config/dlstation/catalog.json)",
+    )
+
+    launch = commands.add_parser("launch", help="start a GPU instance with a TTL")
+    launch.add_argument("--instance-type", required=True, help="e.g. g5.xlarge (see offers)")
+    launch.add_argument(
+        "--name",
+        help="instance name; the same name reuses the instance (default: dlstation-<type>)",
+    )
+    launch.add_argument(
+        "--spot", action="store_true", help="spot market (cheaper, can be interrupted)"
+    )
+    launch.add_argument(
+        "--ttl",
+        default="4h",
+        help="lifetime before it powers off and "
+        "terminates, e.g. 90m, 4h, 2d (default: 4h, at most 7d)",
+    )
+    launch.add_argument(
+        "--ami-type",
+        default=ami.DEFAULT_AMI_TYPE,
+        help=f"DLAMI type (default: {ami.DEFAULT_AMI_TYPE})",
+    )
+    launch.add_argument("--ami-id", help="an exact AMI id instead of the newest DLAMI")
+    launch.add_argument(
+        "--key-name",
+        help="existing key pair whose .pem is in the key folder "
+        "(default: dlstation-<region>, created if missing)",
+    )
+    launch.add_argument("--ssh-cidr", help="who may SSH in (default: your public IP /32)")
+    launch.add_argument("--volume-gb", type=int, default=100, help="root disk GiB (default 100)")
+    launch.add_argument(
+        "--dry-run", action="store_true", help="preflight and print the plan; launch nothing"
+    )
+    launch.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    launch.add_argument("--inventory", type=Path, help="static inventory file to update")
+
+    listing = commands.add_parser("list", help="this project's instances, their TTL and cost")
+    listing.add_argument("--regions", nargs="+", help="regions to list (default: --region)")
+
+    ssh = commands.add_parser("ssh", help="open an SSH session to an instance")
+    ssh.add_argument("name")
+    ssh.add_argument("--print", action="store_true", help="print the command instead")
+
+    stop = commands.add_parser("stop", help="stop an instance (its disk still bills)")
+    stop.add_argument("name")
+
+    terminate = commands.add_parser("terminate", help="terminate instances and clean up")
+    target = terminate.add_mutually_exclusive_group(required=True)
+    target.add_argument("name", nargs="?")
+    target.add_argument("--all", action="store_true", help="every instance of this project")
+    terminate.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    terminate.add_argument("--inventory", type=Path, help="static inventory file to update")
+
+    reap = commands.add_parser("reap", help="remove expired instances and orphaned resources")
+    reap.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reap.add_argument("--inventory", type=Path, help="static inventory file to update")
+    return parser
+
+
+class Commands:
+    """The subcommands, with their seams (AWS, clock, prompt, exec) injectable for tests."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        *,
+        catalog: Catalog | None = None,
+        now: Callable[[], datetime] | None = None,
+        confirm: Confirm = ask,
+        checkip: Callable[[], str] | None = None,
+        execute: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        self.args = args
+        self.catalog = catalog or Catalog.load()
+        self.now = now or (lambda: datetime.now(timezone.utc))
+        self.confirm = confirm
+        self.checkip = checkip
+        self.execute = execute or (lambda argv: os.execvp(argv[0], argv))
+        self._aws: Aws | None = None
+
+    @property
+    def aws(self) -> Aws:
+        if self._aws is None:
+            self._aws = Aws(self.args.region, self.args.profile)
+        return self._aws
+
+    def inventory_path(self) -> Path:
+        return getattr(self.args, "inventory", None) or inventory.default_path()
+
+    def offers(self) -> int:
+        region = self.args.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        live: dict[str, float] = {}
+        note = ""
+        if self.args.live:
+            live, note = self.live_spot(region)
+        rows = []
+        for kind in self.catalog.offers(self.args.gpu):
+            on_demand = self.catalog.on_demand(kind.instance_type, region).usd_per_hour
+            spot = self.catalog.spot(kind.instance_type, region)
+            spot_text = "-" if spot.usd_per_hour is None else f"{spot.usd_per_hour:.3f}"
+            if spot.estimate and spot.usd_per_hour is not None:
+                spot_text += "~"
+            row = [
+                kind.instance_type,
+                f"{kind.gpu_count}x {kind.gpu}",
+                f"{kind.gpu_memory_gib}",
+                str(kind.vcpus),
+                "-" if on_demand is None else f"{on_demand:.3f}",
+                spot_text,
+            ]
+            if self.args.live:
+                row.append(f"{live[kind.instance_type]:.3f}" if kind.instance_type in live else "-")
+            rows.append(row)
+        header = ["type", "GPUs", "GiB/GPU", "vCPUs", "on-demand $/h", "spot $/h"]
+        if self.args.live:
+            header.append("spot now $/h")
+        if not rows:
+            raise CloudError(f"no GPU type matches --gpu {self.args.gpu!r}", 2)
+        print(table(header, rows))
+        print(
+            f"\n{region}, catalog of {self.catalog.as_of}. ~ = estimate "
+            f"({self.catalog.spot_fraction:.0%} of on-demand). {note}".rstrip()
+        )
+        return 0
+
+    def live_spot(self, region: str) -> tuple[dict[str, float], str]:
+        """Newest spot price per type (lowest over zones), or why there is none."""
+        try:
+            ec2 = Aws(region, self.args.profile).client("ec2")
+            with aws_errors("reading spot prices"):
+                history = ec2.describe_spot_price_history(
+                    InstanceTypes=list(self.catalog.types),
+                    ProductDescriptions=["Linux/UNIX"],
+                    StartTime=self.now(),
+                )["SpotPriceHistory"]
+        except CloudError as error:
+            return {}, f"live spot prices unavailable: {error}"
+        prices: dict[str, float] = {}
+        for entry in history:
+            value = float(entry["SpotPrice"])
+            kind = entry["InstanceType"]
+            prices[kind] = min(value, prices.get(kind, value))
+        return prices, "spot now: describe_spot_price_history, lowest zone."
+
+    def prices(self) -> int:
+        if not self.args.refresh:
+            print(f"catalog of {self.catalog.as_of}: {len(self.catalog.types)} GPU types")
+            for name, source in self.catalog.sources.items():
+                print(f"  {name}: {source}")
+            for note in self.catalog.data.get("notes", []):
+                print(f"  {note}")
+            print("refresh: dlcloud prices --refresh --regions us-east-1 us-west-2")
+            return 0
+        regions = self.args.regions or [self.aws.region]
+        data = prices.refresh(
+            self.catalog, lambda region: Aws(region, self.args.profile), regions, self.now()
+        )
+        output = self.args.output or user_catalog_path()
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(data, indent=1) + "\n")
+        print(f"catalog written to {output} (as of {data['as_of']})")
+        return 0
+
+    def launch(self) -> int:
+        args = self.args
+        request = LaunchRequest(
+            instance_type=args.instance_type,
+            name=args.name or f"dlstation-{args.instance_type.replace('.', '-')}",
+            ttl_text=args.ttl,
+            spot=args.spot,
+            ami_type=args.ami_type,
+            ami_id=args.ami_id,
+            key_name=args.key_name,
+            ssh_cidr=args.ssh_cidr,
+            volume_gb=args.volume_gb,
+        )
+        if args.volume_gb < 30:
+            raise CloudError("--volume-gb must be at least 30: the Deep Learning AMI needs it", 2)
+        launcher = Launcher(self.aws, self.catalog, now=self.now, checkip=self.checkip)
+        existing = launcher.find_existing(request.name)
+        if existing is not None:
+            print(
+                f"{request.name!r} already exists ({existing['InstanceId']}, "
+                f"{existing['State']['Name']}); not starting a second one"
+            )
+            self.report_ready(existing, request.name, launcher)
+            return 0
+        plan = launcher.preflight(request)
+        print("\n".join(plan.lines()))
+        if args.dry_run:
+            launcher.check_permissions(plan)
+            print("dry run: every check passed; nothing was launched")
+            return 0
+        if not args.yes and not self.confirm("launch it?"):
+            print("not launched (pass --yes to skip this question)")
+            return 1
+        instance = launcher.launch(plan)
+        self.report_ready(instance, request.name, launcher)
+        return 0
+
+    def report_ready(self, instance: dict[str, Any], name: str, launcher: Launcher) -> None:
+        key_name = instance.get("KeyName") or guard.tags_of(instance).get(guard.TAG_KEY, "")
+        key_file = launcher.key_folder / f"{key_name}.pem"
+        path = self.inventory_path()
+        inventory.add_host(path, name, instance, self.aws.region, key_file)
+        print(
+            f"\n{name} is up: {instance['InstanceId']} at "
+            f"{instance.get('PublicIpAddress') or instance.get('PrivateIpAddress')}"
+        )
+        print(f"  ssh:      {ssh_command(instance, key_file)}")
+        print(f"  jupyter:  {tunnel_command(instance, key_file)}")
+        print(f"  ansible:  host {name} added to {path}")
+        print(f"  when done: dlcloud --region {self.aws.region} terminate {name}")
+
+    def list(self) -> int:
+        regions = self.args.regions or [self.aws.region]
+        now = self.now()
+        rows = []
+        for region in regions:
+            ec2 = Aws(region, self.args.profile).client("ec2")
+            for instance in fleet.project_instances(ec2):
+                row = fleet.describe(instance, region, self.catalog, now)
+                if row["state"] == "terminated":
+                    continue
+                left = row["left_h"]
+                rows.append(
+                    [
+                        row["name"],
+                        row["id"],
+                        region,
+                        row["type"],
+                        row["market"],
+                        row["state"],
+                        f"{row['age_h']:.1f}h",
+                        "-" if left is None else ("EXPIRED" if left <= 0 else f"{left:.1f}h"),
+                        "-" if row["cost_usd"] is None else f"${row['cost_usd']:.2f}",
+                        row["ip"] or "-",
+                    ]
+                )
+        if not rows:
+            print(f"no dlstation instances in {', '.join(regions)}")
+            return 0
+        print(
+            table(
+                [
+                    "name",
+                    "id",
+                    "region",
+                    "type",
+                    "market",
+                    "state",
+                    "age",
+                    "TTL left",
+                    "cost so far",
+                    "address",
+                ],
+                rows,
+            )
+        )
+        return 0
+
+    def ssh(self) -> int:
+        instance = fleet.find_by_name(self.aws.client("ec2"), self.args.name)
+        key_name = instance.get("KeyName", "")
+        command = shlex.split(ssh_command(instance, guard.key_dir() / f"{key_name}.pem"))
+        if self.args.print:
+            print(shlex.join(command))
+            return 0
+        self.execute(command)
+        return 0
+
+    def stop(self) -> int:
+        ec2 = self.aws.client("ec2")
+        instance = fleet.find_by_name(ec2, self.args.name)
+        fleet.stop(ec2, instance)
+        print(
+            f"stopped {self.args.name} ({instance['InstanceId']}); its disk still bills: "
+            f"`dlcloud terminate {self.args.name}` when you are done"
+        )
+        return 0
+
+    def terminate(self) -> int:
+        ec2 = self.aws.client("ec2")
+        live = ["pending", "running", "stopping", "stopped"]
+        if self.args.all:
+            targets = fleet.project_instances(ec2, live)
+        else:
+            targets = [fleet.find_by_name(ec2, self.args.name)]
+        if not targets:
+            print(f"no dlstation instances to terminate in {self.aws.region}")
+            return 0
+        names = ", ".join(
+            f"{guard.tags_of(i).get(guard.TAG_NAME, '?')} ({i['InstanceId']})" for i in targets
+        )
+        if not self.args.yes and not self.confirm(f"terminate {names}?"):
+            print("nothing terminated (pass --yes to skip this question)")
+            return 1
+        done = fleet.terminate(ec2, targets, guard.key_dir())
+        removed = inventory.remove_hosts(self.inventory_path(), set(done.instances))
+        print("\n".join(done.lines()))
+        if removed:
+            print(f"removed {', '.join(removed)} from {self.inventory_path()}")
+        return 0
+
+    def reap(self) -> int:
+        ec2 = self.aws.client("ec2")
+        plan = fleet.find_leftovers(ec2, self.now())
+        if plan.empty():
+            print(f"nothing to reap in {self.aws.region}")
+            return 0
+        print("\n".join(plan.lines()))
+        if not self.args.yes and not self.confirm("remove all of these?"):
+            print("nothing removed (pass --yes to skip this question)")
+            return 1
+        done = fleet.reap(ec2, plan, guard.key_dir())
+        inventory.remove_hosts(self.inventory_path(), set(done.instances))
+        print("\n".join(done.lines()))
+        return 0
+
+
+def main(argv: Sequence[str] | None = None, **seams: Any) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    commands = Commands(args, **seams)
+    try:
+        handler: Callable[[], int] = getattr(commands, args.command)
+        return handler()
+    except CloudError as error:
+        print(f"dlcloud: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("dlcloud: interrupted; anything it had started was terminated", file=sys.stderr)
+        return 130

@@ -1,0 +1,61 @@
+"""The static Ansible inventory that `dlcloud launch` writes for users without amazon.aws."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+INVENTORY_ENV = "DLCLOUD_INVENTORY"
+HEADER = (
+    "# Written by `dlcloud launch`, entries removed by `dlcloud terminate`.\n"
+    "# Hosts run the Deep Learning AMI (group dlami): setup.yml verifies them, never reinstalls.\n"
+)
+
+
+def default_path() -> Path:
+    """$DLCLOUD_INVENTORY, else inventory/dlcloud.yml of this clone, else ~/.config/dlstation."""
+    if os.environ.get(INVENTORY_ENV):
+        return Path(os.environ[INVENTORY_ENV])
+    clone_inventory = Path(__file__).resolve().parent.parent / "inventory"
+    if clone_inventory.is_dir():
+        return clone_inventory / "dlcloud.yml"
+    return Path.home() / ".config" / "dlstation" / "dlcloud.yml"
+
+
+def read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    loaded = yaml.safe_load(path.read_text()) or {}
+    return loaded.get("all", {}).get("children", {}).get("dlami", {}).get("hosts", {}) or {}
+
+
+def write(path: Path, hosts: dict[str, Any]) -> None:
+    document = {"all": {"children": {"dlami": {"hosts": hosts}}}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(HEADER + yaml.safe_dump(document, sort_keys=True))
+    temporary.replace(path)
+
+
+def add_host(path: Path, name: str, instance: dict[str, Any], region: str, key_file: Path) -> None:
+    hosts = read(path)
+    hosts[name] = {
+        "ansible_host": instance.get("PublicIpAddress") or instance.get("PrivateIpAddress"),
+        "ansible_user": "ubuntu",
+        "ansible_ssh_private_key_file": str(key_file),
+        "dlstation_instance_id": instance["InstanceId"],
+        "dlstation_instance_type": instance["InstanceType"],
+        "dlstation_region": region,
+    }
+    write(path, hosts)
+
+
+def remove_hosts(path: Path, instance_ids: set[str]) -> list[str]:
+    hosts = read(path)
+    gone = [n for n, v in hosts.items() if v.get("dlstation_instance_id") in instance_ids]
+    if gone:
+        write(path, {n: v for n, v in hosts.items() if n not in gone})
+    return gone
