@@ -261,10 +261,8 @@ class Commands:
         key_file = launcher.key_folder / f"{key_name}.pem"
         path = self.inventory_path()
         inventory.add_host(path, name, instance, self.aws.region, key_file)
-        print(
-            f"\n{name} is up: {instance['InstanceId']} at "
-            f"{instance.get('PublicIpAddress') or instance.get('PrivateIpAddress')}"
-        )
+        address = instance.get("PublicIpAddress") or instance.get("PrivateIpAddress")
+        print(f"\n{name}: {instance['InstanceId']} {instance['State']['Name']} at {address}")
         print(f"  ssh:      {ssh_command(instance, key_file)}")
         print(f"  jupyter:  {tunnel_command(instance, key_file)}")
         print(f"  ansible:  host {name} added to {path}")

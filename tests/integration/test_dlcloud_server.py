@@ -104,7 +104,7 @@ def test_launch_list_inventory_terminate(moto_env: dict[str, str], tmp_path: Pat
         "--yes",
     )
     assert launched.returncode == 0, launched.stderr
-    assert "lab is up: i-" in launched.stdout
+    assert "lab: i-" in launched.stdout and " running at " in launched.stdout
     assert "ssh -i " in launched.stdout and "-L 8888:127.0.0.1:8888" in launched.stdout
     states = project_states(client)
     assert list(states.values()) == ["running"]
