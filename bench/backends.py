@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -23,6 +24,13 @@ def check_backend(name: str) -> str:
     return name
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def _tensorflow_devices(tf: Any, variable: Any) -> dict[str, Any]:
     placed = str(variable.device)
     gpus = tf.config.list_physical_devices("GPU")
@@ -31,6 +39,7 @@ def _tensorflow_devices(tf: Any, variable: Any) -> dict[str, Any]:
     return {
         "device_type": "GPU" if on_gpu else "CPU",
         "device_name": names[0] if on_gpu and names else "CPU",
+        "cuda_build": bool(tf.test.is_built_with_cuda()),
         "placement": placed,
         "visible": [d.name for d in tf.config.list_physical_devices()],
         "visible_gpus": names,
@@ -40,9 +49,16 @@ def _tensorflow_devices(tf: Any, variable: Any) -> dict[str, Any]:
 def _jax_devices(jax: Any, variable: Any) -> dict[str, Any]:
     device = next(iter(variable.devices()))
     on_gpu = device.platform in ("gpu", "cuda", "rocm")
+    plugins = (
+        "jax_cuda12_plugin",
+        "jax_cuda13_plugin",
+        "jax_plugins.xla_cuda12",
+        "jax_plugins.xla_cuda13",
+    )
     return {
         "device_type": "GPU" if on_gpu else "CPU",
         "device_name": device.device_kind if on_gpu else "CPU",
+        "cuda_build": on_gpu or any(_importable(p) for p in plugins),
         "placement": str(device),
         "visible": [str(d) for d in jax.devices()],
         "visible_gpus": [d.device_kind for d in jax.devices() if d.platform != "cpu"],
@@ -57,6 +73,7 @@ def _torch_devices(torch: Any, variable: Any) -> dict[str, Any]:
     return {
         "device_type": "GPU" if on_gpu else "CPU",
         "device_name": torch.cuda.get_device_name(device) if on_gpu else "CPU",
+        "cuda_build": torch.version.cuda is not None,
         "placement": str(device),
         "visible": ["cpu", *[f"cuda:{i}" for i in range(count)]],
         "visible_gpus": gpus,

@@ -10,12 +10,15 @@ import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from bench import data, hostinfo, results
+from bench import data, fingerprint, hostinfo, nvml, results, verify
 from bench.backends import BACKENDS
+from bench.cost import resolve_pricing
 from bench.modes import MODES
 from bench.progress import Progress
 from bench.runner import Runner, RunPlan
+from bench.telemetry import DEFAULT_INTERVAL_S, Sampler
 from bench.workloads import WORKLOADS, UnknownWorkloadError, get_workload
 from bench.workloads.spec import Workload
 
@@ -110,7 +113,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--output", help="exact result file path (overrides --out)")
     run.add_argument("--quiet", action="store_true", help="print only the result file's path")
+    run.add_argument(
+        "--telemetry-interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        help="seconds between GPU samples; 0 turns telemetry off (default: 0.2)",
+    )
+    add_price_options(run)
+
+    verify = commands.add_parser("verify", help="check the GPU, the backend and their speed")
+    verify.add_argument(
+        "--backend",
+        default="tensorflow",
+        choices=BACKENDS,
+        help="Keras backend to check (default: tensorflow)",
+    )
+    verify.add_argument(
+        "--expect-gpu",
+        action="store_true",
+        help="no usable NVIDIA GPU is a FAIL (default: the CPU path is checked)",
+    )
+    verify.add_argument(
+        "--no-workload",
+        action="store_true",
+        help="skip the short training run of the text's Reuters model",
+    )
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def add_price_options(parser: argparse.ArgumentParser) -> None:
+    """How this machine is priced; shared by run and verify."""
+    price = parser.add_argument_group("cost (first that applies: flag, EC2 metadata, electricity)")
+    price.add_argument("--price-per-hour", type=float, help="what this machine costs, $/h")
+    price.add_argument("--instance-type", help="EC2 type to price from the catalog, e.g. g5.xlarge")
+    price.add_argument("--region", help="EC2 region for --instance-type (default: us-east-1)")
+    price.add_argument(
+        "--no-imds",
+        action="store_true",
+        help="do not ask EC2 instance metadata which instance this is",
+    )
+    price.add_argument(
+        "--electricity-price",
+        type=float,
+        help="workstation: $ per kWh, times the GPU energy measured by NVML",
+    )
+    price.add_argument(
+        "--amortisation-per-hour",
+        type=float,
+        help="workstation: hardware cost per hour of use, added to electricity",
+    )
 
 
 def cmd_list() -> int:
@@ -204,6 +256,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         cache_dir=data.resolve_cache_dir(args.cache_dir),
         keras_home=keras_home,
         output=output,
+        telemetry_interval_s=args.telemetry_interval,
     )
     settings = {
         "backend": plan.backend,
@@ -217,7 +270,98 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     document = results.new_document(
         ["dlbench", *argv], settings, hostinfo.describe_host(), hostinfo.describe_code()
     )
-    return Runner(plan, document, Progress(quiet=args.quiet)).execute()
+    session = nvml.open_nvml()
+    pricing = resolve_pricing(args)
+    document["gpus"] = fingerprint.gpus(session)
+    document["nvml"] = session if isinstance(session, str) else None
+    document["pricing"] = pricing if isinstance(pricing, str) else pricing.describe()
+    runner = Runner(plan, document, Progress(quiet=args.quiet), session, pricing)
+    try:
+        return runner.execute()
+    finally:
+        if isinstance(session, nvml.NvmlSession):
+            session.close()
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Measure (NVML, probe, a short run), judge, print; the exit code follows the verdict."""
+    session = nvml.open_nvml()
+    gpus = fingerprint.gpus(session)
+    sampler = None
+    if isinstance(session, nvml.NvmlSession):
+        sampler = Sampler(session, interval_s=0.1).start()
+        sampler.set_phase("probe")
+    if not args.json:
+        print(
+            f"dlbench verify: probing {args.backend} (matrix products, memory copy)...",
+            file=sys.stderr,
+        )
+    probe = verify.run_probe(args.backend)
+    telemetry = sampler.stop() if sampler is not None else None
+    seen = verify.Observations(
+        backend=args.backend,
+        expect_gpu=args.expect_gpu,
+        nvml_reason=session if isinstance(session, str) else None,
+        gpus=gpus,
+        probe=probe,
+    )
+    if telemetry and telemetry["devices"]:
+        device = telemetry["devices"][0]
+        seen.throttle_seen = device["throttle_seen"]
+        seen.clocks_mhz = device["phases"].get("probe", {}).get("sm_clock_mhz", {})
+    if not args.no_workload and "error" not in probe:
+        if not args.json:
+            print("dlbench verify: training the text's reuters model briefly...", file=sys.stderr)
+        seen.workload = verify_workload(args.backend, session)
+        seen.reference = verify.find_reference(gpus[0]["name"] if gpus else None, args.backend)
+    if isinstance(session, nvml.NvmlSession):
+        session.close()
+    checks = verify.judge(seen)
+    final = verify.verdict(checks)
+    if args.json:
+        print(verify.as_json(checks, final, seen))
+    else:
+        print(verify.render(checks, final, args.backend, args.expect_gpu))
+    return verify.EXIT_CODES[final]
+
+
+def verify_workload(backend: str, session: nvml.NvmlSession | str) -> dict[str, Any]:
+    """Three epochs of reuters on synthetic data through the normal runner; the run record."""
+    with tempfile.TemporaryDirectory(prefix="dlbench-verify-") as folder:
+        workload = dataclasses.replace(get_workload("reuters"), epochs=3)
+        plan = RunPlan(
+            workloads=(workload,),
+            backend=backend,
+            mode="fit",
+            seed=0,
+            repeats=1,
+            synthetic=True,
+            cache_dir=Path(folder),
+            keras_home=None,
+            output=Path(folder) / "verify.json",
+        )
+        settings = {
+            "backend": backend,
+            "mode": "fit",
+            "workloads": ["reuters"],
+            "repeats": 1,
+            "synthetic": True,
+            "data_dir": None,
+            "seed": 0,
+        }
+        document = results.new_document(
+            ["dlbench", "verify"], settings, hostinfo.describe_host(), hostinfo.describe_code()
+        )
+        document["gpus"] = fingerprint.gpus(session)
+        Runner(
+            plan,
+            document,
+            Progress(quiet=True, stream=sys.stderr),
+            session,
+            "verify runs are not priced",
+        ).execute()
+        run: dict[str, Any] = document["runs"][0]
+        return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -226,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return cmd_list()
+        if args.command == "verify":
+            return cmd_verify(args)
         return cmd_run(args, argv)
     except UsageError as error:
         print(f"dlbench: error: {error}", file=sys.stderr)

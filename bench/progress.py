@@ -62,6 +62,18 @@ def summary_table(document: dict[str, Any]) -> str:
                 "n/a (synthetic)" if synthetic else format_spread(figures["time_to_target_s"], 2),
             ]
         )
+    # Cost and GPU columns only when some run has them: a CPU run without a price shows none.
+    extras = [
+        ("$/run", "run_usd", 4),
+        ("GPU util %", "steady_gpu_util", 0),
+        ("energy J", "energy_j", 0),
+    ]
+    for title, figure, digits in extras:
+        column = [document["summary"][name].get(figure) or {} for name in document["summary"]]
+        if any(c.get("n") for c in column):
+            header.append(title)
+            for row, cell in zip(rows, column, strict=True):
+                row.append(format_spread(cell, digits))
     return table(header, rows)
 
 

@@ -23,6 +23,10 @@ SUMMARY_FIGURES: dict[str, tuple[str, ...]] = {
     "test_accuracy": ("test", "accuracy"),
     "time_to_target_s": ("target", "reached_s"),
     "peak_rss_mb": ("peak_rss_mb",),
+    "run_usd": ("cost", "run_usd"),
+    "to_target_usd": ("cost", "to_target_usd"),
+    "energy_j": ("energy_j",),
+    "steady_gpu_util": ("steady_gpu_util",),
 }
 
 
@@ -49,6 +53,9 @@ def new_document(
         "command": command,
         "settings": settings,
         "host": host,
+        "gpus": [],
+        "nvml": None,
+        "pricing": None,
         "runs": [],
         "summary": {},
     }
@@ -70,6 +77,9 @@ def new_run(workload: str, repeat: int, definition: dict[str, Any]) -> dict[str,
         "target": None,
         "phases": [],
         "peak_rss_mb": None,
+        "telemetry": None,
+        "diagnosis": None,
+        "cost": None,
         "error": None,
     }
 
@@ -126,6 +136,16 @@ def _dig(record: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
+def _telemetry_figures(run: dict[str, Any]) -> dict[str, float | None]:
+    """Energy of all GPUs, and GPU 0's mean utilisation over the steady epochs."""
+    devices = (run.get("telemetry") or {}).get("devices") or []
+    energies = [d["energy_j"] for d in devices if d.get("energy_j") is not None]
+    util = None
+    if devices:
+        util = devices[0]["phases"].get("steady_epochs", {}).get("gpu_util", {}).get("mean")
+    return {"energy_j": sum(energies) if energies else None, "steady_gpu_util": util}
+
+
 def spread(values: list[float]) -> dict[str, Any]:
     """Median and range of a figure over repeats."""
     if not values:
@@ -144,8 +164,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for name in dict.fromkeys(run["workload"] for run in runs):
         done = [r for r in runs if r["workload"] == name and r["status"] == "complete"]
         figures = {}
+        enriched = [{**r, **_telemetry_figures(r)} for r in done]
         for figure, path in SUMMARY_FIGURES.items():
-            values = [v for v in (_dig(r, path) for r in done) if isinstance(v, int | float)]
+            values = [v for v in (_dig(r, path) for r in enriched) if isinstance(v, int | float)]
             figures[figure] = spread([float(v) for v in values])
         summary[name] = figures
     return summary

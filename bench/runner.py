@@ -16,8 +16,12 @@ from types import FrameType
 from typing import Any
 
 from bench import results
+from bench.cost import Pricing, run_cost
+from bench.fingerprint import diagnose
+from bench.nvml import NvmlSession
 from bench.process import WorkerProcess
 from bench.progress import Progress
+from bench.telemetry import DEFAULT_INTERVAL_S, Sampler, unavailable
 from bench.workloads.spec import Workload
 
 PHASE_TIMINGS = {
@@ -41,6 +45,7 @@ class RunPlan:
     cache_dir: Path
     keras_home: Path | None
     output: Path
+    telemetry_interval_s: float = DEFAULT_INTERVAL_S
 
     def job(self, workload: Workload, repeat: int) -> dict[str, Any]:
         """The worker's instructions for one repeat of one workload."""
@@ -89,11 +94,12 @@ def signals_raise() -> Iterator[None]:
 
 
 class RunRecorder:
-    """Applies a worker's events to its run record."""
+    """Applies a worker's events to its run record (and its phases to the GPU sampler)."""
 
-    def __init__(self, run: dict[str, Any], started: float) -> None:
+    def __init__(self, run: dict[str, Any], started: float, sampler: Sampler | None) -> None:
         self.run = run
         self.started = started
+        self.sampler = sampler
         self.done = False
 
     def apply(self, event: dict[str, Any]) -> None:
@@ -103,6 +109,8 @@ class RunRecorder:
             handler(event)
 
     def on_phase(self, event: dict[str, Any]) -> None:
+        if self.sampler is not None:
+            self.sampler.set_phase(event["phase"])
         phases = self.run["phases"]
         if phases:
             phases[-1]["end_s"] = event["at_s"]
@@ -156,11 +164,37 @@ class RunRecorder:
 class Runner:
     """Executes a plan, writing the document after each step."""
 
-    def __init__(self, plan: RunPlan, document: dict[str, Any], progress: Progress) -> None:
+    def __init__(
+        self,
+        plan: RunPlan,
+        document: dict[str, Any],
+        progress: Progress,
+        nvml: NvmlSession | str,
+        pricing: Pricing | str,
+    ) -> None:
         self.plan = plan
         self.document = document
         self.progress = progress
-        self.worker: WorkerProcess | None = None
+        self.nvml = nvml
+        self.pricing = pricing
+
+    def start_sampler(self) -> Sampler | None:
+        if isinstance(self.nvml, str) or self.plan.telemetry_interval_s <= 0:
+            return None
+        return Sampler(self.nvml, self.plan.telemetry_interval_s).start()
+
+    def close_run(self, recorder: RunRecorder, status: str) -> None:
+        """Finish the record: figures, telemetry (or why none), diagnosis and cost."""
+        run = recorder.run
+        recorder.finish(status)
+        if recorder.sampler is not None:
+            run["telemetry"] = recorder.sampler.stop()
+        elif isinstance(self.nvml, str):
+            run["telemetry"] = unavailable(self.nvml)
+        else:
+            run["telemetry"] = unavailable("telemetry disabled (--telemetry-interval 0)")
+        run["diagnosis"] = diagnose(self.document["gpus"], run["backend"])
+        run["cost"] = run_cost(run, self.pricing)
 
     def save(self) -> None:
         self.document["summary"] = results.summarize(self.document["runs"])
@@ -198,7 +232,7 @@ class Runner:
         }
         run = results.new_run(workload.name, repeat, definition)
         self.document["runs"].append(run)
-        recorder = RunRecorder(run, time.perf_counter())
+        recorder = RunRecorder(run, time.perf_counter(), self.start_sampler())
         self.progress.run_started(workload, repeat, self.plan.repeats)
         log = (
             self.plan.output.parent
@@ -216,12 +250,12 @@ class Runner:
                     self.save()
         except RunInterruptedError:
             worker.terminate()
-            recorder.finish("incomplete")
+            self.close_run(recorder, "incomplete")
             run["error"] = {"type": "Interrupted", "message": "stopped before the run finished"}
             raise
         code = worker.wait()
         if recorder.done and code == 0:
-            recorder.finish("complete")
+            self.close_run(recorder, "complete")
         else:
             if run["error"] is None:
                 run["error"] = {
@@ -229,6 +263,6 @@ class Runner:
                     "message": f"worker exited with code {code}: {worker.log_tail(5)}",
                 }
             run["error"]["log"] = str(log)
-            recorder.finish("failed")
+            self.close_run(recorder, "failed")
         self.progress.run_finished(run)
         self.save()

@@ -1,0 +1,126 @@
+"""What a run costs: a price per hour (user, catalog or meter) times the measured time."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+from bench import imds
+from cloud.catalog import Catalog, CatalogError
+
+JOULES_PER_KWH = 3_600_000
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """How this machine is priced; usd_per_hour None means electricity (per measured kWh)."""
+
+    usd_per_hour: float | None
+    source: str
+    as_of: str | None
+    electricity_usd_per_kwh: float | None = None
+    amortisation_usd_per_hour: float = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "usd_per_hour": self.usd_per_hour,
+            "source": self.source,
+            "as_of": self.as_of,
+            "electricity_usd_per_kwh": self.electricity_usd_per_kwh,
+            "amortisation_usd_per_hour": self.amortisation_usd_per_hour,
+        }
+
+
+def resolve_pricing(
+    args: argparse.Namespace, catalog: Catalog | None = None, lookup: Any = imds.lookup
+) -> Pricing | str:
+    """--price-per-hour, else --instance-type/--region, else instance metadata, else electricity."""
+    if args.price_per_hour is not None:
+        return Pricing(args.price_per_hour, "--price-per-hour", None)
+    instance_type, region, how = args.instance_type, args.region, "--instance-type/--region"
+    if instance_type is None and not args.no_imds:
+        placement = lookup()
+        if isinstance(placement, imds.Placement):
+            instance_type, region, how = placement.instance_type, placement.region, "EC2 metadata"
+    if instance_type is not None:
+        catalog = catalog or Catalog.load()
+        try:
+            price = catalog.on_demand(instance_type, region or "us-east-1")
+        except CatalogError as error:
+            return f"{instance_type} ({how}): {error}"
+        if price.usd_per_hour is None:
+            return f"{instance_type} in {region} ({how}): {price.basis}"
+        return Pricing(
+            price.usd_per_hour,
+            f"{instance_type} {region or 'us-east-1'} on-demand ({how}); {price.basis}",
+            price.as_of,
+        )
+    if args.electricity_price is not None:
+        return Pricing(
+            None,
+            "electricity (--electricity-price) x measured GPU energy",
+            None,
+            args.electricity_price,
+            args.amortisation_per_hour or 0.0,
+        )
+    return (
+        "no price: pass --price-per-hour, --instance-type/--region, or "
+        "--electricity-price for a workstation"
+    )
+
+
+def run_energy_j(run: dict[str, Any]) -> float | None:
+    telemetry = run.get("telemetry") or {}
+    energies = [
+        d["energy_j"] for d in telemetry.get("devices", []) if d.get("energy_j") is not None
+    ]
+    return sum(energies) if energies else None
+
+
+def run_cost(run: dict[str, Any], pricing: Pricing | str) -> dict[str, Any]:
+    """$ per run, per epoch, per million training samples and to the target accuracy."""
+    if isinstance(pricing, str):
+        return {"available": False, "reason": pricing}
+    timing = run["timing"]
+    seconds = timing.get("end_to_end_s")
+    epochs = run["epochs"]
+    samples_per_s = (run.get("throughput") or {}).get("steady_samples_per_s")
+    reached_s = (run.get("target") or {}).get("reached_s")
+    if pricing.usd_per_hour is not None:
+        rate_per_s = pricing.usd_per_hour / 3600
+        basis = "time x price per hour"
+    else:
+        energy = run_energy_j(run)
+        if energy is None or not seconds:
+            return {
+                "available": False,
+                "reason": "electricity pricing needs measured GPU energy "
+                "(NVML) and there is none; pass --price-per-hour",
+                **pricing.describe(),
+            }
+        # Energy is the GPU board's only (NVML): host CPU, memory and PSU losses are not in it.
+        watts = energy / seconds
+        assert pricing.electricity_usd_per_kwh is not None
+        rate_per_s = (
+            watts * pricing.electricity_usd_per_kwh / JOULES_PER_KWH
+            + pricing.amortisation_usd_per_hour / 3600
+        )
+        basis = (
+            f"GPU energy {energy:.0f} J over {seconds:.1f} s ({watts:.0f} W mean) x "
+            "electricity price, + amortisation; host power not measured"
+        )
+
+    def dollars(s: float | None) -> float | None:
+        return None if s is None else s * rate_per_s
+
+    epoch_s = sum(e["wall_s"] for e in epochs) / len(epochs) if epochs else None
+    return {
+        "available": True,
+        **pricing.describe(),
+        "basis": basis,
+        "run_usd": dollars(seconds),
+        "epoch_usd": dollars(epoch_s),
+        "per_million_samples_usd": dollars(1e6 / samples_per_s) if samples_per_s else None,
+        "to_target_usd": dollars(reached_s),
+    }

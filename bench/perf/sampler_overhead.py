@@ -1,0 +1,136 @@
+"""Benchmark: what GPU telemetry costs a run. Prints ratios measured in this one run.
+
+    python -m bench.perf.sampler_overhead [--repeats 3] [--epochs 4] [--interval 0.2]
+
+Two measures: (1) the cost of one sample (all metrics of all GPUs) against the interval, i.e.
+the share of one core the sampler thread takes; (2) the same short training run (reuters,
+synthetic data, fit) with telemetry on and off, alternated, compared by steady epoch time.
+With a real GPU it uses real NVML; without one, the fake NVML of the tests, which measures the
+sampler's own Python cost but not the driver's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import hostinfo, nvml, results
+from bench.progress import Progress, table
+from bench.runner import Runner, RunPlan
+from bench.telemetry import Sampler
+from bench.workloads import get_workload
+
+
+def open_session() -> tuple[nvml.NvmlSession, str]:
+    real = nvml.open_nvml()
+    if isinstance(real, nvml.NvmlSession):
+        return real, "real NVML"
+    from tests.fakes.nvml import FakeNvml
+
+    fake = nvml.open_nvml(lambda: FakeNvml("healthy"))
+    assert isinstance(fake, nvml.NvmlSession)
+    return fake, f"fake NVML ({real})"
+
+
+def per_sample_seconds(session: nvml.NvmlSession, count: int = 2000) -> float:
+    sampler = Sampler(session, interval_s=3600)  # the thread sleeps; we call it by hand
+    started = time.perf_counter()
+    for _ in range(count):
+        sampler.sample_once()
+    return (time.perf_counter() - started) / count
+
+
+def one_run(
+    session: nvml.NvmlSession, interval: float, epochs: int, folder: Path
+) -> tuple[float, float | None]:
+    """Steady epoch time, and the sampler's CPU share of the run's wall time (None if off)."""
+    workload = dataclasses.replace(get_workload("reuters"), epochs=epochs)
+    plan = RunPlan(
+        workloads=(workload,),
+        backend="tensorflow",
+        mode="fit",
+        seed=0,
+        repeats=1,
+        synthetic=True,
+        cache_dir=folder,
+        keras_home=None,
+        output=folder / f"r-{time.monotonic_ns()}.json",
+        telemetry_interval_s=interval,
+    )
+    settings: dict[str, Any] = {
+        "backend": "tensorflow",
+        "mode": "fit",
+        "workloads": ["reuters"],
+        "repeats": 1,
+        "synthetic": True,
+        "data_dir": None,
+        "seed": 0,
+    }
+    document = results.new_document(
+        ["perf"], settings, hostinfo.describe_host(), hostinfo.describe_code()
+    )
+    Runner(
+        plan, document, Progress(quiet=True, stream=io.StringIO()), session, "not priced"
+    ).execute()
+    run = document["runs"][0]
+    steady = run["timing"]["steady_epoch_s"]
+    assert steady is not None
+    telemetry = run["telemetry"]
+    share = telemetry["sampler_cpu_s"] / telemetry["duration_s"] if telemetry["available"] else None
+    return float(steady), share
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--interval", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    session, which = open_session()
+    cost = per_sample_seconds(session)
+    on: list[float] = []
+    off: list[float] = []
+    shares: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(args.repeats):
+            off.append(one_run(session, 0, args.epochs, Path(folder))[0])
+            steady, share = one_run(session, args.interval, args.epochs, Path(folder))
+            on.append(steady)
+            shares.append(share or 0.0)
+    median_on, median_off = statistics.median(on), statistics.median(off)
+    overlap = min(on) <= max(off) and min(off) <= max(on)
+    print(f"sampler overhead, {which}, {session.device_count()} GPU(s), interval {args.interval} s")
+    print(
+        table(
+            ["measure", "value"],
+            [
+                ["one sample (all metrics, all GPUs)", f"{cost * 1e6:.1f} us"],
+                ["sampler thread duty cycle (sample / interval)", f"{cost / args.interval:.4%}"],
+                ["sampler CPU time / run wall time (median)", f"{statistics.median(shares):.4%}"],
+                [
+                    "steady epoch, telemetry off: median [range]",
+                    f"{median_off:.3f} s [{min(off):.3f}-{max(off):.3f}]",
+                ],
+                [
+                    "steady epoch, telemetry on: median [range]",
+                    f"{median_on:.3f} s [{min(on):.3f}-{max(on):.3f}]",
+                ],
+                [
+                    "on / off (medians)",
+                    f"{median_on / median_off:.3f}"
+                    + ("  (ranges overlap: within this machine's noise)" if overlap else ""),
+                ],
+            ],
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The runner with a real worker process and the fake NVML: telemetry, fingerprint, cost."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from bench import fingerprint, hostinfo, nvml, results
+from bench.cost import Pricing
+from bench.progress import Progress
+from bench.runner import Runner, RunPlan
+from bench.workloads import WORKLOADS
+from tests.fakes.nvml import FakeNvml
+
+
+def run_with(tmp_path: Path, scenario: str) -> dict:
+    session = nvml.open_nvml(lambda: FakeNvml(scenario, lose_after=4))
+    assert isinstance(session, nvml.NvmlSession)
+    workload = dataclasses.replace(WORKLOADS["reuters"], epochs=3)
+    plan = RunPlan(
+        workloads=(workload,),
+        backend="tensorflow",
+        mode="fit",
+        seed=0,
+        repeats=1,
+        synthetic=True,
+        cache_dir=tmp_path / "cache",
+        keras_home=None,
+        output=tmp_path / "result.json",
+        telemetry_interval_s=0.05,
+    )
+    settings = {
+        "backend": "tensorflow",
+        "mode": "fit",
+        "workloads": ["reuters"],
+        "repeats": 1,
+        "synthetic": True,
+        "data_dir": None,
+        "seed": 0,
+    }
+    document = results.new_document(
+        ["dlbench", "run"], settings, hostinfo.describe_host(), hostinfo.describe_code()
+    )
+    document["gpus"] = fingerprint.gpus(session)
+    pricing = Pricing(1.006, "test price", "2026-11-26")
+    document["pricing"] = pricing.describe()
+    code = Runner(plan, document, Progress(quiet=True), session, pricing).execute()
+    assert code == 0
+    return results.load(plan.output)
+
+
+def test_telemetry_follows_the_workers_phases(tmp_path: Path) -> None:
+    document = run_with(tmp_path, "healthy")
+    run = document["runs"][0]
+    telemetry = run["telemetry"]
+    assert telemetry["available"] is True
+    phases = list(telemetry["devices"][0]["phases"])
+    assert phases[0] == "startup"
+    assert {"data_load", "first_epoch", "steady_epochs", "evaluation"} <= set(phases)
+    assert telemetry["devices"][0]["energy_source"] == "nvml_total_energy_counter"
+    assert telemetry["devices"][0]["energy_j"] > 0
+    assert document["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
+    # The fake says there is an H100 while TensorFlow computed on the CPU: named for what it is.
+    assert run["diagnosis"]["cause"].startswith("the installed TensorFlow is a CPU-only build")
+    assert run["cost"]["run_usd"] > 0 and run["cost"]["usd_per_hour"] == 1.006
+    assert document["summary"]["reuters"]["energy_j"]["n"] == 1
+
+
+def test_gpu_lost_mid_run_does_not_stop_the_run(tmp_path: Path) -> None:
+    document = run_with(tmp_path, "lost")
+    run = document["runs"][0]
+    assert run["status"] == "complete"
+    assert [e["event"] for e in run["telemetry"]["events"]] == ["gpu_lost"]
+    assert len(run["epochs"]) == 3
