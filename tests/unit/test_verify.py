@@ -9,20 +9,34 @@ import pytest
 from bench import verify
 from bench.verify import FAIL, INFO, PASS, WARN, Observations
 
-H100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "driver_version": "580.95.05",
-        "cuda_driver_version": "13.0"}
+H100 = {
+    "index": 0,
+    "name": "NVIDIA H100 80GB HBM3",
+    "driver_version": "580.95.05",
+    "cuda_driver_version": "13.0",
+}
 
 
 def gpu_probe(fp32: float = 50.0, bf16: float = 700.0, copy: float = 2900.0) -> dict:
-    return {"backend": "jax", "device_type": "GPU", "device_name": "NVIDIA H100 80GB HBM3",
-            "matmul": {"float32": {"n": 8192, "tflops": fp32}, "bfloat16": {"n": 8192, "tflops": bf16}},
-            "copy_gbps": copy}
+    return {
+        "backend": "jax",
+        "device_type": "GPU",
+        "device_name": "NVIDIA H100 80GB HBM3",
+        "matmul": {"float32": {"n": 8192, "tflops": fp32}, "bfloat16": {"n": 8192, "tflops": bf16}},
+        "copy_gbps": copy,
+    }
 
 
 def healthy(**changes) -> Observations:
-    seen = Observations(backend="jax", expect_gpu=True, nvml_reason=None, gpus=[H100],
-                        probe=gpu_probe(), throttle_seen=["sw_power_cap"],
-                        clocks_mhz={"mean": 1900.0, "max": 1980.0})
+    seen = Observations(
+        backend="jax",
+        expect_gpu=True,
+        nvml_reason=None,
+        gpus=[H100],
+        probe=gpu_probe(),
+        throttle_seen=["sw_power_cap"],
+        clocks_mhz={"mean": 1900.0, "max": 1980.0},
+    )
     return dataclasses.replace(seen, **changes)
 
 
@@ -56,8 +70,12 @@ def test_datasheet_matches_the_names_nvml_reports(name: str, model: str) -> None
 def test_healthy_h100_passes() -> None:
     checks = verify.judge(healthy())
     assert {c.name: c.status for c in checks} == {
-        "driver": PASS, "backend": PASS, "matmul float32": PASS, "matmul bfloat16": PASS,
-        "memory copy": PASS, "clocks": PASS,
+        "driver": PASS,
+        "backend": PASS,
+        "matmul float32": PASS,
+        "matmul bfloat16": PASS,
+        "memory copy": PASS,
+        "clocks": PASS,
     }
     assert verify.verdict(checks) == PASS
     matmul = next(c for c in checks if c.name == "matmul bfloat16")
@@ -78,8 +96,12 @@ def test_thermal_throttling_warns_with_a_fix() -> None:
 
 
 def test_gpu_present_but_backend_on_cpu_fails() -> None:
-    cpu_probe = {"device_type": "CPU", "device_name": "CPU",
-                 "matmul": {"float32": {"n": 1024, "tflops": 0.1}}, "copy_gbps": 3.0}
+    cpu_probe = {
+        "device_type": "CPU",
+        "device_name": "CPU",
+        "matmul": {"float32": {"n": 1024, "tflops": 0.1}},
+        "copy_gbps": 3.0,
+    }
     checks = verify.judge(healthy(probe=cpu_probe))
     backend = next(c for c in checks if c.name == "backend")
     assert backend.status == FAIL
@@ -88,10 +110,17 @@ def test_gpu_present_but_backend_on_cpu_fails() -> None:
 
 
 def test_no_gpu_is_plain_info_unless_expected() -> None:
-    cpu = healthy(gpus=[], nvml_reason="NVML did not start: no driver",
-                  probe={"device_type": "CPU", "device_name": "CPU",
-                         "matmul": {"float32": {"n": 1024, "tflops": 0.07}}, "copy_gbps": 2.5},
-                  expect_gpu=False)
+    cpu = healthy(
+        gpus=[],
+        nvml_reason="NVML did not start: no driver",
+        probe={
+            "device_type": "CPU",
+            "device_name": "CPU",
+            "matmul": {"float32": {"n": 1024, "tflops": 0.07}},
+            "copy_gbps": 2.5,
+        },
+        expect_gpu=False,
+    )
     assert statuses(cpu) == {"gpu": INFO, "backend": PASS, "throughput": INFO}
     assert verify.verdict(verify.judge(cpu)) == PASS
     expected = dataclasses.replace(cpu, expect_gpu=True)
@@ -106,14 +135,25 @@ def test_unknown_card_and_broken_backend() -> None:
 
 
 def run_record(rate: float) -> dict:
-    return {"status": "complete", "throughput": {"steady_samples_per_s": rate},
-            "backend": {"device_name": "NVIDIA H100 80GB HBM3"}}
+    return {
+        "status": "complete",
+        "throughput": {"steady_samples_per_s": rate},
+        "backend": {"device_name": "NVIDIA H100 80GB HBM3"},
+    }
 
 
 def test_workload_against_the_reference() -> None:
-    reference = {"gpu": "NVIDIA H100 80GB HBM3", "steady_samples_per_s": 100_000.0, "file": "r.json"}
-    assert statuses(healthy(workload=run_record(90_000.0), reference=reference))["reference"] == PASS
-    assert statuses(healthy(workload=run_record(50_000.0), reference=reference))["reference"] == WARN
+    reference = {
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "steady_samples_per_s": 100_000.0,
+        "file": "r.json",
+    }
+    assert (
+        statuses(healthy(workload=run_record(90_000.0), reference=reference))["reference"] == PASS
+    )
+    assert (
+        statuses(healthy(workload=run_record(50_000.0), reference=reference))["reference"] == WARN
+    )
     assert statuses(healthy(workload=run_record(50_000.0)))["reference"] == INFO
     failed = {"status": "failed", "error": {"message": "worker exited with code 1"}}
     assert statuses(healthy(workload=failed))["workload"] == FAIL
