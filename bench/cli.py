@@ -139,6 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the short training run of the text's Reuters model",
     )
     verify.add_argument("--json", action="store_true", help="machine-readable output")
+
+    report = commands.add_parser("report", help="report.md, report.html and results.csv")
+    report.add_argument(
+        "results",
+        nargs="+",
+        type=Path,
+        metavar="RESULT",
+        help="result files or folders of them (searched recursively)",
+    )
+    report.add_argument("--out", type=Path, required=True, help="folder to write the report to")
+    report.add_argument("--title", default="dlbench report")
+
+    compare = commands.add_parser("compare", help="ratios of B's figures to A's, with spread")
+    compare.add_argument("a", type=Path, help="result file or folder (the baseline)")
+    compare.add_argument("b", type=Path, help="result file or folder")
     return parser
 
 
@@ -364,6 +379,31 @@ def verify_workload(backend: str, session: nvml.NvmlSession | str) -> dict[str, 
         return run
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import model, render
+
+    collection = model.collect(args.results)
+    for _, why in collection.refused:
+        print(f"dlbench: skipped {why}", file=sys.stderr)
+    if not collection.results:
+        raise UsageError("no dlbench results among the given paths; nothing to report")
+    paths = render.write(collection, args.out, args.title)
+    print(f"report: {paths['html']} (also {paths['markdown'].name}, {paths['csv'].name})")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.report import compare, model
+
+    try:
+        a = compare.side(model.collect([args.a]), str(args.a))
+        b = compare.side(model.collect([args.b]), str(args.b))
+        print(compare.render(a, b))
+    except compare.CompareError as error:
+        raise UsageError(str(error)) from None
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -372,6 +412,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_list()
         if args.command == "verify":
             return cmd_verify(args)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "compare":
+            return cmd_compare(args)
         return cmd_run(args, argv)
     except UsageError as error:
         print(f"dlbench: error: {error}", file=sys.stderr)

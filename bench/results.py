@@ -182,6 +182,9 @@ def write_atomic(path: Path, document: dict[str, Any]) -> None:
         tmp.write("\n")
         tmp.flush()
         os.fsync(tmp.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    Path(tmp.name).chmod(0o666 & ~umask)  # temp files are 0600; results are for sharing
     Path(tmp.name).replace(path)
 
 

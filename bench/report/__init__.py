@@ -1,0 +1,1 @@
+"""Reports people can read: report.md, report.html, results.csv, and `compare`."""

@@ -1,0 +1,166 @@
+"""dlbench report and compare on recorded results; the HTML opened in headless Chromium."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import results
+from tests.conftest import REPO, dlbench
+
+RECORDED = REPO / "tests" / "data" / "results"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    inputs = tmp_path_factory.mktemp("inputs")
+    for path in RECORDED.glob("*.json"):
+        shutil.copy(path, inputs)
+    (inputs / "notes.json").write_text(json.dumps({"hello": "world"}))
+    (inputs / "old.json").write_text(json.dumps({"tool": "dlbench", "schema_version": 0}))
+    out = tmp_path_factory.mktemp("report")
+    done = dlbench("report", str(inputs), "--out", str(out), "--title", "fleet")
+    assert done.returncode == 0, done.stderr
+    assert (
+        "not a dlbench result" in done.stderr and "schema_version 0 is not readable" in done.stderr
+    )
+    return out
+
+
+def recorded(name: str) -> dict:
+    return results.load(RECORDED / f"{name}.json")
+
+
+def test_markdown_has_the_sections_and_the_numbers(report: Path) -> None:
+    text = (report / "report.md").read_text()
+    for heading in (
+        "# fleet",
+        "## Summary",
+        "## Across machines",
+        "## Learning curves",
+        "## GPU telemetry",
+        "## Machines",
+        "## Files not included",
+    ):
+        assert heading in text
+    gpu = recorded("fixture-gpu-a")["summary"]["reuters"]
+    median = gpu["steady_samples_per_s"]
+    assert f"{median['median']:.0f} [{median['min']:.0f}-{median['max']:.0f}]" in text
+    assert "fixture-a · NVIDIA A10G (fake NVML)" in text
+    assert "repeat 0: incomplete" in text, "the interrupted run is listed, not averaged"
+    assert "fixture-b · CPU: fixture: no NVIDIA GPU on this host" in text
+    images = [line for line in text.splitlines() if line.startswith("![")]
+    assert len(images) >= 5
+    for line in images:
+        target = report / line.split("(")[-1].rstrip(")")
+        assert target.stat().st_size > 1000
+
+
+def test_csv_round_trips(report: Path) -> None:
+    with (report / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    documents = [results.load(p) for p in sorted(RECORDED.glob("*.json"))]
+    assert len(rows) == sum(len(d["runs"]) for d in documents)
+    by_key = {(r["file"], r["repeat"]): r for r in rows}
+    for path, document in zip(sorted(RECORDED.glob("*.json")), documents, strict=True):
+        for run in document["runs"]:
+            row = by_key[(path.name, str(run["repeat"]))]
+            assert row["status"] == run["status"]
+            assert row["workload"] == run["workload"]
+            assert int(row["epochs"]) == len(run["epochs"])
+            expected = run["throughput"].get("steady_samples_per_s")
+            assert (
+                float(row["steady_samples_per_s"]) if row["steady_samples_per_s"] else None
+            ) == expected
+            test = run.get("test") or {}
+            assert (float(row["test_accuracy"]) if row["test_accuracy"] else None) == test.get(
+                "accuracy"
+            )
+
+
+def test_html_renders_in_chromium(report: Path, tmp_path: Path) -> None:
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium package is needed (.ci/run installs it)"
+    html = (report / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html, "self-contained: no network"
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((report / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate(
+            "[...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
+        )
+        shot = page.screenshot(full_page=True)
+        browser.close()
+    assert errors == []
+    assert len(images) >= 5
+    assert all(complete and width > 0 and height > 0 for complete, width, height in images)
+    picture = Image.open(io.BytesIO(shot)).convert("L")
+    assert picture.height > 2000
+    assert len(picture.getcolors(maxcolors=1 << 16) or range(1 << 16)) > 50, "not blank"
+    (tmp_path / "report.png").write_bytes(shot)
+
+
+def scaled(document: dict, factor: float) -> dict:
+    """The same results with every epoch `factor` times slower: known ratios."""
+    slower = copy.deepcopy(document)
+    for run in slower["runs"]:
+        for epoch in run["epochs"]:
+            for key in ("wall_s", "train_s", "val_s"):
+                epoch[key] *= factor
+        results.derive_figures(run)
+    slower["summary"] = results.summarize(slower["runs"])
+    return slower
+
+
+def test_compare_prints_known_ratios(tmp_path: Path) -> None:
+    base = recorded("fixture-cpu-b")
+    (tmp_path / "a.json").write_text(json.dumps(base))
+    (tmp_path / "b.json").write_text(json.dumps(scaled(base, 2.0)))
+    done = dlbench("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
+    assert done.returncode == 0, done.stderr
+    lines = {line.split("  ")[1].strip(): line for line in done.stdout.splitlines()[2:]}
+    assert " 0.500 " in lines["samples/s"] and "beyond noise" in lines["samples/s"]
+    assert " 2.000 " in lines["steady epoch s"]
+    assert " 1.000 " in lines["test accuracy"] and "within noise" in lines["test accuracy"]
+
+
+def test_compare_refuses_to_mix_modes(tmp_path: Path) -> None:
+    base = recorded("fixture-cpu-b")
+    other = copy.deepcopy(base)
+    other["settings"]["mode"] = "compiled"
+    (tmp_path / "a.json").write_text(json.dumps(base))
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    done = dlbench("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
+    assert done.returncode == 2
+    assert "compare results of the same mode" in done.stderr
+
+
+def test_report_of_nothing_readable_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text("[]")
+    done = dlbench("report", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "nothing to report" in done.stderr
