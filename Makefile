@@ -16,7 +16,7 @@ export DLSTATION_DATA_DIR
 REPORT_DIR ?= reports/$(shell date -u +%Y%m%dT%H%M%SZ)
 BENCH_ARGS ?=
 
-.PHONY: venv bench test lint clean
+.PHONY: venv setup bench test lint clean
 
 venv: $(STAMP)
 
@@ -27,9 +27,15 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# Provision this machine with setup.yml (sudo password asked when not root), then report the
+# verification run it fetched.
+setup: $(STAMP)
+	$(BIN)/ansible-playbook setup.yml $(if $(filter 0,$(shell id -u)),,--ask-become-pass) $(SETUP_ARGS)
+	$(BIN)/dlbench report results/verify --out results/verify/report --title "dlstation setup: verification run"
+
 bench: $(STAMP)
 	$(BIN)/dlbench run --out $(REPORT_DIR) $(BENCH_ARGS)
-	@echo "report folder: $(REPORT_DIR)"
+	$(BIN)/dlbench report $(REPORT_DIR) --out $(REPORT_DIR) --title "dlbench on $$(hostname)"
 
 test: $(STAMP)
 	$(BIN)/pytest -q
@@ -38,6 +44,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/ansible-playbook --syntax-check setup.yml bench.yml
+	$(BIN)/ansible-lint --nocolor
 
 clean:
-	rm -rf $(VENV) reports results .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) reports results .make .mypy_cache .ruff_cache .pytest_cache
