@@ -17,7 +17,7 @@ from bench.backends import BACKENDS
 from bench.cost import resolve_pricing
 from bench.modes import MODES
 from bench.progress import Progress
-from bench.runner import Runner, RunPlan
+from bench.runner import Runner, RunPlan, run_plan
 from bench.telemetry import DEFAULT_INTERVAL_S, Sampler
 from bench.workloads import WORKLOADS, UnknownWorkloadError, get_workload
 from bench.workloads.spec import Workload
@@ -257,6 +257,11 @@ def keras_home_for(workloads: tuple[Workload, ...], args: argparse.Namespace) ->
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.mode == "compiled" and args.backend != "jax":
+        raise UsageError(
+            f"--mode compiled is implemented for the jax backend only, not {args.backend}: "
+            "use --backend jax --mode compiled, or --mode fit (the text's model.fit)"
+        )
     workloads = chosen_workloads(args)
     keras_home = keras_home_for(workloads, args)
     output = output_path(args)
@@ -273,17 +278,11 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         output=output,
         telemetry_interval_s=args.telemetry_interval,
     )
-    settings = {
-        "backend": plan.backend,
-        "mode": plan.mode,
-        "workloads": [w.name for w in workloads],
-        "repeats": plan.repeats,
-        "synthetic": plan.synthetic,
-        "data_dir": None if plan.synthetic or data_dir is None else str(data_dir),
-        "seed": plan.seed,
-    }
     document = results.new_document(
-        ["dlbench", *argv], settings, hostinfo.describe_host(), hostinfo.describe_code()
+        ["dlbench", *argv],
+        plan.settings(data_dir),
+        hostinfo.describe_host(),
+        hostinfo.describe_code(),
     )
     session = nvml.open_nvml()
     pricing = resolve_pricing(args)
@@ -355,26 +354,7 @@ def verify_workload(backend: str, session: nvml.NvmlSession | str) -> dict[str, 
             keras_home=None,
             output=Path(folder) / "verify.json",
         )
-        settings = {
-            "backend": backend,
-            "mode": "fit",
-            "workloads": ["reuters"],
-            "repeats": 1,
-            "synthetic": True,
-            "data_dir": None,
-            "seed": 0,
-        }
-        document = results.new_document(
-            ["dlbench", "verify"], settings, hostinfo.describe_host(), hostinfo.describe_code()
-        )
-        document["gpus"] = fingerprint.gpus(session)
-        Runner(
-            plan,
-            document,
-            Progress(quiet=True, stream=sys.stderr),
-            session,
-            "verify runs are not priced",
-        ).execute()
+        document = run_plan(plan, session, "verify runs are not priced", ["dlbench", "verify"])
         run: dict[str, Any] = document["runs"][0]
         return run
 

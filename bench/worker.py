@@ -58,6 +58,10 @@ def run(job: dict[str, Any], emit: EventWriter) -> None:
 
     model = build_model(keras, workload)
     trainer = get_trainer(job["mode"])
+    if job["mode"] == "compiled":
+        from bench.modes.compiled import enable_compilation_cache
+
+        enable_compilation_cache(Path(job["cache_dir"]) / "jax-compilation")
     emit("built", at_s=_since_start(), parameters=int(model.count_params()))
 
     emit("phase", phase="first_epoch", at_s=_since_start())

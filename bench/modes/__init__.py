@@ -25,7 +25,7 @@ class EpochObserver(Protocol):
 
 TrainFn = Callable[[Any, Any, Any, TrainSettings, EpochObserver], None]
 
-MODES = ("fit",)
+MODES = ("fit", "compiled")
 
 
 class UnknownModeError(ValueError):
@@ -38,4 +38,8 @@ def get_trainer(mode: str) -> TrainFn:
         from bench.modes.fit import train
 
         return train
+    if mode == "compiled":
+        from bench.modes.compiled import train as train_compiled
+
+        return train_compiled
     raise UnknownModeError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")

@@ -1,0 +1,167 @@
+"""The same model, optimizer, loss, metrics, batches and shuffling as `fit`, without Keras's
+per-step Python loop: each epoch's training is one compiled JAX program (lax.scan over the
+batches of a per-epoch permutation), validation another, over data kept on the device.
+
+The data are arguments of the programs, never constants in them: constants would put the
+data set into the program text (gigabytes) and into every compile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.modes import EpochObserver, TrainSettings
+
+SUPPORTED_BACKENDS = ("jax",)
+
+
+class CompiledModeUnsupportedError(RuntimeError):
+    """The backend has no compiled mode; the message says what to use instead."""
+
+
+def enable_compilation_cache(folder: Path) -> None:
+    """JAX's persistent cache: a second run on this machine skips XLA's compile."""
+    import jax
+
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _accuracy_fn(loss: str) -> Callable[[Any, Any], Any]:
+    """Keras's "accuracy" for these losses: binary at 0.5, or categorical argmax agreement."""
+    import jax.numpy as jnp
+
+    if loss == "binary_crossentropy":
+        return lambda y, p: jnp.sum((p[:, 0] > 0.5).astype(jnp.float32) == y)
+    return lambda y, p: jnp.sum(jnp.argmax(p, axis=-1) == jnp.argmax(y, axis=-1))
+
+
+def build_programs(keras: Any, model: Any, loss_name: str, batch_size: int) -> dict[str, Any]:
+    """The train-epoch and validation functions (not yet jitted), closed over the model only."""
+    import jax
+    import jax.numpy as jnp
+
+    loss_fn = keras.losses.get(loss_name)
+    correct = _accuracy_fn(loss_name)
+    optimizer = model.optimizer
+    binary = loss_name == "binary_crossentropy"
+
+    def forward_loss(trainable: Any, non_trainable: Any, x: Any, y: Any) -> Any:
+        predictions, non_trainable = model.stateless_call(
+            trainable, non_trainable, x.astype(jnp.float32), training=True
+        )
+        target = y[:, None] if binary else y
+        return jnp.mean(loss_fn(target, predictions)), (predictions, non_trainable)
+
+    gradient = jax.value_and_grad(forward_loss, has_aux=True)
+
+    def step(state: Any, rows: Any, x: Any, y: Any) -> tuple[Any, Any]:
+        trainable, non_trainable, optimizer_vars = state
+        xb, yb = x[rows], y[rows]
+        (loss, (predictions, non_trainable)), grads = gradient(trainable, non_trainable, xb, yb)
+        trainable, optimizer_vars = optimizer.stateless_apply(optimizer_vars, grads, trainable)
+        count = rows.shape[0]
+        return (trainable, non_trainable, optimizer_vars), (loss * count, correct(yb, predictions))
+
+    def train_epoch(state: Any, x: Any, y: Any, key: Any, shuffle: Any) -> tuple[Any, Any]:
+        samples = x.shape[0]
+        full = samples // batch_size
+        order = jnp.where(shuffle, jax.random.permutation(key, samples), jnp.arange(samples))
+        batches = order[: full * batch_size].reshape(full, batch_size)
+        state, (losses, hits) = jax.lax.scan(
+            lambda carry, rows: step(carry, rows, x, y), state, batches
+        )
+        loss_sum, hit_sum = jnp.sum(losses), jnp.sum(hits)
+        if samples % batch_size:  # the last, smaller batch, as fit takes it
+            state, (loss, hit) = step(state, order[full * batch_size :], x, y)
+            loss_sum, hit_sum = loss_sum + loss, hit_sum + hit
+        return state, {"loss": loss_sum / samples, "accuracy": hit_sum / samples}
+
+    def validate(state: Any, x: Any, y: Any) -> Any:
+        trainable, non_trainable, _ = state
+        predictions, _ = model.stateless_call(trainable, non_trainable, x.astype(jnp.float32))
+        target = y[:, None] if binary else y
+        return {
+            "val_loss": jnp.mean(loss_fn(target, predictions)),
+            "val_accuracy": correct(y, predictions) / x.shape[0],
+        }
+
+    return {"train_epoch": train_epoch, "validate": validate}
+
+
+def train(
+    keras: Any, model: Any, data: Any, settings: TrainSettings, observer: EpochObserver
+) -> None:
+    """Epoch by epoch, timed like fit's: training and validation apart, synced on the device."""
+    if keras.backend.backend() not in SUPPORTED_BACKENDS:
+        raise CompiledModeUnsupportedError(
+            f"--mode compiled is implemented for the jax backend only, not "
+            f"{keras.backend.backend()}; use --backend jax, or --mode fit"
+        )
+    import jax
+    import jax.numpy as jnp
+
+    started = time.perf_counter()
+    model.optimizer.build(model.trainable_variables)
+    state = (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in model.optimizer.variables],
+    )
+    device = jax.devices()[0]
+    # 0/1 inputs travel as uint8 (4x fewer bytes) and become float32 on the device.
+    x_train, y_train, x_val, y_val = (
+        jax.device_put(jnp.asarray(a, dtype=jnp.uint8 if i % 2 == 0 else None), device)
+        for i, a in enumerate((data.x_train, data.y_train, data.x_val, data.y_val))
+    )
+    jax.block_until_ready((x_train, y_train, x_val, y_val))
+    transfer_s = time.perf_counter() - started
+
+    loss_name = model.loss if isinstance(model.loss, str) else model.loss.name
+    programs = build_programs(keras, model, loss_name, settings.batch_size)
+    key = jax.random.PRNGKey(settings.seed)
+    shuffle = jnp.asarray(settings.shuffle)
+
+    traced = time.perf_counter()
+    train_lowered = jax.jit(programs["train_epoch"]).lower(state, x_train, y_train, key, shuffle)
+    validate_lowered = jax.jit(programs["validate"]).lower(state, x_val, y_val)
+    trace_s = time.perf_counter() - traced
+    compiling = time.perf_counter()
+    train_epoch = train_lowered.compile()
+    validate = validate_lowered.compile()
+    compile_s = time.perf_counter() - compiling
+
+    for epoch in range(settings.epochs):
+        epoch_key = jax.random.fold_in(key, epoch)
+        begun = time.perf_counter()
+        state, train_metrics = train_epoch(state, x_train, y_train, epoch_key, shuffle)
+        jax.block_until_ready(train_metrics)
+        trained = time.perf_counter()
+        val_metrics = validate(state, x_val, y_val)
+        jax.block_until_ready(val_metrics)
+        ended = time.perf_counter()
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_s": trained - begun,
+            "val_s": ended - trained,
+            **{k: float(v) for k, v in {**train_metrics, **val_metrics}.items()},
+        }
+        if epoch == 0:
+            # Like fit's first epoch, the first one carries the start-up: copy, trace, compile.
+            record.update(transfer_s=transfer_s, trace_s=trace_s, compile_s=compile_s)
+            record["train_s"] += transfer_s + trace_s + compile_s
+        record["wall_s"] = record["train_s"] + record["val_s"]
+        observer(record)
+
+    trainable, non_trainable, optimizer_vars = state
+    for variable, value in zip(model.trainable_variables, trainable, strict=True):
+        variable.assign(value)
+    for variable, value in zip(model.non_trainable_variables, non_trainable, strict=True):
+        variable.assign(value)
+    for variable, value in zip(model.optimizer.variables, optimizer_vars, strict=True):
+        variable.assign(value)

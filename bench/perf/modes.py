@@ -1,0 +1,179 @@
+"""Benchmark: fit against compiled against a bare JAX loop, for both workloads, in one run.
+
+    python -m bench.perf.modes [--data-dir DIR] [--epochs 20]
+
+Every run is its own process (as dlbench runs them), in this order per workload: fit with a
+cold encode cache, fit warm, compiled with a cold compilation cache, compiled warm, bare JAX.
+Prints one table and the ratios the compiled mode is held to. Steady epochs count training and
+validation for fit and compiled; the bare loop trains only, which favours it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import results
+from bench.progress import table
+
+
+def dlbench_run(
+    workload: str, mode: str, cache: Path, out: Path, extra: list[str]
+) -> dict[str, Any]:
+    output = out / f"{workload}-{mode}-{len(list(out.iterdir()))}.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "run",
+            workload,
+            "--backend",
+            "jax",
+            "--mode",
+            mode,
+            "--cache-dir",
+            str(cache),
+            "--output",
+            str(output),
+            "--quiet",
+            "--no-imds",
+            *extra,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    run: dict[str, Any] = results.load(output)["runs"][0]
+    return {
+        "first_epoch_s": run["timing"]["first_epoch_s"],
+        "steady_epoch_s": run["timing"]["steady_epoch_s"],
+        "steady_samples_per_s": run["throughput"]["steady_samples_per_s"],
+        "end_to_end_s": run["timing"]["end_to_end_s"],
+        "data_s": run["timing"].get("data_s"),
+        "test_accuracy": (run.get("test") or {}).get("accuracy"),
+        "device": (run.get("backend") or {}).get("device_name"),
+    }
+
+
+def bare(workload: str, data_dir: str | None) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.perf.bare_jax", workload, *([data_dir] if data_dir else [])],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "")},
+    )
+    measured: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return measured
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("DLSTATION_DATA_DIR"))
+    parser.add_argument("--epochs", type=int, default=20)
+    args = parser.parse_args(argv)
+    extra = ["--epochs", str(args.epochs)]
+    extra += ["--data-dir", args.data_dir] if args.data_dir else ["--synthetic"]
+    rows, ratios = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        for workload in ("imdb", "reuters"):
+            cache, out = root / f"cache-{workload}", root / f"out-{workload}"
+            out.mkdir()
+            measured = {
+                "fit (cold)": dlbench_run(workload, "fit", cache, out, extra),
+                "fit (warm)": dlbench_run(workload, "fit", cache, out, extra),
+                "compiled (cold)": dlbench_run(workload, "compiled", cache, out, extra),
+                "compiled (warm)": dlbench_run(workload, "compiled", cache, out, extra),
+                "bare jax": bare(workload, args.data_dir),
+            }
+            for label, m in measured.items():
+                rows.append(
+                    [
+                        workload,
+                        label,
+                        f"{m['first_epoch_s']:.3f}",
+                        f"{m['steady_epoch_s']:.4f}",
+                        f"{m['steady_samples_per_s']:,.0f}",
+                        f"{m['end_to_end_s']:.1f}",
+                        "-" if m.get("data_s") is None else f"{m['data_s']:.2f}",
+                        "-" if m.get("test_accuracy") is None else f"{m['test_accuracy']:.3f}",
+                    ]
+                )
+            fit, compiled, floor = (
+                measured["fit (warm)"],
+                measured["compiled (warm)"],
+                measured["bare jax"],
+            )
+            cold_fit, cold_compiled = measured["fit (cold)"], measured["compiled (cold)"]
+            ratios += [
+                [
+                    workload,
+                    "steady epoch: fit / compiled",
+                    f"{fit['steady_epoch_s'] / compiled['steady_epoch_s']:.2f}x",
+                    ">= 40x (GPU)",
+                ],
+                [
+                    workload,
+                    "steady epoch: compiled / bare jax",
+                    f"{compiled['steady_epoch_s'] / floor['steady_epoch_s']:.2f}x",
+                    "<= 2x (GPU)",
+                ],
+                [
+                    workload,
+                    "end to end, warm: fit / compiled",
+                    f"{fit['end_to_end_s'] / compiled['end_to_end_s']:.2f}x",
+                    ">= 5x (GPU)",
+                ],
+                [
+                    workload,
+                    "end to end, cold: fit / compiled",
+                    f"{cold_fit['end_to_end_s'] / cold_compiled['end_to_end_s']:.2f}x",
+                    "reported",
+                ],
+                [
+                    workload,
+                    "first epoch, compiled warm",
+                    f"{compiled['first_epoch_s']:.2f} s",
+                    "< 1 s (GPU)",
+                ],
+                [workload, "data load + encode, warm", f"{fit['data_s']:.2f} s", "< 1 s (imdb)"],
+                [
+                    workload,
+                    "steady epoch: compiled / fit (CPU goal >= 1x)",
+                    f"{fit['steady_epoch_s'] / compiled['steady_epoch_s']:.2f}x",
+                    ">= 1x (CPU)",
+                ],
+            ]
+        device = measured["fit (warm)"]["device"]
+    source = f"real data from {args.data_dir}" if args.data_dir else "synthetic data"
+    print(f"modes benchmark: jax backend on {device}, {args.epochs} epochs, {source}")
+    print(
+        table(
+            [
+                "workload",
+                "run",
+                "first epoch s",
+                "steady epoch s",
+                "samples/s",
+                "end-to-end s",
+                "data s",
+                "test acc",
+            ],
+            rows,
+        )
+    )
+    print()
+    print(table(["workload", "ratio", "measured", "goal"], ratios))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
