@@ -6,6 +6,7 @@ SIGKILL leaves a schema-valid result marked incomplete that holds the epochs tha
 
 from __future__ import annotations
 
+import io
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -15,9 +16,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import results
+from bench import hostinfo, results
 from bench.cost import Pricing, run_cost
 from bench.fingerprint import diagnose
+from bench.fingerprint import gpus as fingerprint_gpus
 from bench.nvml import NvmlSession
 from bench.process import WorkerProcess
 from bench.progress import Progress
@@ -60,6 +62,18 @@ class RunPlan:
             "mode": self.mode,
             "synthetic": self.synthetic,
             "cache_dir": str(self.cache_dir),
+        }
+
+    def settings(self, data_dir: Path | None = None) -> dict[str, Any]:
+        """The result file's `settings`, derived from the plan."""
+        return {
+            "backend": self.backend,
+            "mode": self.mode,
+            "workloads": [w.name for w in self.workloads],
+            "repeats": self.repeats,
+            "synthetic": self.synthetic,
+            "data_dir": None if self.synthetic or data_dir is None else str(data_dir),
+            "seed": self.seed,
         }
 
     def worker_env(self) -> dict[str, str]:
@@ -266,3 +280,25 @@ class Runner:
             self.close_run(recorder, "failed")
         self.progress.run_finished(run)
         self.save()
+
+
+def run_plan(
+    plan: RunPlan,
+    nvml: NvmlSession | str,
+    pricing: Pricing | str,
+    command: list[str],
+    *,
+    data_dir: Path | None = None,
+    host: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Execute a plan with a fresh document (fingerprint and price filled in); the document."""
+    document = results.new_document(
+        command, plan.settings(data_dir), host or hostinfo.describe_host(), hostinfo.describe_code()
+    )
+    document["gpus"] = fingerprint_gpus(nvml)
+    document["nvml"] = nvml if isinstance(nvml, str) else None
+    document["pricing"] = pricing if isinstance(pricing, str) else pricing.describe()
+    quiet = progress or Progress(quiet=True, stream=io.StringIO())
+    Runner(plan, document, quiet, nvml, pricing).execute()
+    return document

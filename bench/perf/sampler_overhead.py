@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from bench import hostinfo, nvml, results
-from bench.progress import Progress, table
-from bench.runner import Runner, RunPlan
+from bench import nvml
+from bench.progress import table
+from bench.runner import RunPlan, run_plan
 from bench.telemetry import Sampler
 from bench.workloads import get_workload
 
@@ -63,21 +61,7 @@ def one_run(
         output=folder / f"r-{time.monotonic_ns()}.json",
         telemetry_interval_s=interval,
     )
-    settings: dict[str, Any] = {
-        "backend": "tensorflow",
-        "mode": "fit",
-        "workloads": ["reuters"],
-        "repeats": 1,
-        "synthetic": True,
-        "data_dir": None,
-        "seed": 0,
-    }
-    document = results.new_document(
-        ["perf"], settings, hostinfo.describe_host(), hostinfo.describe_code()
-    )
-    Runner(
-        plan, document, Progress(quiet=True, stream=io.StringIO()), session, "not priced"
-    ).execute()
+    document = run_plan(plan, session, "not priced", ["perf"])
     run = document["runs"][0]
     steady = run["timing"]["steady_epoch_s"]
     assert steady is not None

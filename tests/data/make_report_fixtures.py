@@ -9,7 +9,6 @@ GPU is the tests' fake NVML (named in the file), and host names are set to tell 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import shutil
 import signal
@@ -18,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from bench import data, fingerprint, hostinfo, nvml, results
+from bench import data, hostinfo, nvml, results
 from bench.cost import Pricing
-from bench.progress import Progress
-from bench.runner import Runner, RunPlan
+from bench.runner import RunPlan, run_plan
 from bench.workloads import WORKLOADS
 from tests.fakes.nvml import FakeNvml
 
@@ -46,24 +44,10 @@ def record(name: str, hostname: str, session: nvml.NvmlSession | str, price: flo
         output=OUT / f"{name}.json",
         telemetry_interval_s=0.1,
     )
-    settings = {
-        "backend": "tensorflow",
-        "mode": "fit",
-        "workloads": ["reuters"],
-        "repeats": 2,
-        "synthetic": False,
-        "data_dir": str(data_dir),
-        "seed": 0,
-    }
     host = {**hostinfo.describe_host(), "hostname": hostname}
-    document = results.new_document(
-        ["dlbench", "run", "reuters", "--epochs", "4"], settings, host, hostinfo.describe_code()
-    )
-    document["gpus"] = fingerprint.gpus(session)
-    document["nvml"] = session if isinstance(session, str) else None
     pricing = Pricing(price, "fixture: --price-per-hour", None)
-    document["pricing"] = pricing.describe()
-    Runner(plan, document, Progress(quiet=True, stream=io.StringIO()), session, pricing).execute()
+    command = ["dlbench", "run", "reuters", "--epochs", "4"]
+    run_plan(plan, session, pricing, command, data_dir=data_dir, host=host)
 
 
 def interrupted(name: str) -> None:

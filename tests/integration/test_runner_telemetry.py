@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from bench import fingerprint, hostinfo, nvml, results
+from bench import nvml, results
 from bench.cost import Pricing
-from bench.progress import Progress
-from bench.runner import Runner, RunPlan
+from bench.runner import RunPlan, run_plan
 from bench.workloads import WORKLOADS
 from tests.fakes.nvml import FakeNvml
 
@@ -29,23 +28,9 @@ def run_with(tmp_path: Path, scenario: str) -> dict:
         output=tmp_path / "result.json",
         telemetry_interval_s=0.05,
     )
-    settings = {
-        "backend": "tensorflow",
-        "mode": "fit",
-        "workloads": ["reuters"],
-        "repeats": 1,
-        "synthetic": True,
-        "data_dir": None,
-        "seed": 0,
-    }
-    document = results.new_document(
-        ["dlbench", "run"], settings, hostinfo.describe_host(), hostinfo.describe_code()
-    )
-    document["gpus"] = fingerprint.gpus(session)
     pricing = Pricing(1.006, "test price", "2026-11-26")
-    document["pricing"] = pricing.describe()
-    code = Runner(plan, document, Progress(quiet=True), session, pricing).execute()
-    assert code == 0
+    document = run_plan(plan, session, pricing, ["dlbench", "run"])
+    assert document["status"] == "complete"
     return results.load(plan.output)
 
 

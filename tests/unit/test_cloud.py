@@ -99,22 +99,7 @@ def test_spot_launch_uses_the_spot_market(aws: Aws, tmp_path: Path, image_id: st
 
 def test_same_name_is_found_not_relaunched(aws: Aws, tmp_path: Path, image_id: str, capsys) -> None:
     first = launch(aws, tmp_path, image_id)
-    code = main(
-        [
-            "--region",
-            "us-east-1",
-            "launch",
-            "--instance-type",
-            "g5.xlarge",
-            "--name",
-            "lab",
-            "--ami-id",
-            image_id,
-            "--ssh-cidr",
-            CIDR,
-            "--yes",
-        ]
-    )
+    code = main(launch_argv(image_id, "--name", "lab", "--yes"))
     assert code == 0
     assert f"'lab' already exists ({first['InstanceId']}" in capsys.readouterr().out
     assert len(fleet.project_instances(aws.client("ec2"), ["running"])) == 1
@@ -341,21 +326,27 @@ def test_aws_errors_become_advice(aws: Aws, tmp_path: Path, image_id: str, capsy
     assert "testing" not in message, "credentials never appear in messages"
 
 
+def launch_argv(image_id: str, *extra: str) -> list[str]:
+    """`dlcloud launch` of a g5.xlarge from a moto image, SSH from the test address."""
+    return [
+        "--region",
+        "us-east-1",
+        "launch",
+        "--instance-type",
+        "g5.xlarge",
+        "--ami-id",
+        image_id,
+        "--ssh-cidr",
+        CIDR,
+        *extra,
+    ]
+
+
 def test_launch_without_yes_and_without_a_terminal_launches_nothing(
     aws: Aws, image_id: str, capsys
 ) -> None:
     code = main(
-        [
-            "--region",
-            "us-east-1",
-            "launch",
-            "--instance-type",
-            "g5.xlarge",
-            "--ami-id",
-            image_id,
-            "--ssh-cidr",
-            CIDR,
-        ],
+        launch_argv(image_id),
         confirm=lambda prompt: False,
     )
     assert code == 1
@@ -364,20 +355,7 @@ def test_launch_without_yes_and_without_a_terminal_launches_nothing(
 
 
 def test_dry_run_launches_nothing(aws: Aws, image_id: str, capsys) -> None:
-    code = main(
-        [
-            "--region",
-            "us-east-1",
-            "launch",
-            "--instance-type",
-            "g5.xlarge",
-            "--ami-id",
-            image_id,
-            "--ssh-cidr",
-            CIDR,
-            "--dry-run",
-        ]
-    )
+    code = main(launch_argv(image_id, "--dry-run"))
     assert code == 0
     out = capsys.readouterr().out
     assert "launch plan for 'dlstation-g5-xlarge' in us-east-1" in out
