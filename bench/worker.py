@@ -39,10 +39,12 @@ def run(job: dict[str, Any], emit: EventWriter) -> None:
     emit("imported", import_s=_since_start())
 
     emit("phase", phase="data_load", at_s=_since_start())
+    # The compiled mode takes its 0/1 inputs as uint8; fit gets float32, as the text builds them.
+    dtype = "uint8" if job["mode"] == "compiled" else "float32"
     if job["synthetic"]:
-        loaded = data.load_synthetic(workload, settings.seed)
+        loaded = data.load_synthetic(workload, settings.seed, dtype)
     else:
-        loaded = data.load_real(workload, Path(job["cache_dir"]))
+        loaded = data.load_real(workload, Path(job["cache_dir"]), dtype=dtype)
     emit(
         "data",
         at_s=_since_start(),

@@ -259,3 +259,24 @@ def test_role_defaults_match_their_argument_specs() -> None:
             assert name.startswith(role.name + "_"), f"{name} lacks the {role.name}_ prefix"
             assert options[name]["default"] == value, f"{role.name}: {name} default differs"
             assert options[name].get("description"), f"{role.name}: {name} undocumented"
+
+
+def test_check_mode_runs_through_on_a_fresh_machine(tmp_path: Path) -> None:
+    """--check --diff against paths that do not exist yet: it plans, and creates nothing."""
+    fresh = tmp_path / "fresh"
+    done = ansible_playbook(
+        "setup.yml",
+        "--check",
+        "--diff",
+        "-e",
+        f"keras_env_root={fresh}",
+        "-e",
+        f"keras_env_venv={fresh}/venv",
+        "-e",
+        f"verify_fetch_dir={tmp_path / 'fetched'}",
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert recap(done.stdout)["failed"] == 0
+    assert "Check mode: verification needs the real machine" in done.stdout
+    assert not fresh.exists()

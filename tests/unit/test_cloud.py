@@ -443,3 +443,16 @@ def test_spot_estimate_is_labelled() -> None:
     spot = Catalog.packaged().spot("g5.xlarge", "us-east-1")
     assert spot.estimate and spot.usd_per_hour == pytest.approx(0.4024)
     assert "estimate" in spot.basis
+
+
+def test_no_region_is_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys
+) -> None:
+    for key in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "no AWS region; pass --region or set AWS_DEFAULT_REGION" in err and "Traceback" not in err
+    )

@@ -38,12 +38,13 @@ def test_one_hot_labels_like_to_categorical() -> None:
     assert labels.sum() == 3
 
 
-def test_unpack_float32_matches_unpackbits_across_chunks() -> None:
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_unpack_matches_unpackbits_across_chunks(dtype: str) -> None:
     rng = np.random.default_rng(2)
     dense = (rng.random((1000, 77)) < 0.1).astype(np.uint8)
     packed = np.packbits(dense, axis=1)
-    out = data.unpack_float32(packed, 77, rows_per_chunk=64)
-    assert out.dtype == np.float32
+    out = data.unpack(packed, 77, dtype, rows_per_chunk=64)
+    assert out.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(out, dense)
 
 
