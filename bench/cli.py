@@ -257,10 +257,10 @@ def keras_home_for(workloads: tuple[Workload, ...], args: argparse.Namespace) ->
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    if args.mode == "compiled" and args.backend != "jax":
+    if args.mode == "compiled" and args.backend not in ("jax", "tensorflow"):
         raise UsageError(
-            f"--mode compiled is implemented for the jax backend only, not {args.backend}: "
-            "use --backend jax --mode compiled, or --mode fit (the text's model.fit)"
+            f"--mode compiled is implemented for the jax and tensorflow backends, not "
+            f"{args.backend}: use one of those, or --mode fit (the text's model.fit)"
         )
     workloads = chosen_workloads(args)
     keras_home = keras_home_for(workloads, args)

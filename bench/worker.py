@@ -60,7 +60,7 @@ def run(job: dict[str, Any], emit: EventWriter) -> None:
 
     model = build_model(keras, workload)
     trainer = get_trainer(job["mode"])
-    if job["mode"] == "compiled":
+    if job["mode"] == "compiled" and keras.backend.backend() == "jax":
         from bench.modes.compiled import enable_compilation_cache
 
         enable_compilation_cache(Path(job["cache_dir"]) / "jax-compilation")

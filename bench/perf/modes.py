@@ -24,7 +24,7 @@ from bench.progress import table
 
 
 def dlbench_run(
-    workload: str, mode: str, cache: Path, out: Path, extra: list[str]
+    workload: str, mode: str, cache: Path, out: Path, extra: list[str], *, backend: str
 ) -> dict[str, Any]:
     output = out / f"{workload}-{mode}-{len(list(out.iterdir()))}.json"
     subprocess.run(
@@ -35,7 +35,7 @@ def dlbench_run(
             "run",
             workload,
             "--backend",
-            "jax",
+            backend,
             "--mode",
             mode,
             "--cache-dir",
@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("DLSTATION_DATA_DIR"))
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument(
+        "--backend",
+        default="jax",
+        choices=["jax", "tensorflow"],
+        help="the bare reference loop is JAX's, whatever the backend",
+    )
     args = parser.parse_args(argv)
     extra = ["--epochs", str(args.epochs)]
     extra += ["--data-dir", args.data_dir] if args.data_dir else ["--synthetic"]
@@ -88,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             cache, out = root / f"cache-{workload}", root / f"out-{workload}"
             out.mkdir()
             measured = {
-                "fit (cold)": dlbench_run(workload, "fit", cache, out, extra),
-                "fit (warm)": dlbench_run(workload, "fit", cache, out, extra),
-                "compiled (cold)": dlbench_run(workload, "compiled", cache, out, extra),
-                "compiled (warm)": dlbench_run(workload, "compiled", cache, out, extra),
+                "fit (cold)": dlbench_run(workload, "fit", cache, out, extra, backend=args.backend),
+                "fit (warm)": dlbench_run(workload, "fit", cache, out, extra, backend=args.backend),
+                "compiled (cold)": dlbench_run(
+                    workload, "compiled", cache, out, extra, backend=args.backend
+                ),
+                "compiled (warm)": dlbench_run(
+                    workload, "compiled", cache, out, extra, backend=args.backend
+                ),
                 "bare jax": bare(workload, args.data_dir),
             }
             for label, m in measured.items():
@@ -159,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         device = measured["fit (warm)"]["device"]
     source = f"real data from {args.data_dir}" if args.data_dir else "synthetic data"
-    print(f"modes benchmark: jax backend on {device}, {args.epochs} epochs, {source}")
+    print(f"modes benchmark: {args.backend} backend on {device}, {args.epochs} epochs, {source}")
     print(
         table(
             [
