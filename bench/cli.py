@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_price_options(parser: argparse.ArgumentParser) -> None:
-    """How this machine is priced; shared by run and verify."""
+    """How this machine is priced (run's cost figures)."""
     price = parser.add_argument_group("cost (first that applies: flag, EC2 metadata, electricity)")
     price.add_argument("--price-per-hour", type=float, help="what this machine costs, $/h")
     price.add_argument("--instance-type", help="EC2 type to price from the catalog, e.g. g5.xlarge")

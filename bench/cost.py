@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import imds
+from bench.results import telemetry_figures
 from cloud.catalog import Catalog, CatalogError
 
 JOULES_PER_KWH = 3_600_000
@@ -70,14 +71,6 @@ def resolve_pricing(
     )
 
 
-def run_energy_j(run: dict[str, Any]) -> float | None:
-    telemetry = run.get("telemetry") or {}
-    energies = [
-        d["energy_j"] for d in telemetry.get("devices", []) if d.get("energy_j") is not None
-    ]
-    return sum(energies) if energies else None
-
-
 def run_cost(run: dict[str, Any], pricing: Pricing | str) -> dict[str, Any]:
     """$ per run, per epoch, per million training samples and to the target accuracy."""
     if isinstance(pricing, str):
@@ -91,7 +84,7 @@ def run_cost(run: dict[str, Any], pricing: Pricing | str) -> dict[str, Any]:
         rate_per_s = pricing.usd_per_hour / 3600
         basis = "time x price per hour"
     else:
-        energy = run_energy_j(run)
+        energy = telemetry_figures(run)["energy_j"]
         if energy is None or not seconds:
             return {
                 "available": False,

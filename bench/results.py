@@ -136,13 +136,13 @@ def _dig(record: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def _telemetry_figures(run: dict[str, Any]) -> dict[str, float | None]:
+def telemetry_figures(run: dict[str, Any]) -> dict[str, float | None]:
     """Energy of all GPUs, and GPU 0's mean utilisation over the steady epochs."""
     devices = (run.get("telemetry") or {}).get("devices") or []
     energies = [d["energy_j"] for d in devices if d.get("energy_j") is not None]
     util = None
     if devices:
-        util = devices[0]["phases"].get("steady_epochs", {}).get("gpu_util", {}).get("mean")
+        util = devices[0].get("phases", {}).get("steady_epochs", {}).get("gpu_util", {}).get("mean")
     return {"energy_j": sum(energies) if energies else None, "steady_gpu_util": util}
 
 
@@ -164,7 +164,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for name in dict.fromkeys(run["workload"] for run in runs):
         done = [r for r in runs if r["workload"] == name and r["status"] == "complete"]
         figures = {}
-        enriched = [{**r, **_telemetry_figures(r)} for r in done]
+        enriched = [{**r, **telemetry_figures(r)} for r in done]
         for figure, path in SUMMARY_FIGURES.items():
             values = [v for v in (_dig(r, path) for r in enriched) if isinstance(v, int | float)]
             figures[figure] = spread([float(v) for v in values])

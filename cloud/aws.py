@@ -5,7 +5,7 @@ boto3 honours AWS_ENDPOINT_URL, which is how tests point the real executable at 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -112,13 +112,3 @@ class Aws:
         if service not in self._clients:
             self._clients[service] = self.session.client(service, config=RETRY_CONFIG)
         return self._clients[service]
-
-    def for_region(self, region: str) -> Aws:
-        """The same credentials in another region."""
-        return Aws(region, self.session.profile_name if self._has_profile() else None)
-
-    def _has_profile(self) -> bool:
-        return self.session.profile_name not in (None, "default")
-
-
-AwsFactory = Callable[[str | None], Aws]

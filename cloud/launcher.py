@@ -255,7 +255,6 @@ class Launcher:
         group_id = guard.ensure_security_group(self.ec2, SECURITY_GROUP, vpc, cidr, labels)
         tags = guard.tag_list(labels.instance(request.ami_type, key_name, group_id))
         subnets = self.default_subnets(vpc)
-        last_error: ClientError | None = None
         for zone in plan.zones:
             try:
                 instance = self.run_in_zone(
@@ -269,10 +268,8 @@ class Launcher:
             except ClientError as error:
                 if error_code(error) != "InsufficientInstanceCapacity":
                     raise explain(error, "launching the instance") from error
-                last_error = error
                 continue
             return self.wait_until_ready(instance["InstanceId"])
-        assert last_error is not None
         raise CloudError(
             f"no capacity for {request.instance_type} in any zone of {plan.region} "
             f"({', '.join(plan.zones)}); try later, --spot, another type or region"

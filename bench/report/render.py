@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench import results
 from bench.progress import format_spread
 from bench.report import plots
 from bench.report.model import Collection, Group, groups
@@ -57,16 +58,6 @@ class Block:
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:80]
-
-
-def steady_util(run: dict[str, Any]) -> float | None:
-    devices = (run.get("telemetry") or {}).get("devices") or []
-    if not devices:
-        return None
-    value: float | None = (
-        devices[0]["phases"].get("steady_epochs", {}).get("gpu_util", {}).get("mean")
-    )
-    return value
 
 
 def summary_rows(found: list[Group]) -> list[list[str]]:
@@ -348,11 +339,7 @@ def csv_rows(collection: Collection) -> list[dict[str, Any]]:
         for run in loaded.document["runs"]:
             timing, test = run["timing"], run.get("test") or {}
             target, cost = run.get("target") or {}, run.get("cost") or {}
-            energies = [
-                d["energy_j"]
-                for d in (run.get("telemetry") or {}).get("devices", [])
-                if d.get("energy_j") is not None
-            ]
+            gpu = results.telemetry_figures(run)
             rows.append(
                 {
                     "file": loaded.path.name,
@@ -379,8 +366,8 @@ def csv_rows(collection: Collection) -> list[dict[str, Any]]:
                     "time_to_target_s": target.get("reached_s"),
                     "run_usd": cost.get("run_usd"),
                     "to_target_usd": cost.get("to_target_usd"),
-                    "energy_j": sum(energies) if energies else None,
-                    "steady_gpu_util": steady_util(run),
+                    "energy_j": gpu["energy_j"],
+                    "steady_gpu_util": gpu["steady_gpu_util"],
                 }
             )
     return rows
