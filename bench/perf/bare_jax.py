@@ -7,8 +7,10 @@ training only (no validation pass). Prints one JSON object with its timings.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,12 +21,18 @@ from bench.workloads import get_workload
 
 def main(name: str, data_dir: str | None) -> None:
     started = time.perf_counter()
+    # Keras only loads the data here; left unset it would import TensorFlow, its default.
+    os.environ.setdefault("KERAS_BACKEND", "jax")
     import jax
     import jax.numpy as jnp
 
     workload = get_workload(name)
     if data_dir:
-        loaded = data.load_real(workload, data.resolve_cache_dir(None))
+        cache_dir = data.resolve_cache_dir(None)
+        # As dlbench does: Keras's loader reads the verified file through a private KERAS_HOME.
+        data_file = data.verify_data_file(workload, Path(data_dir))
+        os.environ["KERAS_HOME"] = str(data.prepare_keras_home(data_file, cache_dir))
+        loaded = data.load_real(workload, cache_dir)
         source = "keras"
     else:
         loaded = data.load_synthetic(workload, seed=0)

@@ -1,24 +1,64 @@
 #!/usr/bin/env bash
 # The GPU checks the issues ask for, as one script for a lent GPU machine (see the device
-# tool's README): dlbench verify, both workloads in both modes on the real data, and the modes
-# benchmark. Results land in $OUT (default ./gpu-check) with the card, date and versions in
-# every file; commit the result files that matter under bench/reference/.
+# tool's README): dlbench verify with JAX, the modes benchmark on the real data (whose
+# 20-epoch runs are the reference results), the sampler benchmark on real NVML, and dlbench
+# verify with PyTorch.
+# Everything lands in /tmp/gpu-check, packed into $OUT/gpu-check.tar.gz after every step so
+# that a run cut short still returns what it did; the log is $OUT/log.txt.
 #
-# On the device machine, with Keras and TensorFlow carried as wheels in .whl/ and the data in
-# .data/ (carry both):
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
-#   PYTHONPATH=/tmp/site:$PWD bash bench/perf/gpu_check.sh
+# The lent machine has JAX, PyTorch and nvidia-ml-py but no Keras and no TensorFlow (whose
+# wheels are far over the 64 MiB a call may carry). Carry Keras and dlstation's missing
+# dependencies as wheels in .whl/ and the data in .data/, then:
+#   bash bench/perf/gpu_check.sh
 set -uo pipefail
-OUT="${OUT:-gpu-check}"
-DATA="${DLSTATION_DATA_DIR:-.data}"
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
-nvidia-smi -L | tee "$OUT/nvidia-smi.txt"
-for backend in jax tensorflow; do
-  timeout 300 python3 -m bench verify --backend "$backend" --expect-gpu --json > "$OUT/verify-$backend.json"
-  echo "verify $backend: exit $?"
-done
-timeout 600 python3 -m bench run --backend jax --mode fit --data-dir "$DATA" --output "$OUT/ref-jax-fit.json" --quiet
-timeout 600 python3 -m bench run --backend jax --mode compiled --data-dir "$DATA" --output "$OUT/ref-jax-compiled.json" --quiet
-timeout 900 python3 -m bench.perf.modes --data-dir "$DATA" | tee "$OUT/modes.txt"
-timeout 300 python3 -m bench.perf.sampler_overhead --repeats 3 | tee "$OUT/sampler.txt"
+OUT="${OUT:-gpu-check-out}"
+WORK=/tmp/gpu-check
+mkdir -p "$OUT" "$WORK"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/site:$PWD"
+fi
+export DLSTATION_DATA_DIR="${DLSTATION_DATA_DIR:-$PWD/.data}"
+export DLSTATION_CACHE_DIR=/tmp/gpu-check-cache PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+
+pack() { tar czf "$OUT/gpu-check.tar.gz" -C /tmp gpu-check; }
+step() {  # step NAME SECONDS COMMAND...: run, time and pack, whatever the exit status
+  local name=$1 limit=$2 start=$SECONDS
+  shift 2
+  echo "== $name (limit ${limit}s) $(date -u +%FT%TZ)"
+  timeout "$limit" "$@"
+  echo "== $name: exit $? after $((SECONDS - start)) s"
+  pack
+}
+
+{
+  date -u +%FT%TZ
+  nvidia-smi --query-gpu=name,driver_version,memory.total,pcie.link.gen.max,power.limit \
+    --format=csv
+  python3 - <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+found = []
+for name in ("jax", "jaxlib", "keras", "numpy", "torch", "nvidia-ml-py", "tensorflow"):
+    try:
+        found.append(f"{name} {version(name)}")
+    except PackageNotFoundError:
+        found.append(f"{name} absent")
+print("python", sys.version.split()[0], "|", " | ".join(found))
+PY
+} | tee "$WORK/machine.txt"
+
+step "verify jax" 100 bash -o pipefail -c \
+  "python3 -m bench verify --backend jax --expect-gpu --json > $WORK/verify-jax.json"
+step "modes jax" 270 bash -o pipefail -c \
+  "python3 -m bench.perf.modes --backend jax --data-dir $DLSTATION_DATA_DIR --keep $WORK/runs \
+   | tee $WORK/modes-jax.txt"
+step "sampler" 60 bash -o pipefail -c \
+  "python3 -m bench.perf.sampler_overhead --backend jax --repeats 2 --epochs 3 | tee $WORK/sampler.txt"
+step "verify torch" 60 bash -o pipefail -c \
+  "python3 -m bench verify --backend torch --expect-gpu --json > $WORK/verify-torch.json"
+cat "$WORK"/verify-*.json

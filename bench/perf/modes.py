@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,11 +24,21 @@ from bench import results
 from bench.progress import table
 
 
+def run_child(command: list[str], env: dict[str, str] | None = None) -> str:
+    """A child's stdout; on failure its stderr's end, so a cut-short benchmark says why."""
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise SystemExit(f"{' '.join(command[2:5])} failed (exit {done.returncode}):\n{tail}")
+    return done.stdout
+
+
 def dlbench_run(
     workload: str, mode: str, cache: Path, out: Path, extra: list[str], *, backend: str
 ) -> dict[str, Any]:
-    output = out / f"{workload}-{mode}-{len(list(out.iterdir()))}.json"
-    subprocess.run(
+    cold = not list(out.glob(f"{workload}-{backend}-{mode}-*.json"))
+    output = out / f"{workload}-{backend}-{mode}-{'cold' if cold else 'warm'}.json"
+    run_child(
         [
             sys.executable,
             "-m",
@@ -46,11 +57,10 @@ def dlbench_run(
             "--no-imds",
             *extra,
         ],
-        check=True,
-        capture_output=True,
-        text=True,
     )
     run: dict[str, Any] = results.load(output)["runs"][0]
+    # Progress on stderr: on a lent GPU machine a run cut short should still show what it did.
+    print(f"{workload} {mode}: {run['timing']['end_to_end_s']:.1f} s end to end", file=sys.stderr)
     return {
         "first_epoch_s": run["timing"]["first_epoch_s"],
         "steady_epoch_s": run["timing"]["steady_epoch_s"],
@@ -63,14 +73,12 @@ def dlbench_run(
 
 
 def bare(workload: str, data_dir: str | None) -> dict[str, Any]:
-    done = subprocess.run(
+    stdout = run_child(
         [sys.executable, "-m", "bench.perf.bare_jax", workload, *([data_dir] if data_dir else [])],
-        check=True,
-        capture_output=True,
-        text=True,
         env={**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "")},
     )
-    measured: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    measured: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    print(f"{workload} bare jax: {measured['end_to_end_s']:.1f} s end to end", file=sys.stderr)
     return measured
 
 
@@ -83,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         default="jax",
         choices=["jax", "tensorflow"],
         help="the bare reference loop is JAX's, whatever the backend",
+    )
+    parser.add_argument(
+        "--keep", type=Path, help="copy every run's result file into this folder (reference data)"
     )
     args = parser.parse_args(argv)
     extra = ["--epochs", str(args.epochs)]
@@ -167,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
                     ">= 1x (CPU)",
                 ],
             ]
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                for kept in out.glob("*.json"):
+                    shutil.copy2(kept, args.keep / kept.name)
         device = measured["fit (warm)"]["device"]
     source = f"real data from {args.data_dir}" if args.data_dir else "synthetic data"
     print(f"modes benchmark: {args.backend} backend on {device}, {args.epochs} epochs, {source}")

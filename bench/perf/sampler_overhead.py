@@ -45,13 +45,13 @@ def per_sample_seconds(session: nvml.NvmlSession, count: int = 2000) -> float:
 
 
 def one_run(
-    session: nvml.NvmlSession, interval: float, epochs: int, folder: Path
+    session: nvml.NvmlSession, interval: float, epochs: int, folder: Path, backend: str
 ) -> tuple[float, float | None]:
     """Steady epoch time, and the sampler's CPU share of the run's wall time (None if off)."""
     workload = dataclasses.replace(get_workload("reuters"), epochs=epochs)
     plan = RunPlan(
         workloads=(workload,),
-        backend="tensorflow",
+        backend=backend,
         mode="fit",
         seed=0,
         repeats=1,
@@ -64,7 +64,8 @@ def one_run(
     document = run_plan(plan, session, "not priced", ["perf"])
     run = document["runs"][0]
     steady = run["timing"]["steady_epoch_s"]
-    assert steady is not None
+    if steady is None:
+        raise SystemExit(f"the {backend} run did not finish: {run.get('error') or run['status']}")
     telemetry = run["telemetry"]
     share = telemetry["sampler_cpu_s"] / telemetry["duration_s"] if telemetry["available"] else None
     return float(steady), share
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--interval", type=float, default=0.2)
+    parser.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax", "torch"])
     args = parser.parse_args(argv)
     session, which = open_session()
     cost = per_sample_seconds(session)
@@ -83,13 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     shares: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
         for _ in range(args.repeats):
-            off.append(one_run(session, 0, args.epochs, Path(folder))[0])
-            steady, share = one_run(session, args.interval, args.epochs, Path(folder))
+            off.append(one_run(session, 0, args.epochs, Path(folder), args.backend)[0])
+            steady, share = one_run(session, args.interval, args.epochs, Path(folder), args.backend)
             on.append(steady)
             shares.append(share or 0.0)
     median_on, median_off = statistics.median(on), statistics.median(off)
     overlap = min(on) <= max(off) and min(off) <= max(on)
-    print(f"sampler overhead, {which}, {session.device_count()} GPU(s), interval {args.interval} s")
+    print(
+        f"sampler overhead, {which}, {session.device_count()} GPU(s), interval {args.interval} s,"
+        f" {args.backend} backend"
+    )
     print(
         table(
             ["measure", "value"],
