@@ -68,6 +68,7 @@ class NvmlSession:
 
     def __init__(self, lib: Any) -> None:
         self.lib = lib
+        self._handles: dict[int, Any] = {}
 
     def guarded(self, call: Callable[..., Any], *args: Any) -> Any:
         """The call's value, None if unsupported or failing; GpuLostError if the GPU is gone."""
@@ -82,7 +83,10 @@ class NvmlSession:
         return int(self.guarded(self.lib.nvmlDeviceGetCount) or 0)
 
     def handle(self, index: int) -> Any:
-        return self.guarded(self.lib.nvmlDeviceGetHandleByIndex, index)
+        """The device handle, looked up once: every NVML call costs a driver round trip."""
+        if self._handles.get(index) is None:
+            self._handles[index] = self.guarded(self.lib.nvmlDeviceGetHandleByIndex, index)
+        return self._handles[index]
 
     def fingerprint(self, index: int) -> dict[str, Any]:
         """What identifies a GPU and its setup, as recorded in every result."""
@@ -111,26 +115,35 @@ class NvmlSession:
             "persistence_mode": None if persistence is None else bool(persistence),
         }
 
-    def sample(self, index: int) -> dict[str, Any]:
-        """One reading of the live metrics; unsupported ones are None."""
+    def sample(self, index: int, slow: bool = True) -> dict[str, Any]:
+        """One reading of the live metrics; unsupported ones are None.
+
+        slow=False reads only what moves within a second (utilisation, power, energy): each
+        call is a driver round trip that contends with the training's own CUDA calls.
+        """
         lib, handle = self.lib, self.handle(index)
         if handle is None:
             raise GpuLostError(f"GPU {index} no longer has a handle")
         utilization = self.guarded(lib.nvmlDeviceGetUtilizationRates, handle)
-        memory = self.guarded(lib.nvmlDeviceGetMemoryInfo, handle)
         power = self.guarded(lib.nvmlDeviceGetPowerUsage, handle)
-        energy = self.guarded(lib.nvmlDeviceGetTotalEnergyConsumption, handle)
-        throttle = self.guarded(lib.nvmlDeviceGetCurrentClocksEventReasons, handle)
-        return {
+        reading: dict[str, Any] = {
             "gpu_util": None if utilization is None else utilization.gpu,
             "mem_util": None if utilization is None else utilization.memory,
-            "mem_used_mib": None if memory is None else round(memory.used / 2**20),
             "power_w": None if power is None else power / 1000,
-            "energy_mj": energy,
-            "temp_c": self.guarded(lib.nvmlDeviceGetTemperature, handle, lib.NVML_TEMPERATURE_GPU),
-            "sm_clock_mhz": self.guarded(lib.nvmlDeviceGetClockInfo, handle, lib.NVML_CLOCK_SM),
-            "throttle": decode_throttle(throttle),
+            "energy_mj": self.guarded(lib.nvmlDeviceGetTotalEnergyConsumption, handle),
         }
+        if slow:
+            memory = self.guarded(lib.nvmlDeviceGetMemoryInfo, handle)
+            throttle = self.guarded(lib.nvmlDeviceGetCurrentClocksEventReasons, handle)
+            reading |= {
+                "mem_used_mib": None if memory is None else round(memory.used / 2**20),
+                "temp_c": self.guarded(
+                    lib.nvmlDeviceGetTemperature, handle, lib.NVML_TEMPERATURE_GPU
+                ),
+                "sm_clock_mhz": self.guarded(lib.nvmlDeviceGetClockInfo, handle, lib.NVML_CLOCK_SM),
+                "throttle": decode_throttle(throttle),
+            }
+        return reading
 
     def close(self) -> None:
         try:

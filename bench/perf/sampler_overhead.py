@@ -16,7 +16,9 @@ import dataclasses
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench import nvml
 from bench.progress import table
@@ -36,12 +38,45 @@ def open_session() -> tuple[nvml.NvmlSession, str]:
     return fake, f"fake NVML ({real})"
 
 
-def per_sample_seconds(session: nvml.NvmlSession, count: int = 2000) -> float:
-    sampler = Sampler(session, interval_s=3600)  # the thread sleeps; we call it by hand
+def per_sample_seconds(session: nvml.NvmlSession, interval: float, count: int = 2000) -> float:
+    """Mean cost of one tick of the sampler, slow metrics read on their own cadence."""
+    sampler = Sampler(session, interval_s=interval)  # not started: called by hand
     started = time.perf_counter()
     for _ in range(count):
         sampler.sample_once()
     return (time.perf_counter() - started) / count
+
+
+def per_call_microseconds(session: nvml.NvmlSession, count: int = 300) -> list[list[str]]:
+    """What each NVML call of a reading costs on this machine (GPU 0)."""
+    lib, handle = session.lib, session.handle(0)
+    calls: dict[str, Callable[[], Any]] = {
+        "nvmlDeviceGetHandleByIndex": lambda: lib.nvmlDeviceGetHandleByIndex(0),
+        "nvmlDeviceGetUtilizationRates": lambda: lib.nvmlDeviceGetUtilizationRates(handle),
+        "nvmlDeviceGetPowerUsage": lambda: lib.nvmlDeviceGetPowerUsage(handle),
+        "nvmlDeviceGetTotalEnergyConsumption": lambda: lib.nvmlDeviceGetTotalEnergyConsumption(
+            handle
+        ),
+        "nvmlDeviceGetMemoryInfo": lambda: lib.nvmlDeviceGetMemoryInfo(handle),
+        "nvmlDeviceGetTemperature": lambda: lib.nvmlDeviceGetTemperature(
+            handle, lib.NVML_TEMPERATURE_GPU
+        ),
+        "nvmlDeviceGetClockInfo": lambda: lib.nvmlDeviceGetClockInfo(handle, lib.NVML_CLOCK_SM),
+        "nvmlDeviceGetCurrentClocksEventReasons": (
+            lambda: lib.nvmlDeviceGetCurrentClocksEventReasons(handle)
+        ),
+    }
+    rows = []
+    for name, call in calls.items():
+        started = time.perf_counter()
+        try:
+            for _ in range(count):
+                call()
+        except lib.NVMLError as error:
+            rows.append([name, f"fails: {error}"])
+            continue
+        rows.append([name, f"{(time.perf_counter() - started) / count * 1e6:.1f} us"])
+    return rows
 
 
 def one_run(
@@ -79,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax", "torch"])
     args = parser.parse_args(argv)
     session, which = open_session()
-    cost = per_sample_seconds(session)
+    cost = per_sample_seconds(session, args.interval)
+    sampler_ticks = Sampler(session, interval_s=args.interval).slow_every
+    calls = per_call_microseconds(session) if session.device_count() else []
     on: list[float] = []
     off: list[float] = []
     shares: list[float] = []
@@ -99,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         table(
             ["measure", "value"],
             [
-                ["one sample (all metrics, all GPUs)", f"{cost * 1e6:.1f} us"],
+                [
+                    f"one tick, all GPUs (mean; slow metrics every {sampler_ticks} ticks)",
+                    f"{cost * 1e6:.1f} us",
+                ],
                 ["sampler thread duty cycle (sample / interval)", f"{cost / args.interval:.4%}"],
                 ["sampler CPU time / run wall time (median)", f"{statistics.median(shares):.4%}"],
                 [
@@ -118,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
+    if calls:
+        print()
+        print(table(["NVML call (GPU 0)", "mean cost"], calls))
     return 0
 
 

@@ -145,3 +145,46 @@ def test_background_thread_samples_on_its_own() -> None:
     result = sampler.stop()
     assert len(result["devices"]) == 2
     assert all(d["samples"] >= 5 for d in result["devices"])
+
+
+class CountingNvml(FakeNvml):
+    """The healthy fake, counting the driver round trips a reading makes."""
+
+    def __init__(self) -> None:
+        super().__init__("healthy")
+        self.calls: dict[str, int] = {}
+
+    def __getattribute__(self, name: str):
+        if name.startswith("nvmlDevice"):
+            calls = object.__getattribute__(self, "calls")
+            calls[name] = calls.get(name, 0) + 1
+        return object.__getattribute__(self, name)
+
+
+def test_slow_metrics_are_read_once_a_second_and_carried_between_reads() -> None:
+    lib = CountingNvml()
+    opened = nvml.open_nvml(lambda: lib)
+    assert isinstance(opened, nvml.NvmlSession)
+    sampler = Sampler(opened, interval_s=0.2)
+    for _ in range(10):
+        sampler.sample_once()
+    assert lib.calls["nvmlDeviceGetHandleByIndex"] == 1  # looked up once, not per reading
+    assert lib.calls["nvmlDeviceGetUtilizationRates"] == 10
+    assert lib.calls["nvmlDeviceGetTotalEnergyConsumption"] == 10
+    assert lib.calls["nvmlDeviceGetMemoryInfo"] == 2  # ticks 0 and 5
+    assert lib.calls["nvmlDeviceGetTemperature"] == 2
+    memory = [s["mem_used_mib"] for s in sampler.samples]
+    # The fake's memory grows with each reading: carried values change only on a slow tick.
+    assert memory[:5] == [memory[0]] * 5 and memory[5:] == [memory[5]] * 5
+    assert memory[5] > memory[0]
+    assert all(s["temp_c"] == 45 and s["throttle"] == [] for s in sampler.samples)
+
+
+def test_every_reading_is_full_when_the_interval_is_a_second_or_more() -> None:
+    lib = CountingNvml()
+    opened = nvml.open_nvml(lambda: lib)
+    assert isinstance(opened, nvml.NvmlSession)
+    sampler = Sampler(opened, interval_s=1.0)
+    for _ in range(3):
+        sampler.sample_once()
+    assert lib.calls["nvmlDeviceGetMemoryInfo"] == 3
