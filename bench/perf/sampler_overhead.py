@@ -39,7 +39,7 @@ def open_session() -> tuple[nvml.NvmlSession, str]:
 
 
 def per_sample_seconds(session: nvml.NvmlSession, interval: float, count: int = 2000) -> float:
-    """Mean cost of one tick of the sampler, slow metrics read on their own cadence."""
+    """Mean cost of one tick of the sampler, the energy counter read on its own cadence."""
     sampler = Sampler(session, interval_s=interval)  # not started: called by hand
     started = time.perf_counter()
     for _ in range(count):
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     session, which = open_session()
     cost = per_sample_seconds(session, args.interval)
-    sampler_ticks = Sampler(session, interval_s=args.interval).slow_every
+    energy_ticks = Sampler(session, interval_s=args.interval).energy_every
     calls = per_call_microseconds(session) if session.device_count() else []
     on: list[float] = []
     off: list[float] = []
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             ["measure", "value"],
             [
                 [
-                    f"one tick, all GPUs (mean; slow metrics every {sampler_ticks} ticks)",
+                    f"one tick, all GPUs (mean; energy counter every {energy_ticks} ticks)",
                     f"{cost * 1e6:.1f} us",
                 ],
                 ["sampler thread duty cycle (sample / interval)", f"{cost / args.interval:.4%}"],

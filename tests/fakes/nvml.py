@@ -115,8 +115,8 @@ class FakeNvml:
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:
         if self._unsupported_here():
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
-        self.energy_mj += 60_000  # 300 W for 0.2 s
-        return self.energy_mj
+        # A counter, as the driver's: 300 W for each 0.2 s reading so far, however often read.
+        return self.energy_mj + 60_000 * self.samples
 
     def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
         return 88 if self.scenario == "throttling" else 45

@@ -161,30 +161,30 @@ class CountingNvml(FakeNvml):
         return object.__getattribute__(self, name)
 
 
-def test_slow_metrics_are_read_once_a_second_and_carried_between_reads() -> None:
+def test_the_costly_energy_counter_is_read_every_five_seconds_and_at_stop() -> None:
     lib = CountingNvml()
     opened = nvml.open_nvml(lambda: lib)
     assert isinstance(opened, nvml.NvmlSession)
     sampler = Sampler(opened, interval_s=0.2)
-    for _ in range(10):
+    for _ in range(60):
         sampler.sample_once()
+    result = sampler.stop()  # not started: stop() takes the last reading only
     assert lib.calls["nvmlDeviceGetHandleByIndex"] == 1  # looked up once, not per reading
-    assert lib.calls["nvmlDeviceGetUtilizationRates"] == 10
-    assert lib.calls["nvmlDeviceGetTotalEnergyConsumption"] == 10
-    assert lib.calls["nvmlDeviceGetMemoryInfo"] == 2  # ticks 0 and 5
-    assert lib.calls["nvmlDeviceGetTemperature"] == 2
-    memory = [s["mem_used_mib"] for s in sampler.samples]
-    # The fake's memory grows with each reading: carried values change only on a slow tick.
-    assert memory[:5] == [memory[0]] * 5 and memory[5:] == [memory[5]] * 5
-    assert memory[5] > memory[0]
-    assert all(s["temp_c"] == 45 and s["throttle"] == [] for s in sampler.samples)
+    assert lib.calls["nvmlDeviceGetUtilizationRates"] == 61
+    assert lib.calls["nvmlDeviceGetMemoryInfo"] == 61
+    assert lib.calls["nvmlDeviceGetTotalEnergyConsumption"] == 4  # ticks 0, 25, 50 and stop
+    reads = [i for i, s in enumerate(sampler.samples) if s["energy_mj"] is not None]
+    assert reads == [0, 25, 50, 60]
+    # From the counter's first and last reads: 60 readings of 0.2 s at the fake's 300 W.
+    assert result["devices"][0]["energy_j"] == pytest.approx(60 * 60.0)
+    assert result["devices"][0]["energy_source"] == "nvml_total_energy_counter"
 
 
-def test_every_reading_is_full_when_the_interval_is_a_second_or_more() -> None:
+def test_every_reading_reads_energy_when_the_interval_is_five_seconds() -> None:
     lib = CountingNvml()
     opened = nvml.open_nvml(lambda: lib)
     assert isinstance(opened, nvml.NvmlSession)
-    sampler = Sampler(opened, interval_s=1.0)
+    sampler = Sampler(opened, interval_s=5.0)
     for _ in range(3):
         sampler.sample_once()
-    assert lib.calls["nvmlDeviceGetMemoryInfo"] == 3
+    assert lib.calls["nvmlDeviceGetTotalEnergyConsumption"] == 3
