@@ -137,12 +137,27 @@ def _dig(record: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 
 def telemetry_figures(run: dict[str, Any]) -> dict[str, float | None]:
-    """Energy of all GPUs, and GPU 0's mean utilisation over the steady epochs."""
-    devices = (run.get("telemetry") or {}).get("devices") or []
+    """Energy of all GPUs, and GPU 0's mean utilisation over the steady epochs.
+
+    The utilisation is None when fewer than two readings fell in the steady epochs (the
+    compiled mode's 20 epochs can take less than one 0.2 s interval on a GPU): one reading of
+    NVML's time-averaged figure would mostly describe the phase before.
+    """
+    telemetry = run.get("telemetry") or {}
+    devices = telemetry.get("devices") or []
     energies = [d["energy_j"] for d in devices if d.get("energy_j") is not None]
     util = None
     if devices:
         util = devices[0].get("phases", {}).get("steady_epochs", {}).get("gpu_util", {}).get("mean")
+        readings = [
+            s
+            for s in telemetry.get("samples") or []
+            if s.get("gpu") == 0
+            and s.get("phase") == "steady_epochs"
+            and s.get("gpu_util") is not None
+        ]
+        if len(readings) < 2:
+            util = None
     return {"energy_j": sum(energies) if energies else None, "steady_gpu_util": util}
 
 

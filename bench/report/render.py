@@ -119,7 +119,8 @@ def build(collection: Collection, title: str = "dlbench report") -> list[Block]:
             "p",
             f"{len(collection.results)} result file(s), {len(found)} machine x backend x "
             f"mode x workload group(s); written {stamp}. Figures are medians over complete "
-            "runs with [min-max] when there were repeats; modes are never mixed.",
+            "runs with [min-max] when there were repeats; modes are never mixed. GPU util is GPU "
+            "0's mean over the steady epochs, '-' where they took under two sampling intervals.",
         ),
         Block("h2", "Summary"),
         Block("table", header=SUMMARY_HEADER, rows=summary_rows(found)),

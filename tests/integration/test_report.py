@@ -15,6 +15,7 @@ from bench import results
 from tests.conftest import REPO, dlbench
 
 RECORDED = REPO / "tests" / "data" / "results"
+REFERENCE = REPO / "bench" / "reference"
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +85,13 @@ def test_csv_round_trips(report: Path) -> None:
             )
 
 
-def test_html_renders_in_chromium(report: Path, tmp_path: Path) -> None:
-    from PIL import Image
+def render_in_chromium(html_path: Path) -> tuple[list[str], list[list], bytes]:
+    """Console errors, every image's (complete, width, height), and a full-page screenshot."""
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium package is needed (.ci/run installs it)"
-    html = (report / "report.html").read_text()
+    html = html_path.read_text()
     assert "http://" not in html and "https://" not in html, "self-contained: no network"
     errors: list[str] = []
     with sync_playwright() as playwright:
@@ -109,20 +110,50 @@ def test_html_renders_in_chromium(report: Path, tmp_path: Path) -> None:
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto((report / "report.html").as_uri())
+        page.goto(html_path.as_uri())
         page.wait_for_load_state("load")
         images = page.evaluate(
             "[...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
         )
         shot = page.screenshot(full_page=True)
         browser.close()
+    return errors, images, shot
+
+
+def assert_rendered(html_path: Path, min_images: int) -> None:
+    from PIL import Image
+
+    errors, images, shot = render_in_chromium(html_path)
     assert errors == []
-    assert len(images) >= 5
+    assert len(images) >= min_images
     assert all(complete and width > 0 and height > 0 for complete, width, height in images)
     picture = Image.open(io.BytesIO(shot)).convert("L")
     assert picture.height > 2000
     assert len(picture.getcolors(maxcolors=1 << 16) or range(1 << 16)) > 50, "not blank"
-    (tmp_path / "report.png").write_bytes(shot)
+
+
+def test_html_renders_in_chromium(report: Path) -> None:
+    assert_rendered(report / "report.html", min_images=5)
+
+
+def test_report_of_the_committed_gpu_reference_results(tmp_path: Path) -> None:
+    """The H100 reference runs (both modes) beside this repository's CPU fixture."""
+    references = sorted(REFERENCE.glob("*.json"))
+    assert len(references) >= 4, "bench/reference/ holds the committed GPU results"
+    out = tmp_path / "report"
+    done = dlbench(
+        "report", *map(str, references), str(RECORDED / "fixture-cpu-b.json"), "--out", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    text = (out / "report.md").read_text()
+    assert "NVIDIA H100 80GB HBM3" in text
+    assert "## GPU telemetry" in text and "## Across machines" in text
+    for path in references:
+        run = results.load(path)["runs"][0]
+        mode = results.load(path)["settings"]["mode"]
+        figure = run["throughput"]["steady_samples_per_s"]
+        assert f"{figure:.0f}" in text.replace(",", ""), (path.name, mode)
+    assert_rendered(out / "report.html", min_images=8)
 
 
 def scaled(document: dict, factor: float) -> dict:

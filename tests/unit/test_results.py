@@ -130,3 +130,31 @@ def test_load_refuses_other_files_and_versions(tmp_path: Path) -> None:
     garbage.write_bytes(b"\x00\x01")
     with pytest.raises(results.ResultError, match="not a dlbench result"):
         results.load(garbage)
+
+
+def _telemetry_run(steady_readings: list[float]) -> dict:
+    samples = [{"gpu": 0, "phase": "first_epoch", "gpu_util": 90.0}]
+    samples += [{"gpu": 0, "phase": "steady_epochs", "gpu_util": u} for u in steady_readings]
+    mean = sum(steady_readings) / len(steady_readings) if steady_readings else None
+    return {
+        "telemetry": {
+            "devices": [
+                {"energy_j": 12.5, "phases": {"steady_epochs": {"gpu_util": {"mean": mean}}}},
+                {"energy_j": 7.5, "phases": {}},
+            ],
+            "samples": samples,
+        }
+    }
+
+
+def test_gpu_utilisation_needs_two_readings_in_the_steady_epochs() -> None:
+    assert results.telemetry_figures(_telemetry_run([40.0, 60.0])) == {
+        "energy_j": 20.0,
+        "steady_gpu_util": 50.0,
+    }
+    # One reading (a compiled run's 20 epochs inside one interval) says too little to report.
+    assert results.telemetry_figures(_telemetry_run([0.0]))["steady_gpu_util"] is None
+    assert results.telemetry_figures({"telemetry": None}) == {
+        "energy_j": None,
+        "steady_gpu_util": None,
+    }
