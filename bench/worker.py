@@ -58,12 +58,13 @@ def run(job: dict[str, Any], emit: EventWriter) -> None:
     emit("phase", phase="build", at_s=_since_start())
     from bench.model import build_model
 
-    model = build_model(keras, workload)
-    trainer = get_trainer(job["mode"])
     if job["mode"] == "compiled" and keras.backend.backend() == "jax":
         from bench.modes.compiled import enable_compilation_cache
 
+        # Before the build: the weights' initialisers are small XLA programs too.
         enable_compilation_cache(Path(job["cache_dir"]) / "jax-compilation")
+    model = build_model(keras, workload)
+    trainer = get_trainer(job["mode"])
     emit("built", at_s=_since_start(), parameters=int(model.count_params()))
 
     emit("phase", phase="first_epoch", at_s=_since_start())

@@ -102,7 +102,7 @@ def telemetry_timeline(run: dict[str, Any], title: str) -> bytes | None:
         axis.plot(t, [s[key] for s in samples], lw=1.2)
         axis.set_ylabel(label, fontsize=8)
         axis.grid(alpha=0.3)
-        start = 0
+        start, labelled = 0, [(-1e9, 0)]  # (x, level) of the phase labels so far
         for index in range(1, len(samples) + 1):
             if index == len(samples) or samples[index]["phase"] != samples[start]["phase"]:
                 phase = samples[start]["phase"]
@@ -113,10 +113,19 @@ def telemetry_timeline(run: dict[str, Any], title: str) -> bytes | None:
                     lw=0,
                 )
                 if axis is axes[0]:
+                    # Short phases would print their names over each other: stack them.
+                    last_x, last_level = labelled[-1]
+                    close = t[start] - last_x < 0.12 * (t[-1] - t[0])
+                    level = (last_level + 1) % 3 if close else 0
+                    labelled.append((t[start], level))
                     axis.annotate(
-                        phase, (t[start], 1.02), xycoords=("data", "axes fraction"), fontsize=7
+                        phase,
+                        (t[start], 1.02 + 0.13 * level),
+                        xycoords=("data", "axes fraction"),
+                        fontsize=7,
                     )
                 start = index
     axes[-1].set_xlabel("seconds since the run started")
-    figure.suptitle(title, fontsize=10)
+    figure.subplots_adjust(top=0.84)  # room for stacked phase labels under the title
+    figure.suptitle(title, fontsize=10, y=0.99)
     return png(figure)
