@@ -161,13 +161,19 @@ class CountingNvml(FakeNvml):
         return object.__getattribute__(self, name)
 
 
-def test_the_costly_energy_counter_is_read_every_five_seconds_and_at_stop() -> None:
+def counting_sampler(interval_s: float, ticks: int) -> tuple[CountingNvml, Sampler]:
+    """A sampler on the counting fake, ticked by hand `ticks` times."""
     lib = CountingNvml()
     opened = nvml.open_nvml(lambda: lib)
     assert isinstance(opened, nvml.NvmlSession)
-    sampler = Sampler(opened, interval_s=0.2)
-    for _ in range(60):
+    sampler = Sampler(opened, interval_s=interval_s)
+    for _ in range(ticks):
         sampler.sample_once()
+    return lib, sampler
+
+
+def test_the_costly_energy_counter_is_read_every_five_seconds_and_at_stop() -> None:
+    lib, sampler = counting_sampler(0.2, 60)
     result = sampler.stop()  # not started: stop() takes the last reading only
     assert lib.calls["nvmlDeviceGetHandleByIndex"] == 1  # looked up once, not per reading
     assert lib.calls["nvmlDeviceGetUtilizationRates"] == 61
@@ -181,10 +187,5 @@ def test_the_costly_energy_counter_is_read_every_five_seconds_and_at_stop() -> N
 
 
 def test_every_reading_reads_energy_when_the_interval_is_five_seconds() -> None:
-    lib = CountingNvml()
-    opened = nvml.open_nvml(lambda: lib)
-    assert isinstance(opened, nvml.NvmlSession)
-    sampler = Sampler(opened, interval_s=5.0)
-    for _ in range(3):
-        sampler.sample_once()
+    lib, _ = counting_sampler(5.0, 3)
     assert lib.calls["nvmlDeviceGetTotalEnergyConsumption"] == 3
