@@ -34,12 +34,12 @@ def enable_compilation_cache(folder: Path) -> None:
 
 
 def _accuracy_fn(loss: str) -> Callable[[Any, Any], Any]:
-    """Keras's "accuracy" for these losses: binary at 0.5, or categorical argmax agreement."""
+    """Keras's "accuracy" for these losses, per row: binary at 0.5, or argmax agreement."""
     import jax.numpy as jnp
 
     if loss == "binary_crossentropy":
-        return lambda y, p: jnp.sum((p[:, 0] > 0.5).astype(jnp.float32) == y)
-    return lambda y, p: jnp.sum(jnp.argmax(p, axis=-1) == jnp.argmax(y, axis=-1))
+        return lambda y, p: ((p[:, 0] > 0.5).astype(jnp.float32) == y).astype(jnp.float32)
+    return lambda y, p: (jnp.argmax(p, axis=-1) == jnp.argmax(y, axis=-1)).astype(jnp.float32)
 
 
 def build_programs(keras: Any, model: Any, loss_name: str, batch_size: int) -> dict[str, Any]:
@@ -52,36 +52,42 @@ def build_programs(keras: Any, model: Any, loss_name: str, batch_size: int) -> d
     optimizer = model.optimizer
     binary = loss_name == "binary_crossentropy"
 
-    def forward_loss(trainable: Any, non_trainable: Any, x: Any, y: Any) -> Any:
+    def forward_loss(trainable: Any, non_trainable: Any, x: Any, y: Any, w: Any) -> Any:
         predictions, non_trainable = model.stateless_call(
             trainable, non_trainable, x.astype(jnp.float32), training=True
         )
         target = y[:, None] if binary else y
-        return jnp.mean(loss_fn(target, predictions)), (predictions, non_trainable)
+        # The mean over the rows whose weight is 1: padding rows (weight 0) change nothing.
+        # (These models have no layer whose state a padding row could move, e.g. BatchNorm.)
+        loss = jnp.sum(loss_fn(target, predictions) * w) / jnp.sum(w)
+        return loss, (predictions, non_trainable)
 
     gradient = jax.value_and_grad(forward_loss, has_aux=True)
 
-    def step(state: Any, rows: Any, x: Any, y: Any) -> tuple[Any, Any]:
+    def step(state: Any, rows: Any, w: Any, x: Any, y: Any) -> tuple[Any, Any]:
         trainable, non_trainable, optimizer_vars = state
         xb, yb = x[rows], y[rows]
-        (loss, (predictions, non_trainable)), grads = gradient(trainable, non_trainable, xb, yb)
+        (loss, (predictions, non_trainable)), grads = gradient(trainable, non_trainable, xb, yb, w)
         trainable, optimizer_vars = optimizer.stateless_apply(optimizer_vars, grads, trainable)
-        count = rows.shape[0]
-        return (trainable, non_trainable, optimizer_vars), (loss * count, correct(yb, predictions))
+        hits = jnp.sum(correct(yb, predictions) * w)
+        return (trainable, non_trainable, optimizer_vars), (loss * jnp.sum(w), hits)
 
     def train_epoch(state: Any, x: Any, y: Any, key: Any, shuffle: Any) -> tuple[Any, Any]:
         samples = x.shape[0]
-        full = samples // batch_size
+        steps = -(-samples // batch_size)
         order = jnp.where(shuffle, jax.random.permutation(key, samples), jnp.arange(samples))
-        batches = order[: full * batch_size].reshape(full, batch_size)
+        # The last, smaller batch (as fit takes it) is padded to full size with weight-0 rows,
+        # so that one traced step serves every batch: tracing the step a second time for it
+        # made tracing the epoch 20 to 25 % slower (0.33 against 0.27 s on a build machine).
+        padding = steps * batch_size - samples
+        order = jnp.concatenate([order, jnp.zeros(padding, dtype=order.dtype)])
+        weights = (jnp.arange(steps * batch_size) < samples).astype(jnp.float32)
         state, (losses, hits) = jax.lax.scan(
-            lambda carry, rows: step(carry, rows, x, y), state, batches
+            lambda carry, batch: step(carry, batch[0], batch[1], x, y),
+            state,
+            (order.reshape(steps, batch_size), weights.reshape(steps, batch_size)),
         )
-        loss_sum, hit_sum = jnp.sum(losses), jnp.sum(hits)
-        if samples % batch_size:  # the last, smaller batch, as fit takes it
-            state, (loss, hit) = step(state, order[full * batch_size :], x, y)
-            loss_sum, hit_sum = loss_sum + loss, hit_sum + hit
-        return state, {"loss": loss_sum / samples, "accuracy": hit_sum / samples}
+        return state, {"loss": jnp.sum(losses) / samples, "accuracy": jnp.sum(hits) / samples}
 
     def validate(state: Any, x: Any, y: Any) -> Any:
         trainable, non_trainable, _ = state
@@ -89,7 +95,7 @@ def build_programs(keras: Any, model: Any, loss_name: str, batch_size: int) -> d
         target = y[:, None] if binary else y
         return {
             "val_loss": jnp.mean(loss_fn(target, predictions)),
-            "val_accuracy": correct(y, predictions) / x.shape[0],
+            "val_accuracy": jnp.sum(correct(y, predictions)) / x.shape[0],
         }
 
     return {"train_epoch": train_epoch, "validate": validate}
