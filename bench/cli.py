@@ -17,7 +17,7 @@ from bench.backends import BACKENDS
 from bench.cost import resolve_pricing
 from bench.modes import MODES
 from bench.progress import Progress
-from bench.runner import Runner, RunPlan, run_plan
+from bench.runner import Runner, RunPlan, run_plan, short_check_plan
 from bench.telemetry import DEFAULT_INTERVAL_S, Sampler
 from bench.workloads import WORKLOADS, UnknownWorkloadError, get_workload
 from bench.workloads.spec import Workload
@@ -342,18 +342,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def verify_workload(backend: str, session: nvml.NvmlSession | str) -> dict[str, Any]:
     """Three epochs of reuters on synthetic data through the normal runner; the run record."""
     with tempfile.TemporaryDirectory(prefix="dlbench-verify-") as folder:
-        workload = dataclasses.replace(get_workload("reuters"), epochs=3)
-        plan = RunPlan(
-            workloads=(workload,),
-            backend=backend,
-            mode="fit",
-            seed=0,
-            repeats=1,
-            synthetic=True,
-            cache_dir=Path(folder),
-            keras_home=None,
-            output=Path(folder) / "verify.json",
-        )
+        plan = short_check_plan(backend, 3, Path(folder), Path(folder) / "verify.json")
         document = run_plan(plan, session, "verify runs are not priced", ["dlbench", "verify"])
         run: dict[str, Any] = document["runs"][0]
         return run

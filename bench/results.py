@@ -146,18 +146,12 @@ def telemetry_figures(run: dict[str, Any]) -> dict[str, float | None]:
     telemetry = run.get("telemetry") or {}
     devices = telemetry.get("devices") or []
     energies = [d["energy_j"] for d in devices if d.get("energy_j") is not None]
-    util = None
-    if devices:
-        util = devices[0].get("phases", {}).get("steady_epochs", {}).get("gpu_util", {}).get("mean")
-        readings = [
-            s
-            for s in telemetry.get("samples") or []
-            if s.get("gpu") == 0
-            and s.get("phase") == "steady_epochs"
-            and s.get("gpu_util") is not None
-        ]
-        if len(readings) < 2:
-            util = None
+    readings = [
+        s["gpu_util"]
+        for s in telemetry.get("samples") or []
+        if s.get("gpu") == 0 and s.get("phase") == "steady_epochs" and s.get("gpu_util") is not None
+    ]
+    util = statistics.fmean(readings) if len(readings) >= 2 else None
     return {"energy_j": sum(energies) if energies else None, "steady_gpu_util": util}
 
 

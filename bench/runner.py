@@ -6,6 +6,7 @@ SIGKILL leaves a schema-valid result marked incomplete that holds the epochs tha
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import signal
 import time
@@ -24,6 +25,7 @@ from bench.nvml import NvmlSession
 from bench.process import WorkerProcess
 from bench.progress import Progress
 from bench.telemetry import DEFAULT_INTERVAL_S, Sampler, unavailable
+from bench.workloads import get_workload
 from bench.workloads.spec import Workload
 
 PHASE_TIMINGS = {
@@ -82,6 +84,29 @@ class RunPlan:
         if self.keras_home is not None:
             env["KERAS_HOME"] = str(self.keras_home)
         return env
+
+
+def short_check_plan(
+    backend: str,
+    epochs: int,
+    cache_dir: Path,
+    output: Path,
+    telemetry_interval_s: float = DEFAULT_INTERVAL_S,
+) -> RunPlan:
+    """A few epochs of the text's Reuters model on synthetic data in fit mode: for checks
+    (verify, the sampler benchmark, tests), not for figures to compare."""
+    return RunPlan(
+        workloads=(dataclasses.replace(get_workload("reuters"), epochs=epochs),),
+        backend=backend,
+        mode="fit",
+        seed=0,
+        repeats=1,
+        synthetic=True,
+        cache_dir=cache_dir,
+        keras_home=None,
+        output=output,
+        telemetry_interval_s=telemetry_interval_s,
+    )
 
 
 class RunInterruptedError(Exception):

@@ -1,11 +1,13 @@
 """Benchmark: fit against compiled against a bare JAX loop, for both workloads, in one run.
 
-    python -m bench.perf.modes [--data-dir DIR] [--epochs 20]
+    python -m bench.perf.modes [--backend jax|tensorflow] [--data-dir DIR] [--epochs 20]
+                               [--keep DIR]
 
 Every run is its own process (as dlbench runs them), in this order per workload: fit with a
 cold encode cache, fit warm, compiled with a cold compilation cache, compiled warm, bare JAX.
 Prints one table and the ratios the compiled mode is held to. Steady epochs count training and
-validation for fit and compiled; the bare loop trains only, which favours it.
+validation for fit and compiled; the bare loop trains only, which favours it. --keep DIR keeps
+every run's result file (bench/reference/ holds the warm ones of a GPU run).
 """
 
 from __future__ import annotations

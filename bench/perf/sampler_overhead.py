@@ -1,10 +1,12 @@
 """Benchmark: what GPU telemetry costs a run. Prints ratios measured in this one run.
 
-    python -m bench.perf.sampler_overhead [--repeats 3] [--epochs 4] [--interval 0.2]
+    python -m bench.perf.sampler_overhead [--backend tensorflow|jax|torch] [--repeats 3]
+                                          [--epochs 4] [--interval 0.2]
 
-Two measures: (1) the cost of one sample (all metrics of all GPUs) against the interval, i.e.
-the share of one core the sampler thread takes; (2) the same short training run (reuters,
-synthetic data, fit) with telemetry on and off, alternated, compared by steady epoch time.
+Three measures: (1) the mean cost of one tick (all GPUs; the energy counter on its own,
+slower cadence) against the interval, i.e. the share of one core the sampler thread takes;
+(2) the same short training run (reuters, synthetic data, fit) with telemetry on and off,
+alternated, compared by steady epoch time; (3) the cost of each NVML call of a reading.
 With a real GPU it uses real NVML; without one, the fake NVML of the tests, which measures the
 sampler's own Python cost but not the driver's.
 """
@@ -12,7 +14,6 @@ sampler's own Python cost but not the driver's.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import tempfile
 import time
@@ -22,9 +23,8 @@ from typing import Any
 
 from bench import nvml
 from bench.progress import table
-from bench.runner import RunPlan, run_plan
+from bench.runner import run_plan, short_check_plan
 from bench.telemetry import Sampler
-from bench.workloads import get_workload
 
 
 def open_session() -> tuple[nvml.NvmlSession, str]:
@@ -83,19 +83,8 @@ def one_run(
     session: nvml.NvmlSession, interval: float, epochs: int, folder: Path, backend: str
 ) -> tuple[float, float | None]:
     """Steady epoch time, and the sampler's CPU share of the run's wall time (None if off)."""
-    workload = dataclasses.replace(get_workload("reuters"), epochs=epochs)
-    plan = RunPlan(
-        workloads=(workload,),
-        backend=backend,
-        mode="fit",
-        seed=0,
-        repeats=1,
-        synthetic=True,
-        cache_dir=folder,
-        keras_home=None,
-        output=folder / f"r-{time.monotonic_ns()}.json",
-        telemetry_interval_s=interval,
-    )
+    output = folder / f"r-{time.monotonic_ns()}.json"
+    plan = short_check_plan(backend, epochs, folder, output, telemetry_interval_s=interval)
     document = run_plan(plan, session, "not priced", ["perf"])
     run = document["runs"][0]
     steady = run["timing"]["steady_epoch_s"]

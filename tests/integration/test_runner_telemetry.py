@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from bench import nvml, results
 from bench.cost import Pricing
-from bench.runner import RunPlan, run_plan
-from bench.workloads import WORKLOADS
+from bench.runner import run_plan, short_check_plan
 from tests.fakes.nvml import FakeNvml
 
 
 def run_with(tmp_path: Path, scenario: str) -> dict:
     session = nvml.open_nvml(lambda: FakeNvml(scenario, lose_after=4))
     assert isinstance(session, nvml.NvmlSession)
-    workload = dataclasses.replace(WORKLOADS["reuters"], epochs=3)
-    plan = RunPlan(
-        workloads=(workload,),
-        backend="tensorflow",
-        mode="fit",
-        seed=0,
-        repeats=1,
-        synthetic=True,
-        cache_dir=tmp_path / "cache",
-        keras_home=None,
-        output=tmp_path / "result.json",
-        telemetry_interval_s=0.05,
+    plan = short_check_plan(
+        "tensorflow", 3, tmp_path / "cache", tmp_path / "result.json", telemetry_interval_s=0.05
     )
     pricing = Pricing(1.006, "test price", "2026-11-26")
     document = run_plan(plan, session, pricing, ["dlbench", "run"])

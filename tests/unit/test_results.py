@@ -135,16 +135,8 @@ def test_load_refuses_other_files_and_versions(tmp_path: Path) -> None:
 def _telemetry_run(steady_readings: list[float]) -> dict:
     samples = [{"gpu": 0, "phase": "first_epoch", "gpu_util": 90.0}]
     samples += [{"gpu": 0, "phase": "steady_epochs", "gpu_util": u} for u in steady_readings]
-    mean = sum(steady_readings) / len(steady_readings) if steady_readings else None
-    return {
-        "telemetry": {
-            "devices": [
-                {"energy_j": 12.5, "phases": {"steady_epochs": {"gpu_util": {"mean": mean}}}},
-                {"energy_j": 7.5, "phases": {}},
-            ],
-            "samples": samples,
-        }
-    }
+    samples.append({"gpu": 1, "phase": "steady_epochs", "gpu_util": 100.0})  # GPU 1: not counted
+    return {"telemetry": {"devices": [{"energy_j": 12.5}, {"energy_j": 7.5}], "samples": samples}}
 
 
 def test_gpu_utilisation_needs_two_readings_in_the_steady_epochs() -> None:
