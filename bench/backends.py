@@ -11,19 +11,6 @@ BACKENDS = ("tensorflow", "jax", "torch")
 _MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
-class UnknownBackendError(ValueError):
-    """A backend name Keras does not have."""
-
-
-def check_backend(name: str) -> str:
-    """Return name if Keras knows it, else raise with the valid names."""
-    if name not in BACKENDS:
-        raise UnknownBackendError(
-            f"unknown backend {name!r}; valid backends: {', '.join(BACKENDS)}"
-        )
-    return name
-
-
 def _importable(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
