@@ -1,13 +1,18 @@
 """The one module that talks to NVML (nvidia-ml-py): every call guarded, every failure a reason.
 
-A metric the card does not support reads as None; a missing library or driver makes
-`open_nvml` return the reason instead of a session; a GPU lost mid-run raises GpuLostError so
-the sampler can record it and carry on.
+A metric the card does not support reads as None (or, through `read`, with the reason); a
+missing library or driver makes `open_nvml` return the reason instead of a session; a GPU lost
+mid-run raises GpuLostError so the sampler can record it and carry on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 # Clock event (throttle) reason bits, named as nvidia-smi names them.
@@ -32,14 +37,45 @@ HARMFUL_THROTTLE = {
 }
 
 
+NOT_SUPPORTED = "not supported"
+# NVML error codes this module acts on (the binding's values).
+ERROR_NOT_SUPPORTED = 3
+ERROR_TIMEOUT = 10
+ERROR_VERSION_MISMATCH = 18
+XID_EVENT = 0x8  # nvmlEventTypeXidCriticalError
 # NVML start-up error codes: what each means for the user.
 _START_ADVICE = {
     12: "no NVIDIA driver is installed here (libnvidia-ml.so not found)",
     9: "the NVIDIA kernel module is not loaded: reboot after installing the driver, and check "
     "that Secure Boot is not blocking it (mokutil --sb-state)",
-    18: "driver/library version mismatch: the driver was upgraded without a reboot; reboot",
+    ERROR_VERSION_MISMATCH: "driver/library version mismatch: the driver's user libraries were "
+    "upgraded under the loaded kernel module; reboot (or reload the nvidia module)",
     4: "no permission to use the GPU device files (/dev/nvidia*)",
 }
+
+
+class StartFailure(str):
+    """Why NVML gave no session (a str everywhere a reason is shown) with NVML's error code."""
+
+    code: int | None = None
+
+    @classmethod
+    def of(cls, text: str, code: int | None = None) -> StartFailure:
+        failure = cls(text)
+        failure.code = code
+        return failure
+
+    @property
+    def version_mismatch(self) -> bool:
+        return self.code == ERROR_VERSION_MISMATCH
+
+
+@dataclass
+class Reading:
+    """One guarded NVML answer: the value, or why there is none ('not supported' or the error)."""
+
+    value: Any = None
+    missing: str | None = None
 
 
 class GpuLostError(RuntimeError):
@@ -78,6 +114,66 @@ class NvmlSession:
             if getattr(error, "value", None) == self.lib.NVML_ERROR_GPU_IS_LOST:
                 raise GpuLostError(str(error)) from error
             return None
+
+    def read(self, call: Callable[..., Any], *args: Any) -> Reading:
+        """Like guarded, but keeps the reason: 'not supported' is a finding, not a silence."""
+        try:
+            return Reading(call(*args))
+        except self.lib.NVMLError as error:
+            code = getattr(error, "value", None)
+            if code == self.lib.NVML_ERROR_GPU_IS_LOST:
+                raise GpuLostError(str(error)) from error
+            return Reading(missing=NOT_SUPPORTED if code == ERROR_NOT_SUPPORTED else str(error))
+        except AttributeError:  # an older binding without this call
+            return Reading(missing=f"{NOT_SUPPORTED} by this nvidia-ml-py")
+
+    def health(self, index: int) -> dict[str, Reading]:
+        """The health counters and limits verify judges, read once (no load needed)."""
+        lib, handle = self.lib, self.handle(index)
+        uncorrected = getattr(lib, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", 1)
+        return {
+            "ecc_mode": self.read(lib.nvmlDeviceGetEccMode, handle),
+            "ecc_uncorrected_volatile": self.read(
+                lib.nvmlDeviceGetTotalEccErrors,
+                handle,
+                uncorrected,
+                getattr(lib, "NVML_VOLATILE_ECC", 0),
+            ),
+            "ecc_uncorrected_aggregate": self.read(
+                lib.nvmlDeviceGetTotalEccErrors,
+                handle,
+                uncorrected,
+                getattr(lib, "NVML_AGGREGATE_ECC", 1),
+            ),
+            "retired_pages_pending": self.read(lib.nvmlDeviceGetRetiredPagesPendingStatus, handle),
+            "remapped_rows": self.read(lib.nvmlDeviceGetRemappedRows, handle),
+            "pcie_gen_max_gpu": self.read(lib.nvmlDeviceGetGpuMaxPcieLinkGeneration, handle),
+            "pcie_gen_max_slot": self.read(lib.nvmlDeviceGetMaxPcieLinkGeneration, handle),
+            "pcie_width_max": self.read(lib.nvmlDeviceGetMaxPcieLinkWidth, handle),
+            "pcie_replay": self.read(lib.nvmlDeviceGetPcieReplayCounter, handle),
+            "temp_slowdown_c": self.read(
+                lib.nvmlDeviceGetTemperatureThreshold,
+                handle,
+                getattr(lib, "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN", 1),
+            ),
+            "persistence_mode": self.read(lib.nvmlDeviceGetPersistenceMode, handle),
+            "pci_bus_id": self.read(lambda h: _text(lib.nvmlDeviceGetPciInfo(h).busId), handle),
+        }
+
+    def load_reading(self, index: int) -> dict[str, Any]:
+        """What can only be judged under load: link, throttle reasons, temperature, clock."""
+        lib, handle = self.lib, self.handle(index)
+        if handle is None:
+            raise GpuLostError(f"GPU {index} no longer has a handle")
+        return {
+            "pcie_gen": self.guarded(lib.nvmlDeviceGetCurrPcieLinkGeneration, handle),
+            "pcie_width": self.guarded(lib.nvmlDeviceGetCurrPcieLinkWidth, handle),
+            "throttle": decode_throttle(
+                self.guarded(lib.nvmlDeviceGetCurrentClocksEventReasons, handle)
+            ),
+            "temp_c": self.guarded(lib.nvmlDeviceGetTemperature, handle, lib.NVML_TEMPERATURE_GPU),
+            "sm_clock_mhz": self.guarded(lib.nvmlDeviceGetClockInfo, handle, lib.NVML_CLOCK_SM),
+        }
 
     def device_count(self) -> int:
         return int(self.guarded(self.lib.nvmlDeviceGetCount) or 0)
@@ -157,10 +253,94 @@ def open_nvml(loader: Callable[[], Any] = load_library) -> NvmlSession | str:
     try:
         lib.nvmlInit()
     except lib.NVMLError as error:
-        advice = _START_ADVICE.get(int(getattr(error, "value", -1)), "")
-        return f"NVML did not start: {error}; {advice}"
+        code = int(getattr(error, "value", -1))
+        advice = _START_ADVICE.get(code, "")
+        return StartFailure.of(f"NVML did not start: {error}; {advice}", code)
     session = NvmlSession(lib)
     if session.device_count() == 0:
         session.close()
         return "NVML found no NVIDIA GPU"
     return session
+
+
+@dataclass
+class XidWatch:
+    """Xid events of every GPU, collected on a thread for as long as the watch runs.
+
+    NVML only reports Xids raised while subscribed; earlier ones are in the kernel log.
+    """
+
+    session: NvmlSession
+    indices: list[int]
+    wait_ms: int = 200
+    events: list[dict[str, Any]] = field(default_factory=list)
+    unsupported: dict[int, str] = field(default_factory=dict)
+    failure: str | None = None
+
+    def start(self) -> XidWatch:
+        lib = self.session.lib
+        self._stop = threading.Event()
+        self._started = time.perf_counter()
+        self._by_handle: dict[Any, int] = {}
+        self._set: Any = None
+        try:
+            self._set = lib.nvmlEventSetCreate()
+        except (lib.NVMLError, AttributeError) as error:
+            self.failure = f"Xid events not available: {error}"
+            return self
+        for index in self.indices:
+            handle = self.session.handle(index)
+            try:
+                lib.nvmlDeviceRegisterEvents(handle, XID_EVENT, self._set)
+            except lib.NVMLError as error:
+                code = getattr(error, "value", None)
+                why = NOT_SUPPORTED if code == ERROR_NOT_SUPPORTED else str(error)
+                self.unsupported[index] = why
+                continue
+            self._by_handle[_key(handle)] = index
+        self._thread = threading.Thread(target=self._loop, name="xid-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _wait_once(self, timeout_ms: int) -> bool:
+        """One wait; True if an event came (recorded), False on timeout or error."""
+        lib = self.session.lib
+        try:
+            data = lib.nvmlEventSetWait_v2(self._set, timeout_ms)
+        except lib.NVMLError as error:
+            if getattr(error, "value", None) != ERROR_TIMEOUT:
+                self.failure = f"Xid watch stopped: {error}"
+                self._stop.set()
+            return False
+        self.events.append(
+            {
+                "gpu": self._by_handle.get(_key(data.device)),
+                "xid": int(data.eventData),
+                "at_s": round(time.perf_counter() - self._started, 3),
+                "source": "NVML event",
+            }
+        )
+        return True
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wait_once(self.wait_ms)
+
+    def stop(self) -> list[dict[str, Any]]:
+        """Stop the thread, collect what is still queued, free the set; the events."""
+        if self._set is None:
+            return self.events
+        self._stop.set()
+        self._thread.join()
+        while self.failure is None and self._wait_once(0):
+            pass
+        with contextlib.suppress(self.session.lib.NVMLError):
+            self.session.lib.nvmlEventSetFree(self._set)
+        return self.events
+
+
+def _key(handle: Any) -> Any:
+    """The device a handle points to: the binding returns a fresh ctypes pointer each time."""
+    if isinstance(handle, int):
+        return handle
+    return ctypes.cast(handle, ctypes.c_void_p).value

@@ -1,54 +1,114 @@
-"""`dlbench verify`: is the GPU there, healthy, used by Keras, and as fast as its kind should be?
+"""`dlbench verify`: is every GPU there, healthy, used by Keras, and as fast as its kind?
 
-Measuring (NVML, the probe process, a short training run) is kept apart from judging:
-`judge()` turns recorded observations into checks and a verdict, and tests drive it directly.
+This module judges: `judge()` turns recorded observations (bench/verify_measure.py measures
+them) into one line per GPU and check, and a verdict; tests drive it with the fake NVML.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import subprocess
-import sys
+import statistics
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bench.nvml import HARMFUL_THROTTLE
+from bench.nvml import NOT_SUPPORTED, Reading
 
 PASS, WARN, FAIL, INFO = "PASS", "WARN", "FAIL", "INFO"
 EXIT_CODES = {PASS: 0, FAIL: 1, WARN: 3}
+_RANK = {INFO: 0, PASS: 0, WARN: 1, FAIL: 2}
 # Fractions of the datasheet peak: at or above the first is PASS, above the second WARN.
 MATMUL_BANDS = (0.5, 0.25)
 COPY_BANDS = (0.6, 0.35)
 WORKLOAD_BAND = 0.7  # steady samples/s against this project's reference for the same card
-PROBE_TIMEOUT_S = 300
+SIBLING_BAND = 0.85  # below this share of its same-model siblings' median, a GPU is named
+BAD_THROTTLE_FAIL = 0.2  # a bad throttle reason held for this share of the load is a FAIL
+TEMP_MARGIN_C = 5  # closer than this to the slowdown threshold under load is a WARN
+REPLAY_WARN = 100  # PCIe replays since boot: a few are normal, many mean a marginal link
+HARMLESS_THROTTLE = ("gpu_idle", "applications_clocks_setting", "sw_power_cap", "sync_boost")
+BAD_THROTTLE = (
+    "hw_slowdown",
+    "sw_thermal_slowdown",
+    "hw_thermal_slowdown",
+    "hw_power_brake_slowdown",
+)
+# Xid codes worth naming: (meaning, status). Others are a WARN pointing at NVIDIA's catalog.
+XIDS = {
+    13: ("graphics engine exception (often the application's fault)", WARN),
+    31: ("GPU memory page fault (MMU fault; often the application's fault)", WARN),
+    43: ("GPU stopped processing", WARN),
+    45: ("preemptive cleanup after an earlier error", WARN),
+    48: ("double-bit ECC error", FAIL),
+    63: ("row remapping or page retirement recorded: reset the GPU to apply it", WARN),
+    64: ("row remapping or page retirement failed", FAIL),
+    74: ("NVLink error", FAIL),
+    79: ("GPU has fallen off the bus", FAIL),
+    92: ("high single-bit ECC error rate", WARN),
+    94: ("contained ECC error", WARN),
+    95: ("uncontained ECC error", FAIL),
+    119: ("GSP RPC timeout", FAIL),
+    120: ("GSP error", FAIL),
+}
+DOCUMENT_KIND = "dlbench verify"  # marks a --json document, e.g. for `dlbench report`
+RESET_FIX = (
+    "reset the GPU when idle (sudo nvidia-smi -r -i {index}) or reboot; cloud: stop and start "
+    "the instance to move to another host"
+)
+REPLACE_FIX = "the GPU needs replacing; cloud: stop and start the instance to move to another host"
 
 
 @dataclass
 class Check:
-    """One line of the verdict: what was checked, how it went, and what to do about it."""
+    """One line of the verdict: where (machine or a GPU), what, how it went, what to do."""
 
     name: str
     status: str
     detail: str
     fix: str | None = None
+    scope: str = "machine"
+    value: Any = None
+
+
+@dataclass
+class GpuSeen:
+    """What was measured on one GPU (or on the host's CPU when there is no GPU)."""
+
+    key: str
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    health: dict[str, Reading] = field(default_factory=dict)
+    load: dict[str, Any] | None = None
+    probe: dict[str, Any] | None = None
+    workload: dict[str, Any] | None = None
+    reference: dict[str, Any] | None = None
+    xids: list[dict[str, Any]] = field(default_factory=list)
+    xid_watch: str | None = None  # why live Xid events were not available for this GPU
+
+    @property
+    def name(self) -> str:
+        return str(self.fingerprint.get("name") or "this CPU")
+
+    @property
+    def index(self) -> int:
+        return int(self.fingerprint.get("index", 0))
 
 
 @dataclass
 class Observations:
-    """Everything verify measured, in the shape judge() reads (and tests record)."""
+    """Everything verify measured, in the shape judge() reads."""
 
     backend: str
-    expect_gpu: bool
+    level: str
+    expected: dict[str, Any]
     nvml_reason: str | None
-    gpus: list[dict[str, Any]]
-    probe: dict[str, Any]
-    throttle_seen: list[str] = field(default_factory=list)
-    clocks_mhz: dict[str, float | None] = field(default_factory=dict)
-    workload: dict[str, Any] | None = None
-    reference: dict[str, Any] | None = None
+    nvml_mismatch: bool = False
+    gpus: list[GpuSeen] = field(default_factory=list)
+    host: GpuSeen | None = None
+    kernel_log: str | None = None  # why the kernel log was not read, None when it was
+    unplaced_xids: list[dict[str, Any]] = field(default_factory=list)
+    driver: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
 
 
 def datasheet() -> dict[str, Any]:
@@ -74,66 +134,439 @@ def band(ratio: float, bands: tuple[float, float]) -> str:
     return PASS if ratio >= bands[0] else WARN if ratio >= bands[1] else FAIL
 
 
+def worst(statuses: list[str]) -> str:
+    """The verdict of a set of lines: the worst of them (INFO counts as PASS)."""
+    rank = max((_RANK[s] for s in statuses), default=0)
+    return FAIL if rank == 2 else WARN if rank == 1 else PASS
+
+
+def verdict(checks: list[Check]) -> str:
+    return worst([c.status for c in checks])
+
+
+def gpu_verdicts(checks: list[Check]) -> dict[str, str]:
+    """Each GPU's verdict, in the order the GPUs were checked."""
+    scopes = dict.fromkeys(c.scope for c in checks if c.scope != "machine")
+    return {s: verdict([c for c in checks if c.scope == s]) for s in scopes}
+
+
 def judge(seen: Observations) -> list[Check]:
-    """The checks, in the order a person reads them."""
-    checks: list[Check] = []
-    gpu = seen.gpus[0] if seen.gpus else None
-    if gpu is None:
-        status = FAIL if seen.expect_gpu else INFO
+    """The checks, in the order a person reads them: the machine, then each GPU."""
+    checks = machine_checks(seen)
+    for gpu in seen.gpus:
+        checks += [dataclasses.replace(c, scope=gpu.key) for c in gpu_checks(seen, gpu)]
+    if seen.host is not None:
+        checks += [dataclasses.replace(c, scope="host") for c in host_checks(seen, seen.host)]
+    checks += sibling_checks(seen)
+    return checks
+
+
+def machine_checks(seen: Observations) -> list[Check]:
+    expected = seen.expected.get("count")
+    checks = []
+    if seen.nvml_mismatch:
         checks.append(
             Check(
-                "gpu",
-                status,
+                "nvml",
+                FAIL,
+                f"{seen.nvml_reason}",
+                "reboot (or reload the nvidia module: sudo systemctl stop nvidia-persistenced; "
+                "sudo rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia; sudo modprobe nvidia)",
+            )
+        )
+    elif seen.nvml_reason is not None:
+        wanted = bool(expected)
+        checks.append(
+            Check(
+                "nvml",
+                FAIL if wanted else INFO,
                 f"no NVIDIA GPU usable: {seen.nvml_reason}",
                 "install the NVIDIA driver (ansible-playbook setup.yml) and reboot"
-                if seen.expect_gpu
+                if wanted
                 else None,
             )
         )
     else:
-        names = ", ".join(g["name"] for g in seen.gpus)
         checks.append(
             Check(
-                "driver",
+                "nvml",
                 PASS,
-                f"NVML answers: driver {gpu['driver_version']}, CUDA {gpu['cuda_driver_version']}, "
-                f"{len(seen.gpus)} GPU(s): {names}",
+                f"NVML answers: driver {seen.driver.get('driver_version')}, "
+                f"CUDA {seen.driver.get('cuda_driver_version')}",
             )
         )
-    probe = seen.probe
-    if "error" in probe:
+    found = len(seen.gpus)
+    models: dict[str, int] = {}
+    for gpu in seen.gpus:
+        models[gpu.name] = models.get(gpu.name, 0) + 1
+    inventory = ", ".join(f"{n}x {name}" for name, n in models.items()) or "none"
+    source = seen.expected.get("source", "")
+    if expected and found < expected:
+        missing = expected - found
+        model = seen.expected.get("model")
         checks.append(
+            Check(
+                "gpu count",
+                FAIL,
+                f"{found} of {expected} expected GPUs ({source}): {missing} "
+                f"{model + ' ' if model else ''}missing; NVML sees {inventory}",
+                "a GPU fell off the bus or did not initialise: sudo dmesg | grep -i xid, "
+                "nvidia-smi; reboot, then reseat or replace the card (cloud: stop and start "
+                "the instance)",
+                value={"found": found, "expected": expected},
+            )
+        )
+    elif expected:
+        checks.append(
+            Check(
+                "gpu count",
+                PASS,
+                f"{found} of {expected} expected GPUs ({source}): {inventory}",
+                value={"found": found, "expected": expected},
+            )
+        )
+    elif found:
+        checks.append(
+            Check(
+                "gpu count",
+                INFO,
+                f"{found} GPU(s): {inventory}; {source}",
+                value={"found": found, "expected": None},
+            )
+        )
+    if seen.gpus and seen.kernel_log is not None:
+        checks.append(Check("kernel log", INFO, f"Xid history not read: {seen.kernel_log}"))
+    for event in seen.unplaced_xids:
+        checks.append(xid_check(event, None))
+    return checks
+
+
+def reading_line(gpu: GpuSeen, key: str, check: str) -> Check | None:
+    """The 'not supported' (INFO) or 'could not read' (WARN) line when a counter is missing."""
+    reading = gpu.health.get(key)
+    if reading is None or reading.missing is None:
+        return None
+    if reading.missing.startswith(NOT_SUPPORTED):
+        return Check(check, INFO, f"{reading.missing} by {gpu.name}: nothing to check")
+    return Check(check, WARN, f"could not be read: {reading.missing}", "nvidia-smi -q")
+
+
+def value(gpu: GpuSeen, key: str) -> Any:
+    reading = gpu.health.get(key)
+    return None if reading is None else reading.value
+
+
+def gpu_checks(seen: Observations, gpu: GpuSeen) -> list[Check]:
+    checks = health_checks(gpu)
+    checks += xid_checks(gpu, seen.kernel_log is None)
+    if seen.level == "full":
+        checks += load_checks(gpu)
+        checks += host_checks(seen, gpu)
+    persistence = value(gpu, "persistence_mode")
+    if persistence == 0:
+        checks.append(
+            Check(
+                "persistence",
+                INFO,
+                "persistence mode is off: each CUDA start pays the GPU's initialisation",
+                "sudo systemctl enable --now nvidia-persistenced (or sudo nvidia-smi -pm 1)",
+                value=0,
+            )
+        )
+    elif persistence == 1:
+        checks.append(Check("persistence", PASS, "persistence mode on", value=1))
+    return checks
+
+
+def ecc_check(gpu: GpuSeen) -> Check:
+    fix = RESET_FIX.format(index=gpu.index)
+    missing = reading_line(gpu, "ecc_mode", "ecc")
+    if missing is not None:
+        return missing
+    mode = value(gpu, "ecc_mode")
+    enabled = bool(mode[0] if isinstance(mode, list | tuple) else mode)
+    volatile = value(gpu, "ecc_uncorrected_volatile")
+    aggregate = value(gpu, "ecc_uncorrected_aggregate")
+    counts = {"volatile": volatile, "aggregate": aggregate}
+    if not enabled:
+        return Check(
+            "ecc",
+            WARN,
+            "ECC is off: memory errors go undetected",
+            "sudo nvidia-smi -e 1, then reboot",
+            value=counts,
+        )
+    if volatile:
+        return Check(
+            "ecc",
+            FAIL,
+            f"{volatile} uncorrected ECC error(s) since the driver loaded "
+            f"({aggregate} in the card's lifetime)",
+            fix,
+            value=counts,
+        )
+    if aggregate:
+        return Check(
+            "ecc",
+            WARN,
+            f"no uncorrected ECC error since the driver loaded, {aggregate} in the card's lifetime",
+            "watch it: a card that keeps adding them needs replacing",
+            value=counts,
+        )
+    return Check("ecc", PASS, "ECC on; 0 uncorrected errors (volatile, aggregate)", value=counts)
+
+
+def health_checks(gpu: GpuSeen) -> list[Check]:
+    """ECC, retired pages and row remapping: read without load."""
+    checks = [ecc_check(gpu)]
+    fix = RESET_FIX.format(index=gpu.index)
+    missing = reading_line(gpu, "retired_pages_pending", "retired pages")
+    if missing is not None:
+        checks.append(missing)
+    elif value(gpu, "retired_pages_pending"):
+        checks.append(Check("retired pages", FAIL, "a page retirement is pending", fix, value=True))
+    else:
+        checks.append(Check("retired pages", PASS, "no page retirement pending", value=False))
+    missing = reading_line(gpu, "remapped_rows", "row remap")
+    if missing is not None:
+        checks.append(missing)
+    else:
+        corrected, uncorrected, pending, failed = value(gpu, "remapped_rows")
+        rows = {"corrected": corrected, "uncorrected": uncorrected, "pending": pending}
+        rows["failed"] = failed
+        if failed:
+            checks.append(
+                Check(
+                    "row remap",
+                    FAIL,
+                    f"row remapping failed ({uncorrected} rows remapped for uncorrectable "
+                    "errors): the memory cannot be repaired",
+                    REPLACE_FIX,
+                    value=rows,
+                )
+            )
+        elif pending:
+            checks.append(
+                Check(
+                    "row remap",
+                    FAIL,
+                    f"a row remap is pending ({uncorrected} uncorrectable, {corrected} "
+                    "correctable rows remapped): the bad row stays in use until a reset",
+                    fix,
+                    value=rows,
+                )
+            )
+        else:
+            checks.append(
+                Check(
+                    "row remap",
+                    PASS,
+                    f"none pending, none failed ({uncorrected} uncorrectable, {corrected} "
+                    "correctable rows remapped)",
+                    value=rows,
+                )
+            )
+    return checks
+
+
+def xid_check(event: dict[str, Any], index: int | None) -> Check:
+    xid = int(event["xid"])
+    meaning, status = XIDS.get(xid, ("see NVIDIA's Xid catalog", WARN))
+    where = (
+        f"at {event['at_s']:.1f} s into the verify (NVML event)"
+        if event["source"] == "NVML event"
+        else f"in the kernel log since boot ({event.get('bus', '?')})"
+    )
+    fix = REPLACE_FIX if xid in (64, 79, 95) else RESET_FIX.format(index=index or 0)
+    return Check("xid", status, f"Xid {xid} {where}: {meaning}", fix, value=xid)
+
+
+def xid_checks(gpu: GpuSeen, kernel_log_read: bool) -> list[Check]:
+    if gpu.xids:
+        return [xid_check(event, gpu.index) for event in gpu.xids]
+    sources = []
+    if gpu.xid_watch is None:
+        sources.append("NVML events during the verify")
+    if kernel_log_read:
+        sources.append("the kernel log since boot")
+    if not sources:
+        return [
+            Check("xid", INFO, f"no Xid source: NVML events {gpu.xid_watch}, kernel log unread")
+        ]
+    return [Check("xid", PASS, f"none ({' and '.join(sources)})", value=[])]
+
+
+def load_checks(gpu: GpuSeen) -> list[Check]:
+    """PCIe link, throttling and temperature, all read while the probes ran."""
+    load = gpu.load
+    if load is None or not load.get("readings"):
+        return [Check("load", WARN, "no NVML readings were taken under load")]
+    checks = []
+    if load.get("lost"):
+        checks.append(
+            Check(
+                "nvml",
+                FAIL,
+                f"the GPU stopped answering NVML under load: {load['lost']}",
+                REPLACE_FIX,
+            )
+        )
+    checks.append(pcie_check(gpu, load))
+    replay = value(gpu, "pcie_replay")
+    if replay is not None:
+        status = WARN if replay > REPLAY_WARN else PASS
+        checks.append(
+            Check(
+                "pcie replay",
+                status,
+                f"{replay} replays since boot (WARN above {REPLAY_WARN})",
+                None if status == PASS else "a marginal link: reseat the card, check the riser",
+                value=replay,
+            )
+        )
+    checks.append(throttle_check(load))
+    checks.append(temperature_check(gpu, load))
+    return checks
+
+
+def pcie_check(gpu: GpuSeen, load: dict[str, Any]) -> Check:
+    gen, width = load.get("pcie_gen_max_seen"), load.get("pcie_width_max_seen")
+    gpu_gen, slot_gen = value(gpu, "pcie_gen_max_gpu"), value(gpu, "pcie_gen_max_slot")
+    max_width = value(gpu, "pcie_width_max")
+    measured = {"gen": gen, "width": width, "gpu_max_gen": gpu_gen, "slot_max_gen": slot_gen}
+    measured["max_width"] = max_width
+    if gen is None or width is None:
+        return Check("pcie link", INFO, "link not reported under load", value=measured)
+    limits = [g for g in (gpu_gen, slot_gen) if g is not None]
+    able_gen = min(limits) if limits else gen
+    able_width = max_width or width
+    text = f"x{width} Gen {gen} under load"
+    if gen < able_gen or width < able_width:
+        return Check(
+            "pcie link",
+            FAIL,
+            f"{text}; this GPU and slot can do x{able_width} Gen {able_gen}",
+            "the link trained down: reseat the card or its riser, use a full x16 slot, check "
+            "the BIOS PCIe setting; cloud: stop and start the instance",
+            value=measured,
+        )
+    if gpu_gen is not None and slot_gen is not None and slot_gen < gpu_gen:
+        return Check(
+            "pcie link",
+            WARN,
+            f"{text}: the slot limits it (the GPU can do Gen {gpu_gen})",
+            "move the card to a slot of its generation",
+            value=measured,
+        )
+    return Check("pcie link", PASS, f"{text}, the maximum of GPU and slot", value=measured)
+
+
+def throttle_check(load: dict[str, Any]) -> Check:
+    readings = load["readings"]
+    held = load.get("throttle_readings", {})
+    seconds = load.get("load_s", 0.0)
+    shares = {reason: count / readings for reason, count in held.items()}
+    clocks = load.get("sm_clock_mhz") or {}
+    clock = (
+        f"; SM clock mean {clocks['mean']:.0f} MHz, max {clocks['max']:.0f} MHz"
+        if clocks.get("mean") is not None
+        else ""
+    )
+    bad = {r: s for r, s in shares.items() if r in BAD_THROTTLE}
+    harmless = [f"{r} {s:.0%}" for r, s in shares.items() if r in HARMLESS_THROTTLE]
+    harmless_text = f" (harmless: {', '.join(harmless)})" if harmless else ""
+    measured = {"share_of_load": shares, "load_s": seconds, "readings": readings}
+    if bad:
+        text = ", ".join(
+            f"{r} held {s:.0%} of the load ({held[r]} of {readings} readings, about "
+            f"{s * seconds:.1f} s of {seconds:.1f} s)"
+            for r, s in bad.items()
+        )
+        status = FAIL if max(bad.values()) >= BAD_THROTTLE_FAIL else WARN
+        return Check(
+            "throttle",
+            status,
+            f"{text}{harmless_text}{clock} (FAIL from {BAD_THROTTLE_FAIL:.0%})",
+            "improve cooling or airflow, check the power supply: nvidia-smi -q -d "
+            "PERFORMANCE,POWER,TEMPERATURE",
+            value=measured,
+        )
+    return Check(
+        "throttle",
+        PASS,
+        f"no thermal, power-brake or hardware slowdown under load{harmless_text}{clock}",
+        value=measured,
+    )
+
+
+def temperature_check(gpu: GpuSeen, load: dict[str, Any]) -> Check:
+    hottest = load.get("temp_max_c")
+    slowdown = value(gpu, "temp_slowdown_c")
+    measured = {"max_c": hottest, "slowdown_c": slowdown}
+    if hottest is None:
+        return Check("temperature", INFO, "not reported", value=measured)
+    if slowdown is None:
+        return Check(
+            "temperature",
+            INFO,
+            f"{hottest} C under load; slowdown threshold not reported",
+            value=measured,
+        )
+    margin = slowdown - hottest
+    if margin < TEMP_MARGIN_C:
+        return Check(
+            "temperature",
+            WARN,
+            f"{hottest} C under load, {margin} C from the slowdown threshold ({slowdown} C; "
+            f"WARN within {TEMP_MARGIN_C} C)",
+            "improve cooling or airflow: fans, blocked intakes, room temperature",
+            value=measured,
+        )
+    return Check(
+        "temperature",
+        PASS,
+        f"{hottest} C max under load, {margin} C below the slowdown threshold ({slowdown} C)",
+        value=measured,
+    )
+
+
+def host_checks(seen: Observations, gpu: GpuSeen) -> list[Check]:
+    """The probe's rates and the short training run of one GPU (or of the CPU)."""
+    probe = gpu.probe
+    if probe is None:
+        return []
+    on_gpu = bool(gpu.fingerprint)
+    if "error" in probe:
+        return [
             Check(
                 "backend",
                 FAIL,
                 f"{seen.backend} could not run: {probe['error']}",
                 f"check the {seen.backend} install: python -m bench.probe",
             )
-        )
-        return checks
-    if gpu is not None and probe["device_type"] != "GPU":
+        ]
+    checks = []
+    if on_gpu and probe["device_type"] != "GPU":
         checks.append(
             Check(
                 "backend",
                 FAIL,
-                f"{seen.backend} computed on the CPU although {gpu['name']} is present",
+                f"{seen.backend} computed on the CPU although {gpu.name} is present",
                 f"install {seen.backend} with CUDA support (see the diagnosis in `dlbench run` "
                 "results); `make` with TF_EXTRA=tensorflow-cuda for TensorFlow",
             )
         )
     else:
         checks.append(Check("backend", PASS, f"{seen.backend} computes on {probe['device_name']}"))
-    checks += rate_checks(seen, gpu)
-    checks += throttle_checks(seen)
-    checks += workload_checks(seen)
+    checks += rate_checks(gpu.fingerprint if on_gpu else None, probe)
+    checks += workload_checks(seen, gpu)
     return checks
 
 
-def rate_checks(seen: Observations, gpu: dict[str, Any] | None) -> list[Check]:
-    probe = seen.probe
+def rate_checks(fingerprint: dict[str, Any] | None, probe: dict[str, Any]) -> list[Check]:
     matmul = probe.get("matmul", {})
     copy = probe.get("copy_gbps")
-    if gpu is None or probe["device_type"] != "GPU":
+    if fingerprint is None or probe["device_type"] != "GPU":
         rates = ", ".join(f"{k} {v['tflops'] * 1000:.1f} GFLOP/s" for k, v in matmul.items())
         return [
             Check(
@@ -142,13 +575,13 @@ def rate_checks(seen: Observations, gpu: dict[str, Any] | None) -> list[Check]:
                 f"CPU: matmul {rates}, copy {copy:.1f} GB/s (no datasheet for CPUs)",
             )
         ]
-    model = datasheet_for(gpu["name"])
+    model = datasheet_for(fingerprint["name"])
     if model is None:
         return [
             Check(
                 "throughput",
                 WARN,
-                f"{gpu['name']} is not in bench/data/gpus.json; measured "
+                f"{fingerprint['name']} is not in bench/data/gpus.json; measured "
                 + ", ".join(f"{k} {v['tflops']:.1f} TFLOP/s" for k, v in matmul.items())
                 + f", copy {copy:.0f} GB/s",
                 "add the card's datasheet figures to bench/data/gpus.json",
@@ -169,7 +602,8 @@ def rate_checks(seen: Observations, gpu: dict[str, Any] | None) -> list[Check]:
                 f"({peak:g}), n={measured['n']}",
                 None
                 if status == PASS
-                else "check clocks, power limit and throttling below; nvidia-smi -q -d PERFORMANCE",
+                else "check clocks, power limit and throttling; nvidia-smi -q -d PERFORMANCE",
+                value=measured["tflops"],
             )
         )
     ratio = copy / model["memory_gbps"]
@@ -181,41 +615,14 @@ def rate_checks(seen: Observations, gpu: dict[str, Any] | None) -> list[Check]:
             f"{copy:.0f} GB/s = {ratio:.0%} of the {model['model']} datasheet "
             f"({model['memory_gbps']:g} GB/s)",
             None if status == PASS else "another process may share the GPU: nvidia-smi",
+            value=copy,
         )
     )
     return checks
 
 
-def throttle_checks(seen: Observations) -> list[Check]:
-    if not seen.gpus:
-        return []
-    clocks = seen.clocks_mhz
-    clock_text = (
-        f"SM clock mean {clocks['mean']:.0f} MHz, max {clocks['max']:.0f} MHz"
-        if clocks.get("mean") is not None
-        else "SM clock not reported"
-    )
-    harmful = sorted(set(seen.throttle_seen) & HARMFUL_THROTTLE - {"sw_power_cap"})
-    if harmful:
-        return [
-            Check(
-                "clocks",
-                WARN,
-                f"{clock_text}; slowed by {', '.join(harmful)}",
-                "improve cooling or airflow, check the power limit: nvidia-smi -q -d "
-                "PERFORMANCE,POWER,TEMPERATURE",
-            )
-        ]
-    power = (
-        " (power cap reached under load, as expected)"
-        if "sw_power_cap" in seen.throttle_seen
-        else ""
-    )
-    return [Check("clocks", PASS, f"{clock_text}; no thermal or hardware slowdown{power}")]
-
-
-def workload_checks(seen: Observations) -> list[Check]:
-    run = seen.workload
+def workload_checks(seen: Observations, gpu: GpuSeen) -> list[Check]:
+    run = gpu.workload
     if run is None:
         return []
     if run.get("status") != "complete":
@@ -236,16 +643,16 @@ def workload_checks(seen: Observations) -> list[Check]:
             PASS,
             f"the text's reuters model trains on {device}: "
             f"{rate:,.0f} samples/s (synthetic data, fit)",
+            value=rate,
         )
     ]
-    reference = seen.reference
+    reference = gpu.reference
     if reference is None:
-        name = seen.gpus[0]["name"] if seen.gpus else "this CPU"
         checks.append(
             Check(
                 "reference",
                 INFO,
-                f"no reference results for {name} with {seen.backend} in bench/reference/",
+                f"no reference results for {gpu.name} with {seen.backend} in bench/reference/",
             )
         )
     else:
@@ -258,14 +665,55 @@ def workload_checks(seen: Observations) -> list[Check]:
                 f"{ratio:.0%} of this project's reference for {reference['gpu']} "
                 f"({reference['steady_samples_per_s']:,.0f} samples/s, {reference['file']})",
                 None if status == PASS else "compare `dlbench report` of both results",
+                value=ratio,
             )
         )
     return checks
 
 
-def verdict(checks: list[Check]) -> str:
-    statuses = {c.status for c in checks}
-    return FAIL if FAIL in statuses else WARN if WARN in statuses else PASS
+def sibling_figure(gpu: GpuSeen) -> tuple[str, float] | None:
+    """The figure GPUs of one model are compared by: bfloat16 matmul, else float32."""
+    probe = gpu.probe or {}
+    if probe.get("device_type") != "GPU":
+        return None
+    for dtype in ("bfloat16", "float32"):
+        rate = probe.get("matmul", {}).get(dtype)
+        if rate:
+            return f"matmul {dtype}", float(rate["tflops"])
+    return None
+
+
+def sibling_checks(seen: Observations) -> list[Check]:
+    """Name a GPU markedly slower than the median of the GPUs of its model."""
+    checks = []
+    models: dict[str, list[GpuSeen]] = {}
+    for gpu in seen.gpus:
+        if sibling_figure(gpu) is not None:
+            models.setdefault(gpu.name, []).append(gpu)
+    for name, members in models.items():
+        if len(members) < 2:
+            continue
+        figures = {g.key: sibling_figure(g) for g in members}
+        median = statistics.median(f[1] for f in figures.values() if f)
+        for gpu in members:
+            what, rate = figures[gpu.key] or ("", 0.0)
+            share = rate / median
+            status = PASS if share >= SIBLING_BAND else WARN
+            checks.append(
+                Check(
+                    "siblings",
+                    status,
+                    f"{what} {rate:.1f} TFLOP/s = {share:.0%} of the median of its "
+                    f"{len(members)} {name} (named below {SIBLING_BAND:.0%})",
+                    None
+                    if status == PASS
+                    else "slower than its siblings: check its clocks, throttling and PCIe "
+                    "lines above; nvidia-smi -q -i " + str(gpu.index),
+                    scope=gpu.key,
+                    value=share,
+                )
+            )
+    return checks
 
 
 def find_reference(
@@ -292,48 +740,70 @@ def find_reference(
     return None
 
 
-def run_probe(backend: str) -> dict[str, Any]:
-    """bench.probe in its own process, as the backend must be chosen before it is imported."""
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.probe"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"the probe took over {PROBE_TIMEOUT_S} s"}
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        tail = " ".join(done.stderr.strip().splitlines()[-3:])
-        return {"error": f"the probe printed no result (exit {done.returncode}): {tail}"}
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
-
-
-def render(checks: list[Check], final: str, backend: str, expect_gpu: bool) -> str:
-    lines = [f"dlbench verify ({backend} backend, GPU {'expected' if expect_gpu else 'optional'})"]
+def render(checks: list[Check], final: str, seen: Observations) -> str:
+    """One line per machine check, then per GPU and check; the verdict and each GPU's last."""
+    count = seen.expected.get("count")
+    wanted = f"{count} GPU(s) expected" if count else "no GPU count expected"
+    lines = [f"dlbench verify ({seen.backend} backend, {seen.level} level, {wanted})"]
     for check in checks:
-        lines.append(f"  {check.status:<4}  {check.name:<16} {check.detail}")
+        lines.append(f"  {check.status:<4}  {check.scope:<7} {check.name:<15} {check.detail}")
         if check.fix:
-            lines.append(f"  {'':<4}  {'':<16} what to do: {check.fix}")
+            lines.append(f"  {'':<4}  {'':<7} {'':<15} what to do: {check.fix}")
+    per_gpu = gpu_verdicts(checks)
+    if per_gpu:
+        lines.append("per GPU: " + ", ".join(f"{k} {v}" for k, v in per_gpu.items()))
     lines.append(f"verdict: {final}")
     return "\n".join(lines)
 
 
-def as_json(checks: list[Check], final: str, seen: Observations) -> str:
-    return json.dumps(
-        {
-            "verdict": final,
-            "exit_code": EXIT_CODES[final],
-            "checks": [asdict(c) for c in checks],
-            "gpus": seen.gpus,
-            "probe": seen.probe,
-            "throttle_seen": seen.throttle_seen,
-            "reference": seen.reference,
-        },
-        indent=1,
-    )
+def _run_summary(run: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The short run's record, cut to what the verdict used."""
+    if run is None:
+        return None
+    return {
+        "status": run.get("status"),
+        "steady_samples_per_s": (run.get("throughput") or {}).get("steady_samples_per_s"),
+        "device_name": (run.get("backend") or {}).get("device_name"),
+        "error": run.get("error"),
+    }
+
+
+def as_document(checks: list[Check], final: str, seen: Observations, host: str) -> dict[str, Any]:
+    """The --json document: the machine's lines, then a record per GPU with its checks."""
+    per_gpu = gpu_verdicts(checks)
+    records = []
+    for gpu in [*seen.gpus, *([seen.host] if seen.host else [])]:
+        records.append(
+            {
+                "key": gpu.key,
+                "index": gpu.fingerprint.get("index"),
+                "uuid": gpu.fingerprint.get("uuid"),
+                "name": gpu.name,
+                "verdict": per_gpu.get(gpu.key, PASS),
+                "checks": [asdict(c) for c in checks if c.scope == gpu.key],
+                "fingerprint": gpu.fingerprint,
+                "health": {k: asdict(r) for k, r in gpu.health.items()},
+                "load": gpu.load,
+                "probe": gpu.probe,
+                "workload": _run_summary(gpu.workload),
+                "reference": gpu.reference,
+                "xids": gpu.xids,
+            }
+        )
+    return {
+        "document": DOCUMENT_KIND,
+        "host": host,
+        "backend": seen.backend,
+        "level": seen.level,
+        "verdict": final,
+        "exit_code": EXIT_CODES[final],
+        "expected": seen.expected,
+        "nvml": seen.nvml_reason,
+        "machine": [asdict(c) for c in checks if c.scope == "machine"],
+        "gpus": records,
+        "timing": seen.timing,
+    }
+
+
+def as_json(checks: list[Check], final: str, seen: Observations, host: str) -> str:
+    return json.dumps(as_document(checks, final, seen, host), indent=1, default=str)

@@ -1,19 +1,29 @@
-"""A fake pynvml with named scenarios, for the one module that talks to NVML (bench/nvml.py)."""
+"""A fake pynvml with named scenarios, for the one module that talks to NVML (bench/nvml.py).
+
+Two families: the telemetry scenarios (one card, `FakeNvml("healthy")` and friends) and the
+machine scenarios of `dlbench verify` (`machine("a100x8")`, ...), where each GPU has its own
+health counters and answers differently when a (fake) probe process marks it loaded.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 NVML_ERROR_NO_PERMISSION = 4
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_TIMEOUT = 10
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
 NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
 MESSAGES = {
     NVML_ERROR_NOT_SUPPORTED: "Not Supported",
     NVML_ERROR_DRIVER_NOT_LOADED: "Driver Not Loaded",
+    NVML_ERROR_TIMEOUT: "Timeout",
     NVML_ERROR_LIBRARY_NOT_FOUND: "NVML Shared Library Not Found",
     NVML_ERROR_GPU_IS_LOST: "GPU is lost",
     NVML_ERROR_LIB_RM_VERSION_MISMATCH: "Driver/library version mismatch",
@@ -26,7 +36,88 @@ class NVMLError(Exception):
         self.value = value
 
 
+def unsupported() -> NVMLError:
+    return NVMLError(NVML_ERROR_NOT_SUPPORTED)
+
+
 SCENARIOS = ("no_driver", "mismatch", "healthy", "unsupported", "lost", "throttling", "two_gpus")
+
+
+@dataclass
+class FakeGpu:
+    """One card's answers. None for a counter means the card does not support it."""
+
+    name: str = "NVIDIA H100 80GB HBM3"
+    capability: tuple[int, int] = (9, 0)
+    memory_gib: int = 80
+    ecc_enabled: bool | None = True
+    ecc_uncorrected: tuple[int, int] = (0, 0)  # volatile, aggregate
+    retired_pages_pending: bool | None = False
+    remapped_rows: tuple[int, int, int, int] | None = (0, 0, 0, 0)  # corr, unc, pending, failed
+    pcie_max: tuple[int, int, int] = (5, 5, 16)  # GPU max gen, slot max gen, max width
+    pcie_idle: tuple[int, int] = (5, 16)  # gen, width while idle (real cards drop gen)
+    pcie_load: tuple[int, int] = (5, 16)  # gen, width while a probe runs on it
+    pcie_replay: int = 0
+    temp_c: tuple[int, int] = (45, 45)  # idle, loaded
+    slowdown_c: int | None = 87
+    persistence: int = 1
+    thermal_reads: int = 0  # the first N loaded throttle reads also show hw_thermal_slowdown
+    xid_after_reads: tuple[int, int] | None = None  # (loaded reads, xid): raised, then lost
+    bus_id: str = ""
+    loaded: bool = False
+    loaded_reads: int = 0
+    lost: bool = False
+
+
+A100 = FakeGpu(
+    name="NVIDIA A100-SXM4-80GB",
+    capability=(8, 0),
+    pcie_max=(4, 4, 16),
+    pcie_idle=(1, 16),
+    pcie_load=(4, 16),
+    temp_c=(34, 66),
+    slowdown_c=87,
+)
+A10G = dataclasses.replace(
+    A100, name="NVIDIA A10G", capability=(8, 6), memory_gib=24, temp_c=(30, 71), slowdown_c=93
+)
+RTX_4090 = dataclasses.replace(
+    A100,
+    name="NVIDIA GeForce RTX 4090",
+    capability=(8, 9),
+    memory_gib=24,
+    ecc_enabled=None,
+    retired_pages_pending=None,
+    remapped_rows=None,
+    temp_c=(38, 74),
+    slowdown_c=90,
+    persistence=0,
+)
+
+
+def _fleet(base: FakeGpu, count: int, **changed_gpu: dict[str, Any]) -> list[FakeGpu]:
+    """`count` copies of base; changed_gpu maps 'gpuN' to the fields that GPU differs in."""
+    gpus = []
+    for index in range(count):
+        changes = changed_gpu.get(f"gpu{index}", {})
+        gpus.append(dataclasses.replace(base, bus_id=f"00000000:{0x10 + index:02X}:00.0", **changes))
+    return gpus
+
+
+# The machine scenarios of `dlbench verify`, each a test.
+MACHINES: dict[str, Any] = {
+    "a100x8": lambda: _fleet(A100, 8),
+    "x8_gen3_under_load": lambda: _fleet(A100, 8, gpu5={"pcie_load": (3, 8)}),
+    "row_remap_pending": lambda: _fleet(A100, 4, gpu2={"remapped_rows": (0, 1, 1, 0)}),
+    "row_remap_failure": lambda: _fleet(A100, 4, gpu1={"remapped_rows": (0, 8, 0, 1)}),
+    "uncorrected_ecc": lambda: _fleet(A100, 4, gpu3={"ecc_uncorrected": (2, 5)}),
+    "xid79_mid_verify": lambda: _fleet(A100, 4, gpu1={"xid_after_reads": (3, 79)}),
+    "three_of_four_a10g": lambda: _fleet(A10G, 3),
+    "geforce_no_ecc": lambda: _fleet(RTX_4090, 1),
+    "thermal_half_load": lambda: _fleet(
+        A100, 2, gpu0={"thermal_reads": 5, "temp_c": (40, 86)}
+    ),
+}
 
 
 class FakeNvml:
@@ -36,17 +127,45 @@ class FakeNvml:
     NVML_ERROR_GPU_IS_LOST = NVML_ERROR_GPU_IS_LOST
     NVML_TEMPERATURE_GPU = 0
     NVML_CLOCK_SM = 1
+    NVML_TEMPERATURE_THRESHOLD_SLOWDOWN = 1
+    NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
+    NVML_VOLATILE_ECC = 0
+    NVML_AGGREGATE_ECC = 1
 
     def __init__(
-        self, scenario: str = "healthy", name: str = "NVIDIA H100 80GB HBM3", lose_after: int = 3
+        self,
+        scenario: str = "healthy",
+        name: str = "NVIDIA H100 80GB HBM3",
+        lose_after: int = 3,
+        gpus: list[FakeGpu] | None = None,
     ) -> None:
-        assert scenario in SCENARIOS, scenario
+        assert scenario in SCENARIOS or scenario in MACHINES, scenario
         self.scenario = scenario
         self.name = name
         self.lose_after = lose_after
         self.samples = 0
         self.energy_mj = 1_000_000
         self.shut_down = False
+        count = 2 if scenario == "two_gpus" else 1
+        self.gpus = gpus or [
+            FakeGpu(name=name, bus_id=f"00000000:{0x10 + i:02X}:00.0") for i in range(count)
+        ]
+        self.pending_xids: list[tuple[int, int]] = []
+        self.event_sets = 0
+        self.freed_sets = 0
+
+    # The machine side: what fake probe processes and tests drive.
+    def set_loaded(self, uuid: str, loaded: bool) -> None:
+        self.gpus[self.index_of(uuid)].loaded = loaded
+
+    def index_of(self, uuid: str) -> int:
+        return [self.nvmlDeviceGetUUID(i) for i in range(len(self.gpus))].index(uuid)
+
+    def _gpu(self, handle: int) -> FakeGpu:
+        gpu = self.gpus[handle]
+        if gpu.lost:
+            raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+        return gpu
 
     def _unsupported_here(self) -> bool:
         return self.scenario == "unsupported"
@@ -61,16 +180,19 @@ class FakeNvml:
         self.shut_down = True
 
     def nvmlDeviceGetCount(self) -> int:
-        return 2 if self.scenario == "two_gpus" else 1
+        return len(self.gpus)
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
         return index
 
     def nvmlDeviceGetName(self, handle: int) -> str:
-        return self.name
+        return self._gpu(handle).name
 
     def nvmlDeviceGetUUID(self, handle: int) -> str:
         return f"GPU-0000000{handle}-fake"
+
+    def nvmlDeviceGetPciInfo(self, handle: int) -> Any:
+        return SimpleNamespace(busId=self._gpu(handle).bus_id.encode())
 
     def nvmlSystemGetDriverVersion(self) -> str:
         return "580.95.05"
@@ -79,24 +201,69 @@ class FakeNvml:
         return 13000
 
     def nvmlDeviceGetCudaComputeCapability(self, handle: int) -> tuple[int, int]:
-        return (9, 0)
+        return self._gpu(handle).capability
 
     def nvmlDeviceGetCurrPcieLinkGeneration(self, handle: int) -> int:
-        return 5
+        gpu = self._gpu(handle)
+        return (gpu.pcie_load if gpu.loaded else gpu.pcie_idle)[0]
 
     def nvmlDeviceGetCurrPcieLinkWidth(self, handle: int) -> int:
-        return 16
+        gpu = self._gpu(handle)
+        return (gpu.pcie_load if gpu.loaded else gpu.pcie_idle)[1]
+
+    def nvmlDeviceGetGpuMaxPcieLinkGeneration(self, handle: int) -> int:
+        return self._gpu(handle).pcie_max[0]
+
+    def nvmlDeviceGetMaxPcieLinkGeneration(self, handle: int) -> int:
+        return self._gpu(handle).pcie_max[1]
+
+    def nvmlDeviceGetMaxPcieLinkWidth(self, handle: int) -> int:
+        return self._gpu(handle).pcie_max[2]
+
+    def nvmlDeviceGetPcieReplayCounter(self, handle: int) -> int:
+        return self._gpu(handle).pcie_replay
+
+    def nvmlDeviceGetEccMode(self, handle: int) -> list[int]:
+        enabled = self._gpu(handle).ecc_enabled
+        if enabled is None:
+            raise unsupported()
+        return [int(enabled), int(enabled)]
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: int, error_type: int, counter: int) -> int:
+        gpu = self._gpu(handle)
+        if gpu.ecc_enabled is None:
+            raise unsupported()
+        return gpu.ecc_uncorrected[counter]
+
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, handle: int) -> int:
+        pending = self._gpu(handle).retired_pages_pending
+        if pending is None:
+            raise unsupported()
+        return int(pending)
+
+    def nvmlDeviceGetRemappedRows(self, handle: int) -> tuple[int, int, int, int]:
+        rows = self._gpu(handle).remapped_rows
+        if rows is None:
+            raise unsupported()
+        return rows
+
+    def nvmlDeviceGetTemperatureThreshold(self, handle: int, threshold: int) -> int:
+        slowdown = self._gpu(handle).slowdown_c
+        if slowdown is None:
+            raise unsupported()
+        return slowdown
 
     def nvmlDeviceGetPowerManagementLimit(self, handle: int) -> int:
         if self._unsupported_here():
-            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+            raise unsupported()
         return 700_000
 
     def nvmlDeviceGetPersistenceMode(self, handle: int) -> int:
-        return 1
+        return self._gpu(handle).persistence
 
     def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
-        return SimpleNamespace(total=80 * 2**30, used=(2 + self.samples) * 2**30, free=0)
+        total = self._gpu(handle).memory_gib * 2**30
+        return SimpleNamespace(total=total, used=(2 + self.samples) * 2**30, free=0)
 
     def _tick(self) -> None:
         if self.scenario == "lost" and self.samples >= self.lose_after:
@@ -109,22 +276,66 @@ class FakeNvml:
 
     def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
         if self._unsupported_here():
-            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+            raise unsupported()
         return 300_000
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:
         if self._unsupported_here():
-            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+            raise unsupported()
         # A counter, as the driver's: 300 W for each 0.2 s reading so far, however often read.
         return self.energy_mj + 60_000 * self.samples
 
     def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
-        return 88 if self.scenario == "throttling" else 45
+        if self.scenario == "throttling":
+            return 88
+        gpu = self._gpu(handle)
+        return gpu.temp_c[1] if gpu.loaded else gpu.temp_c[0]
 
     def nvmlDeviceGetClockInfo(self, handle: int, clock: int) -> int:
-        return 1005 if self.scenario == "throttling" else 1980
+        if self.scenario == "throttling":
+            return 1005
+        gpu = self._gpu(handle)
+        slowed = gpu.loaded and gpu.loaded_reads <= gpu.thermal_reads
+        return 1005 if slowed else 1980 if gpu.loaded else 210
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle: int) -> int:
         if self._unsupported_here():
-            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
-        return 0x4 | 0x40 if self.scenario == "throttling" else 0x0
+            raise unsupported()
+        if self.scenario == "throttling":
+            return 0x4 | 0x40
+        if self.scenario in SCENARIOS:
+            return 0x0
+        gpu = self._gpu(handle)
+        if not gpu.loaded:
+            return 0x1  # idle
+        gpu.loaded_reads += 1
+        if gpu.xid_after_reads and gpu.loaded_reads == gpu.xid_after_reads[0]:
+            self.pending_xids.append((handle, gpu.xid_after_reads[1]))
+            gpu.lost = True  # Xid 79: fallen off the bus; every later call says so
+        return 0x4 | (0x40 if gpu.loaded_reads <= gpu.thermal_reads else 0)
+
+    # Events: Xids queue up in pending_xids and come out of nvmlEventSetWait_v2.
+    def nvmlEventSetCreate(self) -> str:
+        self.event_sets += 1
+        return "event-set"
+
+    def nvmlDeviceRegisterEvents(self, handle: int, types: int, event_set: str) -> None:
+        if self.scenario in SCENARIOS:
+            raise unsupported()
+
+    def nvmlEventSetWait_v2(self, event_set: str, timeout_ms: int) -> Any:
+        if self.pending_xids:
+            handle, xid = self.pending_xids.pop(0)
+            return SimpleNamespace(device=handle, eventType=0x8, eventData=xid)
+        time.sleep(min(timeout_ms, 5) / 1000)  # the real call blocks up to timeout_ms
+        raise NVMLError(NVML_ERROR_TIMEOUT)
+
+    def nvmlEventSetFree(self, event_set: str) -> None:
+        self.freed_sets += 1
+
+
+def machine(scenario: str) -> FakeNvml:
+    """The fake NVML of one named machine scenario (see MACHINES)."""
+    if scenario == "mismatch":
+        return FakeNvml("mismatch")
+    return FakeNvml(scenario, gpus=MACHINES[scenario]())
