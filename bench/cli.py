@@ -10,15 +10,14 @@ import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-from bench import data, fingerprint, hostinfo, nvml, results, verify
+from bench import data, nvml, verify, verify_measure
 from bench.backends import BACKENDS
 from bench.cost import resolve_pricing
 from bench.modes import MODES
 from bench.progress import Progress
-from bench.runner import Runner, RunPlan, run_plan, short_check_plan
-from bench.telemetry import DEFAULT_INTERVAL_S, Sampler
+from bench.runner import Runner, RunPlan, new_document
+from bench.telemetry import DEFAULT_INTERVAL_S
 from bench.workloads import WORKLOADS, UnknownWorkloadError, get_workload
 from bench.workloads.spec import Workload
 
@@ -121,12 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_price_options(run)
 
-    verify = commands.add_parser("verify", help="check the GPU, the backend and their speed")
+    verify = commands.add_parser(
+        "verify", help="accept the machine: every GPU's health, link, speed and the verdict"
+    )
     verify.add_argument(
         "--backend",
         default="tensorflow",
         choices=BACKENDS,
         help="Keras backend to check (default: tensorflow)",
+    )
+    verify.add_argument(
+        "--level",
+        default="full",
+        choices=["quick", "full"],
+        help="quick: seconds, no load (count, ECC, remaps, Xids, persistence); full: adds the "
+        "probes on every GPU and the checks under load (default: full)",
+    )
+    verify.add_argument(
+        "--expect-gpus",
+        type=positive_int,
+        metavar="N",
+        help="fewer than N GPUs is a FAIL (default on EC2: the instance type's count)",
     )
     verify.add_argument(
         "--expect-gpu",
@@ -137,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-workload",
         action="store_true",
         help="skip the short training run of the text's Reuters model",
+    )
+    verify.add_argument(
+        "--no-imds",
+        action="store_true",
+        help="do not ask EC2 instance metadata how many GPUs this instance type has",
     )
     verify.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -278,17 +297,9 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         output=output,
         telemetry_interval_s=args.telemetry_interval,
     )
-    document = results.new_document(
-        ["dlbench", *argv],
-        plan.settings(data_dir),
-        hostinfo.describe_host(),
-        hostinfo.describe_code(),
-    )
     session = nvml.open_nvml()
     pricing = resolve_pricing(args)
-    document["gpus"] = fingerprint.gpus(session)
-    document["nvml"] = session if isinstance(session, str) else None
-    document["pricing"] = pricing if isinstance(pricing, str) else pricing.describe()
+    document = new_document(plan, session, pricing, ["dlbench", *argv], data_dir=data_dir)
     runner = Runner(plan, document, Progress(quiet=args.quiet), session, pricing)
     try:
         return runner.execute()
@@ -298,54 +309,28 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Measure (NVML, probe, a short run), judge, print; the exit code follows the verdict."""
-    session = nvml.open_nvml()
-    gpus = fingerprint.gpus(session)
-    sampler = None
-    if isinstance(session, nvml.NvmlSession):
-        sampler = Sampler(session, interval_s=0.1).start()
-        sampler.set_phase("probe")
-    if not args.json:
-        print(
-            f"dlbench verify: probing {args.backend} (matrix products, memory copy)...",
-            file=sys.stderr,
-        )
-    probe = verify.run_probe(args.backend)
-    telemetry = sampler.stop() if sampler is not None else None
-    seen = verify.Observations(
+    """Measure, judge, print; the exit code follows the verdict."""
+    options = verify_measure.Options(
         backend=args.backend,
+        level=args.level,
+        expect_gpus=args.expect_gpus,
         expect_gpu=args.expect_gpu,
-        nvml_reason=session if isinstance(session, str) else None,
-        gpus=gpus,
-        probe=probe,
+        use_imds=not args.no_imds,
+        workload=not args.no_workload,
     )
-    if telemetry and telemetry["devices"]:
-        device = telemetry["devices"][0]
-        seen.throttle_seen = device["throttle_seen"]
-        seen.clocks_mhz = device["phases"].get("probe", {}).get("sm_clock_mhz", {})
-    if not args.no_workload and "error" not in probe:
+
+    def say(text: str) -> None:
         if not args.json:
-            print("dlbench verify: training the text's reuters model briefly...", file=sys.stderr)
-        seen.workload = verify_workload(args.backend, session)
-        seen.reference = verify.find_reference(gpus[0]["name"] if gpus else None, args.backend)
-    if isinstance(session, nvml.NvmlSession):
-        session.close()
+            print(f"dlbench verify: {text}", file=sys.stderr)
+
+    seen = verify_measure.measure(options, say=say)
     checks = verify.judge(seen)
     final = verify.verdict(checks)
     if args.json:
-        print(verify.as_json(checks, final, seen))
+        print(verify.as_json(checks, final, seen, socket.gethostname()))
     else:
-        print(verify.render(checks, final, args.backend, args.expect_gpu))
+        print(verify.render(checks, final, seen))
     return verify.EXIT_CODES[final]
-
-
-def verify_workload(backend: str, session: nvml.NvmlSession | str) -> dict[str, Any]:
-    """Three epochs of reuters on synthetic data through the normal runner; the run record."""
-    with tempfile.TemporaryDirectory(prefix="dlbench-verify-") as folder:
-        plan = short_check_plan(backend, 3, Path(folder), Path(folder) / "verify.json")
-        document = run_plan(plan, session, "verify runs are not priced", ["dlbench", "verify"])
-        run: dict[str, Any] = document["runs"][0]
-        return run
 
 
 def cmd_report(args: argparse.Namespace) -> int:

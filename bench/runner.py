@@ -307,6 +307,25 @@ class Runner:
         self.save()
 
 
+def new_document(
+    plan: RunPlan,
+    nvml: NvmlSession | str,
+    pricing: Pricing | str,
+    command: list[str],
+    *,
+    data_dir: Path | None = None,
+    host: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The result document a plan starts from: settings, host, code, GPUs and price."""
+    document = results.new_document(
+        command, plan.settings(data_dir), host or hostinfo.describe_host(), hostinfo.describe_code()
+    )
+    document["gpus"] = fingerprint_gpus(nvml)
+    document["nvml"] = nvml if isinstance(nvml, str) else None
+    document["pricing"] = pricing if isinstance(pricing, str) else pricing.describe()
+    return document
+
+
 def run_plan(
     plan: RunPlan,
     nvml: NvmlSession | str,
@@ -318,12 +337,7 @@ def run_plan(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Execute a plan with a fresh document (fingerprint and price filled in); the document."""
-    document = results.new_document(
-        command, plan.settings(data_dir), host or hostinfo.describe_host(), hostinfo.describe_code()
-    )
-    document["gpus"] = fingerprint_gpus(nvml)
-    document["nvml"] = nvml if isinstance(nvml, str) else None
-    document["pricing"] = pricing if isinstance(pricing, str) else pricing.describe()
+    document = new_document(plan, nvml, pricing, command, data_dir=data_dir, host=host)
     quiet = progress or Progress(quiet=True, stream=io.StringIO())
     Runner(plan, document, quiet, nvml, pricing).execute()
     return document

@@ -158,7 +158,8 @@ def judge(seen: Observations) -> list[Check]:
     if seen.host is not None:
         checks += [dataclasses.replace(c, scope="host") for c in host_checks(seen, seen.host)]
     checks += sibling_checks(seen)
-    return checks
+    order = {"machine": -1, **{g.key: i for i, g in enumerate(seen.gpus)}}
+    return sorted(checks, key=lambda c: order.get(c.scope, len(order)))
 
 
 def machine_checks(seen: Observations) -> list[Check]:
@@ -398,9 +399,7 @@ def xid_checks(gpu: GpuSeen, kernel_log_read: bool) -> list[Check]:
 
 def load_checks(gpu: GpuSeen) -> list[Check]:
     """PCIe link, throttling and temperature, all read while the probes ran."""
-    load = gpu.load
-    if load is None or not load.get("readings"):
-        return [Check("load", WARN, "no NVML readings were taken under load")]
+    load = gpu.load or {}
     checks = []
     if load.get("lost"):
         checks.append(
@@ -411,6 +410,8 @@ def load_checks(gpu: GpuSeen) -> list[Check]:
                 REPLACE_FIX,
             )
         )
+    if not load.get("readings"):
+        return [*checks, Check("load", WARN, "no NVML readings were taken under load")]
     checks.append(pcie_check(gpu, load))
     replay = value(gpu, "pcie_replay")
     if replay is not None:

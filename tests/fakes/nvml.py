@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -100,7 +100,9 @@ def _fleet(base: FakeGpu, count: int, **changed_gpu: dict[str, Any]) -> list[Fak
     gpus = []
     for index in range(count):
         changes = changed_gpu.get(f"gpu{index}", {})
-        gpus.append(dataclasses.replace(base, bus_id=f"00000000:{0x10 + index:02X}:00.0", **changes))
+        gpus.append(
+            dataclasses.replace(base, bus_id=f"00000000:{0x10 + index:02X}:00.0", **changes)
+        )
     return gpus
 
 
@@ -114,9 +116,7 @@ MACHINES: dict[str, Any] = {
     "xid79_mid_verify": lambda: _fleet(A100, 4, gpu1={"xid_after_reads": (3, 79)}),
     "three_of_four_a10g": lambda: _fleet(A10G, 3),
     "geforce_no_ecc": lambda: _fleet(RTX_4090, 1),
-    "thermal_half_load": lambda: _fleet(
-        A100, 2, gpu0={"thermal_reads": 5, "temp_c": (40, 86)}
-    ),
+    "thermal_half_load": lambda: _fleet(A100, 2, gpu0={"thermal_reads": 5, "temp_c": (40, 86)}),
 }
 
 

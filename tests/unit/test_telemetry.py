@@ -19,7 +19,7 @@ def session(scenario: str, **kwargs) -> nvml.NvmlSession:
     ("scenario", "reason"),
     [
         ("no_driver", "no NVIDIA driver is installed here"),
-        ("mismatch", "driver/library version mismatch: the driver was upgraded without a reboot"),
+        ("mismatch", "driver/library version mismatch: the driver's user libraries were upgraded"),
     ],
 )
 def test_no_nvml_gives_a_reason(scenario: str, reason: str) -> None:

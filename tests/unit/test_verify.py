@@ -1,47 +1,400 @@
-"""The verdict logic on recorded observations, and the datasheet table."""
+"""`dlbench verify` on the fake NVML's machine scenarios, with fake probe processes.
+
+Each scenario asserts the machine's verdict and the exact line that decides it.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
-from bench import verify
-from bench.verify import FAIL, INFO, PASS, WARN, Observations
+from bench import imds, nvml, verify, verify_measure
+from bench.verify import FAIL, PASS, WARN
+from bench.verify_measure import Options, Seams
+from tests.fakes.imds import ImdsServer
+from tests.fakes.nvml import FakeNvml, machine
 
-H100 = {
-    "index": 0,
-    "name": "NVIDIA H100 80GB HBM3",
-    "driver_version": "580.95.05",
-    "cuda_driver_version": "13.0",
-}
-
-
-def gpu_probe(fp32: float = 50.0, bf16: float = 700.0, copy: float = 2900.0) -> dict:
-    return {
-        "backend": "jax",
-        "device_type": "GPU",
-        "device_name": "NVIDIA H100 80GB HBM3",
-        "matmul": {"float32": {"n": 8192, "tflops": fp32}, "bfloat16": {"n": 8192, "tflops": bf16}},
-        "copy_gbps": copy,
-    }
+# Probe figures of a healthy A100-SXM4-80GB (datasheet: 19.5 fp32, 312 bf16, 2039 GB/s).
+A100_PROBE = {"float32": 18.9, "bfloat16": 231.0, "copy": 1712.0}
 
 
-def healthy(**changes) -> Observations:
-    seen = Observations(
-        backend="jax",
-        expect_gpu=True,
-        nvml_reason=None,
-        gpus=[H100],
-        probe=gpu_probe(),
-        throttle_seen=["sw_power_cap"],
-        clocks_mhz={"mean": 1900.0, "max": 1980.0},
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeProcess:
+    """A probe or training process that 'runs' for `polls` polls, its GPU loaded meanwhile."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        fake: FakeNvml,
+        polls: int,
+        rates: dict[str, float],
+    ) -> None:
+        self.argv, self.env, self.fake, self.left = argv, env, fake, polls
+        self.uuid = env.get("CUDA_VISIBLE_DEVICES")
+        self.rates = rates
+        if self.uuid:
+            fake.set_loaded(self.uuid, True)
+        if "--output" in argv:
+            record = {
+                "status": "complete",
+                "throughput": {"steady_samples_per_s": 80_000.0},
+                "backend": {"device_name": "NVIDIA A100-SXM4-80GB"},
+            }
+            Path(argv[argv.index("--output") + 1]).write_text(json.dumps({"runs": [record]}))
+
+    def poll(self) -> int | None:
+        self.left -= 1
+        if self.left > 0:
+            return None
+        if self.uuid:
+            self.fake.set_loaded(self.uuid, False)
+        return 0
+
+    def kill(self) -> None:
+        self.left = 0
+
+    def output(self) -> str:
+        probe = {
+            "backend": "jax",
+            "device_type": "GPU",
+            "device_name": "NVIDIA A100-SXM4-80GB",
+            "matmul": {
+                "float32": {"n": 8192, "tflops": self.rates["float32"]},
+                "bfloat16": {"n": 8192, "tflops": self.rates["bfloat16"]},
+            },
+            "copy_gbps": self.rates["copy"],
+        }
+        return "some framework log line\n" + json.dumps(probe) + "\n"
+
+
+class FakeMachine:
+    """The seams of one scenario: fake NVML, fake processes, a kernel log, a fake clock."""
+
+    def __init__(
+        self,
+        scenario: str,
+        kernel_log: list[str] | str = (),  # type: ignore[assignment]
+        slow: dict[str, float] | None = None,
+        polls: int = 10,
+    ) -> None:
+        self.fake = machine(scenario)
+        self.clock = FakeClock()
+        self.started: list[tuple[float, str, str | None]] = []
+        self.slow = slow or {}
+        self.polls = polls
+        self.seams = Seams(
+            open_nvml=lambda: nvml.open_nvml(lambda: self.fake),
+            start=self.start,
+            kernel_log=lambda: kernel_log if isinstance(kernel_log, str) else list(kernel_log),
+            imds_lookup=lambda: "not on EC2",
+            clock=self.clock,
+            sleep=self.clock.sleep,
+        )
+
+    def start(self, argv: list[str], env: dict[str, str], log: Path) -> FakeProcess:
+        step = "workload" if "--output" in argv else "probe"
+        self.started.append((self.clock(), step, env.get("CUDA_VISIBLE_DEVICES")))
+        factor = self.slow.get(env.get("CUDA_VISIBLE_DEVICES", ""), 1.0)
+        rates = {k: v * factor for k, v in A100_PROBE.items()}
+        return FakeProcess(argv, env, self.fake, self.polls, rates)
+
+    def verify(self, **options: object) -> tuple[str, str, list[verify.Check]]:
+        seen = verify_measure.measure(Options(backend="jax", **options), self.seams, say=str)  # type: ignore[arg-type]
+        checks = verify.judge(seen)
+        final = verify.verdict(checks)
+        self.seen = seen
+        return final, verify.render(checks, final, seen), checks
+
+
+def line(status: str, scope: str, check: str, detail: str) -> str:
+    return f"  {status:<4}  {scope:<7} {check:<15} {detail}"
+
+
+def test_eight_healthy_a100s_pass_with_a_line_per_gpu_and_check() -> None:
+    final, text, checks = FakeMachine("a100x8").verify(expect_gpus=8)
+    assert final == PASS, text
+    lines = text.splitlines()
+    assert (
+        line(
+            PASS,
+            "machine",
+            "gpu count",
+            "8 of 8 expected GPUs (--expect-gpus 8): 8x NVIDIA A100-SXM4-80GB",
+        )
+        in lines
     )
-    return dataclasses.replace(seen, **changes)
+    for index in range(8):
+        assert (
+            line(
+                PASS,
+                f"gpu{index}",
+                "pcie link",
+                "x16 Gen 4 under load, the maximum of GPU and slot",
+            )
+            in lines
+        )
+        scoped = {c.name for c in checks if c.scope == f"gpu{index}"}
+        assert {"ecc", "retired pages", "row remap", "xid", "backend", "matmul float32"} <= scoped
+        assert {
+            "matmul bfloat16",
+            "memory copy",
+            "pcie replay",
+            "throttle",
+            "temperature",
+        } <= scoped
+        assert {"workload", "siblings", "persistence"} <= scoped
+    assert lines[-2] == "per GPU: " + ", ".join(f"gpu{i} PASS" for i in range(8))
+    assert lines[-1] == "verdict: PASS"
 
 
-def statuses(seen: Observations) -> dict[str, str]:
-    return {c.name: c.status for c in verify.judge(seen)}
+def test_probes_run_in_parallel_each_pinned_to_its_gpu_by_uuid() -> None:
+    box = FakeMachine("a100x8", polls=5)
+    box.verify(expect_gpus=8)
+    probes = [(at, uuid) for at, step, uuid in box.started if step == "probe"]
+    workloads = [(at, uuid) for at, step, uuid in box.started if step == "workload"]
+    uuids = [f"GPU-0000000{i}-fake" for i in range(8)]
+    assert probes == [(0.0, u) for u in uuids]  # all eight start at once
+    assert [u for _, u in workloads] == uuids and all(at > 0 for at, _ in workloads)
+    timing = box.seen.timing
+    # Five polls of 0.1 s per step, both steps: the parallel wall time is one GPU's.
+    assert timing["probes_wall_s"] == pytest.approx(1.0)
+    assert timing["per_gpu"]["gpu7"] == {
+        "probe_s": pytest.approx(0.5),
+        "workload_s": pytest.approx(0.5),
+    }
+    assert set(timing) >= {"nvml_start_s", "startup_s", "total_s"}
+
+
+def test_probe_plan_pins_by_uuid_and_runs_the_short_training_after_the_probe(
+    tmp_path: Path,
+) -> None:
+    gpus = [{"index": 0, "uuid": "GPU-a"}, {"index": 1, "uuid": "GPU-b"}]
+    plans = verify_measure.probe_plan(gpus, Options(backend="torch"), tmp_path, "py")
+    assert [p.env["CUDA_VISIBLE_DEVICES"] for p in plans] == ["GPU-a", "GPU-b"]
+    assert [s.name for s in plans[1].steps] == ["probe", "workload"]
+    assert plans[1].steps[1].argv[:6] == ["py", "-m", "bench", "run", "reuters", "--synthetic"]
+    assert "--no-imds" in plans[1].steps[1].argv and plans[1].env["KERAS_BACKEND"] == "torch"
+    cpu = verify_measure.probe_plan([], Options(workload=False), tmp_path, "py")
+    assert [(p.key, p.env.get("CUDA_VISIBLE_DEVICES")) for p in cpu] == [("host", None)]
+
+
+def test_one_gpu_at_x8_gen3_under_load_fails_and_is_named() -> None:
+    final, text, _ = FakeMachine("x8_gen3_under_load").verify(expect_gpus=8)
+    assert final == FAIL
+    assert (
+        line(FAIL, "gpu5", "pcie link", "x8 Gen 3 under load; this GPU and slot can do x16 Gen 4")
+        in text.splitlines()
+    )
+    assert "gpu4 PASS, gpu5 FAIL, gpu6 PASS" in text
+
+
+def test_pending_row_remap_fails() -> None:
+    final, text, _ = FakeMachine("row_remap_pending").verify(level="quick", expect_gpus=4)
+    assert final == FAIL
+    assert (
+        line(
+            FAIL,
+            "gpu2",
+            "row remap",
+            "a row remap is pending (1 uncorrectable, 0 correctable rows remapped): the bad row stays in use until a reset",  # noqa: E501
+        )
+        in text.splitlines()
+    )
+
+
+def test_row_remap_failure_fails() -> None:
+    final, text, _ = FakeMachine("row_remap_failure").verify(level="quick", expect_gpus=4)
+    assert final == FAIL
+    assert (
+        line(
+            FAIL,
+            "gpu1",
+            "row remap",
+            "row remapping failed (8 rows remapped for uncorrectable errors): the memory cannot be repaired",  # noqa: E501
+        )
+        in text.splitlines()
+    )
+
+
+def test_uncorrected_ecc_errors_fail() -> None:
+    final, text, _ = FakeMachine("uncorrected_ecc").verify(level="quick", expect_gpus=4)
+    assert final == FAIL
+    assert (
+        line(
+            FAIL,
+            "gpu3",
+            "ecc",
+            "2 uncorrected ECC error(s) since the driver loaded (5 in the card's lifetime)",
+        )
+        in text.splitlines()
+    )
+
+
+def test_xid_79_arriving_mid_verify_fails_and_says_what_it_means() -> None:
+    box = FakeMachine("xid79_mid_verify")
+    final, text, _ = box.verify(expect_gpus=4)
+    assert final == FAIL
+    lines = text.splitlines()
+    xid = next(t for t in lines if " gpu1 " in t and " xid " in t)
+    assert xid.startswith(line(FAIL, "gpu1", "xid", "Xid 79 at "))
+    assert xid.endswith("s into the verify (NVML event): GPU has fallen off the bus")
+    assert (
+        line(FAIL, "gpu1", "nvml", "the GPU stopped answering NVML under load: GPU is lost")
+        in lines
+    )
+    assert box.fake.freed_sets == 1
+
+
+def test_three_of_four_expected_gpus_fails_naming_the_missing_one() -> None:
+    box = FakeMachine("three_of_four_a10g")
+    with ImdsServer(instance_type="g5.12xlarge") as server:
+        box.seams.imds_lookup = lambda: imds.lookup(server.url)
+        final, text, _ = box.verify(level="quick")
+    assert final == FAIL
+    assert (
+        line(
+            FAIL,
+            "machine",
+            "gpu count",
+            "3 of 4 expected GPUs (EC2 g5.12xlarge has 4x NVIDIA A10G): 1 NVIDIA A10G missing; NVML sees 3x NVIDIA A10G",  # noqa: E501
+        )
+        in text.splitlines()
+    )
+
+
+def test_geforce_without_ecc_says_not_supported_and_passes() -> None:
+    final, text, _ = FakeMachine("geforce_no_ecc").verify(level="quick", expect_gpus=1)
+    lines = text.splitlines()
+    assert (
+        line("INFO", "gpu0", "ecc", "not supported by NVIDIA GeForce RTX 4090: nothing to check")
+        in lines
+    )
+    assert (
+        line(
+            "INFO",
+            "gpu0",
+            "row remap",
+            "not supported by NVIDIA GeForce RTX 4090: nothing to check",
+        )
+        in lines
+    )
+    assert (
+        line(
+            "INFO",
+            "gpu0",
+            "persistence",
+            "persistence mode is off: each CUDA start pays the GPU's initialisation",
+        )
+        in lines
+    )
+    assert final == PASS
+
+
+def test_driver_library_mismatch_fails_with_reboot_advice() -> None:
+    final, text, _ = FakeMachine("mismatch").verify(level="quick")
+    assert final == FAIL
+    assert (
+        line(
+            FAIL,
+            "machine",
+            "nvml",
+            "NVML did not start: Driver/library version mismatch; driver/library version mismatch: the driver's user libraries were upgraded under the loaded kernel module; reboot (or reload the nvidia module)",  # noqa: E501
+        )
+        in text.splitlines()
+    )
+
+
+def test_thermal_slowdown_held_for_half_the_load_fails() -> None:
+    final, text, _ = FakeMachine("thermal_half_load", polls=10).verify(
+        expect_gpus=2, workload=False
+    )
+    assert final == FAIL
+    assert (
+        line(
+            FAIL,
+            "gpu0",
+            "throttle",
+            "hw_thermal_slowdown held 50% of the load (5 of 10 readings, about 0.5 s of 1.0 s) (harmless: sw_power_cap 100%); SM clock mean 1492 MHz, max 1980 MHz (FAIL from 20%)",  # noqa: E501
+        )
+        in text.splitlines()
+    )
+
+
+def test_a_markedly_slower_sibling_is_named() -> None:
+    final, text, _ = FakeMachine("a100x8", slow={"GPU-00000003-fake": 0.7}).verify(expect_gpus=8)
+    assert final == WARN
+    assert (
+        line(
+            WARN,
+            "gpu3",
+            "siblings",
+            "matmul bfloat16 161.7 TFLOP/s = 70% of the median of its 8 NVIDIA A100-SXM4-80GB (named below 85%)",  # noqa: E501
+        )
+        in text.splitlines()
+    )
+
+
+def test_kernel_log_xids_land_on_their_gpu_and_unreadable_logs_are_said() -> None:
+    log = ["[  12.3] NVRM: Xid (PCI:0000:11:00): 48, pid=77, name=python, DBE (0x...)"]
+    final, text, _ = FakeMachine("a100x8", kernel_log=log).verify(level="quick")
+    assert final == FAIL
+    assert (
+        line(
+            FAIL,
+            "gpu1",
+            "xid",
+            "Xid 48 in the kernel log since boot (0000:11:00): double-bit ECC error",
+        )
+        in text.splitlines()
+    )
+    _, text, _ = FakeMachine("a100x8", kernel_log="dmesg: Operation not permitted").verify(
+        level="quick"
+    )
+    assert (
+        line(
+            "INFO", "machine", "kernel log", "Xid history not read: dmesg: Operation not permitted"
+        )
+        in text.splitlines()
+    )
+
+
+def test_quick_level_starts_no_process() -> None:
+    box = FakeMachine("a100x8")
+    final, _, checks = box.verify(level="quick", expect_gpus=8)
+    assert final == PASS and box.started == []
+    assert not any(c.name in ("pcie link", "throttle", "backend") for c in checks)
+
+
+def test_json_document_has_a_record_per_gpu_with_measured_values() -> None:
+    box = FakeMachine("x8_gen3_under_load")
+    final, _, checks = box.verify(expect_gpus=8)
+    document = verify.as_document(checks, final, box.seen, "host-a")
+    assert document["document"] == verify.DOCUMENT_KIND and document["exit_code"] == 1
+    gpu5 = document["gpus"][5]
+    assert gpu5["verdict"] == FAIL and gpu5["uuid"] == "GPU-00000005-fake"
+    link = next(c for c in gpu5["checks"] if c["name"] == "pcie link")
+    assert link["value"] == {
+        "gen": 3,
+        "width": 8,
+        "gpu_max_gen": 4,
+        "slot_max_gen": 4,
+        "max_width": 16,
+    }
+    assert gpu5["health"]["remapped_rows"] == {"value": (0, 0, 0, 0), "missing": None}
+    json.dumps(document)
 
 
 @pytest.mark.parametrize(
@@ -65,98 +418,6 @@ def statuses(seen: Observations) -> dict[str, str]:
 def test_datasheet_matches_the_names_nvml_reports(name: str, model: str) -> None:
     found = verify.datasheet_for(name)
     assert found is not None and found["model"] == model
-
-
-def test_healthy_h100_passes() -> None:
-    checks = verify.judge(healthy())
-    assert {c.name: c.status for c in checks} == {
-        "driver": PASS,
-        "backend": PASS,
-        "matmul float32": PASS,
-        "matmul bfloat16": PASS,
-        "memory copy": PASS,
-        "clocks": PASS,
-    }
-    assert verify.verdict(checks) == PASS
-    matmul = next(c for c in checks if c.name == "matmul bfloat16")
-    assert "71% of the H100 SXM datasheet (989.5)" in matmul.detail
-
-
-def test_slow_card_warns_then_fails() -> None:
-    assert statuses(healthy(probe=gpu_probe(bf16=400.0)))["matmul bfloat16"] == WARN
-    assert statuses(healthy(probe=gpu_probe(bf16=100.0)))["matmul bfloat16"] == FAIL
-    assert statuses(healthy(probe=gpu_probe(copy=1500.0)))["memory copy"] == WARN
-
-
-def test_thermal_throttling_warns_with_a_fix() -> None:
-    checks = verify.judge(healthy(throttle_seen=["hw_thermal_slowdown", "sw_power_cap"]))
-    clocks = next(c for c in checks if c.name == "clocks")
-    assert clocks.status == WARN and "hw_thermal_slowdown" in clocks.detail
-    assert clocks.fix is not None and "cooling" in clocks.fix
-
-
-def test_gpu_present_but_backend_on_cpu_fails() -> None:
-    cpu_probe = {
-        "device_type": "CPU",
-        "device_name": "CPU",
-        "matmul": {"float32": {"n": 1024, "tflops": 0.1}},
-        "copy_gbps": 3.0,
-    }
-    checks = verify.judge(healthy(probe=cpu_probe))
-    backend = next(c for c in checks if c.name == "backend")
-    assert backend.status == FAIL
-    assert "computed on the CPU although NVIDIA H100 80GB HBM3 is present" in backend.detail
-    assert verify.verdict(checks) == FAIL
-
-
-def test_no_gpu_is_plain_info_unless_expected() -> None:
-    cpu = healthy(
-        gpus=[],
-        nvml_reason="NVML did not start: no driver",
-        probe={
-            "device_type": "CPU",
-            "device_name": "CPU",
-            "matmul": {"float32": {"n": 1024, "tflops": 0.07}},
-            "copy_gbps": 2.5,
-        },
-        expect_gpu=False,
-    )
-    assert statuses(cpu) == {"gpu": INFO, "backend": PASS, "throughput": INFO}
-    assert verify.verdict(verify.judge(cpu)) == PASS
-    expected = dataclasses.replace(cpu, expect_gpu=True)
-    assert verify.verdict(verify.judge(expected)) == FAIL
-
-
-def test_unknown_card_and_broken_backend() -> None:
-    unknown = healthy(gpus=[{**H100, "name": "NVIDIA Quantum Z9"}])
-    assert statuses(unknown)["throughput"] == WARN
-    broken = healthy(probe={"error": "ImportError: no module named jax"})
-    assert statuses(broken)["backend"] == FAIL
-
-
-def run_record(rate: float) -> dict:
-    return {
-        "status": "complete",
-        "throughput": {"steady_samples_per_s": rate},
-        "backend": {"device_name": "NVIDIA H100 80GB HBM3"},
-    }
-
-
-def test_workload_against_the_reference() -> None:
-    reference = {
-        "gpu": "NVIDIA H100 80GB HBM3",
-        "steady_samples_per_s": 100_000.0,
-        "file": "r.json",
-    }
-    assert (
-        statuses(healthy(workload=run_record(90_000.0), reference=reference))["reference"] == PASS
-    )
-    assert (
-        statuses(healthy(workload=run_record(50_000.0), reference=reference))["reference"] == WARN
-    )
-    assert statuses(healthy(workload=run_record(50_000.0)))["reference"] == INFO
-    failed = {"status": "failed", "error": {"message": "worker exited with code 1"}}
-    assert statuses(healthy(workload=failed))["workload"] == FAIL
 
 
 def test_exit_codes_follow_the_verdict() -> None:
