@@ -7,8 +7,7 @@ Three measures: (1) the mean cost of one tick (all GPUs; the energy counter on i
 slower cadence) against the interval, i.e. the share of one core the sampler thread takes;
 (2) the same short training run (reuters, synthetic data, fit) with telemetry on and off,
 alternated, compared by steady epoch time; (3) the cost of each NVML call of a reading.
-With a real GPU it uses real NVML; without one, the fake NVML of the tests, which measures the
-sampler's own Python cost but not the driver's.
+It needs real NVML (an NVIDIA driver and GPU): what it measures is the driver's cost.
 """
 
 from __future__ import annotations
@@ -27,15 +26,12 @@ from bench.runner import run_plan, short_check_plan
 from bench.telemetry import Sampler
 
 
-def open_session() -> tuple[nvml.NvmlSession, str]:
+def open_session() -> nvml.NvmlSession:
+    """Real NVML, or exit saying why there is none: a fake would time only itself."""
     real = nvml.open_nvml()
-    if isinstance(real, nvml.NvmlSession):
-        return real, "real NVML"
-    from tests.fakes.nvml import FakeNvml
-
-    fake = nvml.open_nvml(lambda: FakeNvml("healthy"))
-    assert isinstance(fake, nvml.NvmlSession)
-    return fake, f"fake NVML ({real})"
+    if isinstance(real, str):
+        raise SystemExit(f"sampler_overhead needs a GPU with a working NVIDIA driver: {real}")
+    return real
 
 
 def per_sample_seconds(session: nvml.NvmlSession, interval: float, count: int = 2000) -> float:
@@ -102,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.2)
     parser.add_argument("--backend", default="tensorflow", choices=["tensorflow", "jax", "torch"])
     args = parser.parse_args(argv)
-    session, which = open_session()
+    session = open_session()
     cost = per_sample_seconds(session, args.interval)
     energy_ticks = Sampler(session, interval_s=args.interval).energy_every
     calls = per_call_microseconds(session) if session.device_count() else []
@@ -118,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     median_on, median_off = statistics.median(on), statistics.median(off)
     overlap = min(on) <= max(off) and min(off) <= max(on)
     print(
-        f"sampler overhead, {which}, {session.device_count()} GPU(s), interval {args.interval} s,"
+        f"sampler overhead, real NVML, {session.device_count()} GPU(s), interval {args.interval} s,"
         f" {args.backend} backend"
     )
     print(
