@@ -1,4 +1,4 @@
-"""`dlbench verify` on this machine (no GPU): the CPU path and the quick level, as a user runs it."""
+"""`dlbench verify` on this machine (no GPU): the CPU path and the quick level."""
 
 from __future__ import annotations
 
