@@ -339,7 +339,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     collection = model.collect(args.results)
     for _, why in collection.refused:
         print(f"dlbench: skipped {why}", file=sys.stderr)
-    if not collection.results:
+    if not collection.results and not collection.verifies:
         raise UsageError("no dlbench results among the given paths; nothing to report")
     paths = render.write(collection, args.out, args.title)
     print(f"report: {paths['html']} (also {paths['markdown'].name}, {paths['csv'].name})")

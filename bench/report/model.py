@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ class Collection:
 
     results: list[LoadedResult] = field(default_factory=list)
     refused: list[tuple[Path, str]] = field(default_factory=list)
+    verifies: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)  # verify --json
 
 
 def expand(paths: Iterable[Path]) -> list[Path]:
@@ -42,9 +44,28 @@ def expand(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
+def verify_document(path: Path) -> dict[str, Any] | None:
+    """The document if the file is `dlbench verify --json` output, else None."""
+    from bench.verify import DOCUMENT_KIND
+
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return (
+        document
+        if isinstance(document, dict) and document.get("document") == DOCUMENT_KIND
+        else None
+    )
+
+
 def collect(paths: Iterable[Path]) -> Collection:
     collection = Collection()
     for path in expand(paths):
+        verified = verify_document(path)
+        if verified is not None:
+            collection.verifies.append((path, verified))
+            continue
         try:
             collection.results.append(LoadedResult(path, results.load(path)))
         except results.ResultError as error:

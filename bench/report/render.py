@@ -143,6 +143,7 @@ def build(collection: Collection, title: str = "dlbench report") -> list[Block]:
     blocks += curve_blocks(found)
     blocks += telemetry_blocks(found)
     blocks += machine_blocks(collection)
+    blocks += verify_blocks(collection)
     if collection.refused:
         blocks.append(Block("h2", "Files not included"))
         blocks.append(Block("list", items=[why for _, why in collection.refused]))
@@ -257,6 +258,36 @@ def machine_blocks(collection: Collection) -> list[Block]:
         "price (source, date)",
     ]
     return [Block("h2", "Machines"), Block("table", header=header, rows=rows)]
+
+
+def verify_machine_verdict(checks: list[dict[str, Any]]) -> str:
+    statuses = {c["status"] for c in checks}
+    return "FAIL" if "FAIL" in statuses else "WARN" if "WARN" in statuses else "PASS"
+
+
+def verify_blocks(collection: Collection) -> list[Block]:
+    """`dlbench verify --json` files: one row per host and GPU, with what did not pass."""
+    rows = []
+    for path, document in collection.verifies:
+        machine = {"key": "machine", "name": "-", "checks": document.get("machine", [])}
+        machine["verdict"] = verify_machine_verdict(machine["checks"])
+        for gpu in [machine, *document.get("gpus", [])]:
+            bad = [f"{c['name']}: {c['status']}" for c in gpu.get("checks", [])]
+            bad = [b for b in bad if b.endswith(("FAIL", "WARN"))]
+            rows.append(
+                [
+                    document.get("host", path.stem),
+                    gpu.get("key", "-"),
+                    gpu.get("name") or "-",
+                    gpu.get("verdict", "-"),
+                    ", ".join(bad) or "-",
+                    f"{document['verdict']} ({document['level']})",
+                ]
+            )
+    if not rows:
+        return []
+    header = ["host", "GPU", "model", "verdict", "not passed", "machine verdict (level)"]
+    return [Block("h2", "Verify results, per GPU"), Block("table", header=header, rows=rows)]
 
 
 def _md_cell(text: str) -> str:

@@ -422,3 +422,16 @@ def test_datasheet_matches_the_names_nvml_reports(name: str, model: str) -> None
 
 def test_exit_codes_follow_the_verdict() -> None:
     assert verify.EXIT_CODES == {PASS: 0, FAIL: 1, WARN: 3}
+
+
+def test_report_shows_a_per_gpu_table_for_verify_results(tmp_path: Path) -> None:
+    from bench import cli
+
+    box = FakeMachine("three_of_four_a10g")
+    final, _, checks = box.verify(level="quick", expect_gpus=4)
+    (tmp_path / "verify-host-a.json").write_text(verify.as_json(checks, final, box.seen, "host-a"))
+    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Verify results, per GPU" in markdown
+    assert "| host-a | machine | - | FAIL | gpu count: FAIL | FAIL (quick) |" in markdown
+    assert "| host-a | gpu2 | NVIDIA A10G | PASS | - | FAIL (quick) |" in markdown
