@@ -57,14 +57,14 @@ PY
 step "verify quick jax" 30 bash -o pipefail -c \
   "python3 -m bench verify --backend jax --level quick --no-imds --expect-gpu | tee $WORK/verify-quick.txt; \
    python3 -m bench verify --backend jax --level quick --no-imds --expect-gpu --json > $WORK/verify-quick.json"
-step "verify full jax" 120 bash -o pipefail -c \
+step "verify full jax" 90 bash -o pipefail -c \
   "python3 -m bench verify --backend jax --no-imds --expect-gpu --json > $WORK/verify-jax.json"
 step "modes jax" 270 bash -o pipefail -c \
   "python3 -m bench.perf.modes --backend jax --data-dir $DLSTATION_DATA_DIR --keep $WORK/runs \
    | tee $WORK/modes-jax.txt"
 step "sampler" 60 bash -o pipefail -c \
   "python3 -m bench.perf.sampler_overhead --backend jax --repeats 2 --epochs 3 | tee $WORK/sampler.txt"
-step "verify full torch" 90 bash -o pipefail -c \
+step "verify full torch" 60 bash -o pipefail -c \
   "python3 -m bench verify --backend torch --no-imds --expect-gpu | tee $WORK/verify-torch.txt"
 python3 - "$WORK"/verify-quick.json "$WORK"/verify-jax.json <<'PY'
 import json
