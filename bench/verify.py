@@ -751,7 +751,7 @@ def render(checks: list[Check], final: str, seen: Observations) -> str:
         if check.fix:
             lines.append(f"  {'':<4}  {'':<7} {'':<15} what to do: {check.fix}")
     per_gpu = gpu_verdicts(checks)
-    if per_gpu:
+    if seen.gpus:
         lines.append("per GPU: " + ", ".join(f"{k} {v}" for k, v in per_gpu.items()))
     lines.append(f"verdict: {final}")
     return "\n".join(lines)
