@@ -289,9 +289,12 @@ class XidWatch:
             self.failure = f"Xid events not available: {error}"
             return self
         for index in self.indices:
-            handle = self.session.handle(index)
             try:
+                handle = self.session.handle(index)
                 lib.nvmlDeviceRegisterEvents(handle, XID_EVENT, self._set)
+            except GpuLostError as error:
+                self.unsupported[index] = f"GPU lost ({error})"
+                continue
             except lib.NVMLError as error:
                 code = getattr(error, "value", None)
                 why = NOT_SUPPORTED if code == ERROR_NOT_SUPPORTED else str(error)

@@ -258,6 +258,9 @@ def value(gpu: GpuSeen, key: str) -> Any:
 
 
 def gpu_checks(seen: Observations, gpu: GpuSeen) -> list[Check]:
+    if not gpu.health:
+        why = (gpu.load or {}).get("lost", "no health counters were read")
+        return [Check("nvml", FAIL, f"the GPU does not answer NVML: {why}", REPLACE_FIX)]
     checks = health_checks(gpu)
     checks += xid_checks(gpu, seen.kernel_log is None)
     if seen.level == "full":

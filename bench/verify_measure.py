@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench import fingerprint, imds, nvml
+from bench import imds, nvml
 from bench.verify import GpuSeen, Observations, find_reference
 
 STEP_TIMEOUT_S = 300
@@ -324,8 +324,8 @@ def measure(
     timing["nvml_start_s"] = seams.clock() - started
     reason = session if isinstance(session, str) else None
     mismatch = isinstance(session, nvml.StartFailure) and session.version_mismatch
-    gpus = fingerprint.gpus(session)
     live = session if isinstance(session, nvml.NvmlSession) else None
+    gpus, lost = fingerprints(live)
     seen = Observations(
         backend=options.backend,
         level=options.level,
@@ -340,14 +340,21 @@ def measure(
     watch = nvml.XidWatch(live, [g.index for g in seen.gpus]).start() if live else None
     if live is not None:
         for gpu in seen.gpus:
-            gpu.health = live.health(gpu.index)
+            try:
+                gpu.health = live.health(gpu.index)
+            except nvml.GpuLostError as error:
+                lost[gpu.index] = str(error)
+            if gpu.index in lost:
+                gpu.load = {"lost": lost[gpu.index], "readings": 0}
             gpu.xid_watch = (watch.unsupported.get(gpu.index) or watch.failure) if watch else None
         read_kernel_xids(seen, seams)
     timing["startup_s"] = seams.clock() - started
     if options.level == "full" and not mismatch:
-        what = f"{len(gpus)} GPU(s) in parallel" if gpus else "the CPU"
+        answering = [g for g in gpus if g["index"] not in lost]
+        what = f"{len(answering)} GPU(s) in parallel" if gpus else "the CPU"
         say(f"probing {what}: matrix products, memory copy, a short training run...")
-        probe_all(seen, gpus, options, seams, live)
+        if answering or not gpus:
+            probe_all(seen, answering, options, seams, live)
     if watch is not None:
         events = watch.stop()
         by_index = {g.index: g for g in seen.gpus}
@@ -361,6 +368,20 @@ def measure(
         if isinstance(figure, float):
             timing[name] = round(figure, 3)
     return seen
+
+
+def fingerprints(session: nvml.NvmlSession | None) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """Every GPU's fingerprint, and the ones that did not answer (index: why)."""
+    if session is None:
+        return [], {}
+    found, lost = [], {}
+    for index in range(session.device_count()):
+        try:
+            found.append(session.fingerprint(index))
+        except nvml.GpuLostError as error:
+            found.append({"index": index, "name": None, "uuid": None})
+            lost[index] = str(error)
+    return found, lost
 
 
 def read_kernel_xids(seen: Observations, seams: Seams) -> None:
@@ -394,7 +415,7 @@ def probe_all(
         runs = run_plans(plans, seams, monitor, Path(folder))
         seen.timing["probes_wall_s"] = seams.clock() - began
         targets = {g.key: g for g in seen.gpus}
-        if not seen.gpus:
+        if not gpus:
             seen.host = GpuSeen("host")
             targets["host"] = seen.host
         per_target: dict[str, Any] = {}

@@ -115,6 +115,7 @@ MACHINES: dict[str, Any] = {
     "uncorrected_ecc": lambda: _fleet(A100, 4, gpu3={"ecc_uncorrected": (2, 5)}),
     "xid79_mid_verify": lambda: _fleet(A100, 4, gpu1={"xid_after_reads": (3, 79)}),
     "three_of_four_a10g": lambda: _fleet(A10G, 3),
+    "lost_at_start": lambda: _fleet(A100, 2, gpu1={"lost": True}),
     "geforce_no_ecc": lambda: _fleet(RTX_4090, 1),
     "thermal_half_load": lambda: _fleet(A100, 2, gpu0={"thermal_reads": 5, "temp_c": (40, 86)}),
 }

@@ -258,6 +258,16 @@ def test_xid_79_arriving_mid_verify_fails_and_says_what_it_means() -> None:
     assert box.fake.freed_sets == 1
 
 
+def test_a_gpu_lost_before_the_verify_fails_and_the_others_are_probed() -> None:
+    box = FakeMachine("lost_at_start")
+    final, text, _ = box.verify(expect_gpus=2)
+    assert final == FAIL
+    lines = text.splitlines()
+    assert line(FAIL, "gpu1", "nvml", "the GPU does not answer NVML: GPU is lost") in lines
+    assert [uuid for _, step, uuid in box.started if step == "probe"] == ["GPU-00000000-fake"]
+    assert lines[-2] == "per GPU: gpu0 PASS, gpu1 FAIL"
+
+
 def test_three_of_four_expected_gpus_fails_naming_the_missing_one() -> None:
     box = FakeMachine("three_of_four_a10g")
     with ImdsServer(instance_type="g5.12xlarge") as server:
