@@ -24,6 +24,7 @@ from bench import imds, nvml
 from bench.verify import GpuSeen, Observations, find_reference
 
 STEP_TIMEOUT_S = 300
+KILL_GRACE_S = 10.0
 LOAD_INTERVAL_S = 0.1  # between NVML readings of the loaded GPUs
 WORKLOAD_EPOCHS = 3
 XID_LINE = re.compile(r"NVRM: Xid \(PCI:([0-9a-fA-F:.]+)\): (\d+)")
@@ -61,8 +62,13 @@ class RealProcess:
         return self.popen.poll()
 
     def kill(self) -> None:
-        self.popen.kill()
-        self.popen.wait()
+        """SIGTERM first: `dlbench run` then stops its worker (in a session of its own)."""
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout=KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

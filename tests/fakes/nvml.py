@@ -295,6 +295,8 @@ class FakeNvml:
     def nvmlDeviceGetClockInfo(self, handle: int, clock: int) -> int:
         if self.scenario == "throttling":
             return 1005
+        if self.scenario in SCENARIOS:
+            return 1980
         gpu = self._gpu(handle)
         slowed = gpu.loaded and gpu.loaded_reads <= gpu.thermal_reads
         return 1005 if slowed else 1980 if gpu.loaded else 210

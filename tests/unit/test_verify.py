@@ -445,3 +445,22 @@ def test_report_shows_a_per_gpu_table_for_verify_results(tmp_path: Path) -> None
     assert "## Verify results, per GPU" in markdown
     assert "| host-a | machine | - | FAIL | gpu count: FAIL | FAIL (quick) |" in markdown
     assert "| host-a | gpu2 | NVIDIA A10G | PASS | - | FAIL (quick) |" in markdown
+
+
+def test_real_processes_run_in_parallel_and_a_stuck_one_is_stopped(tmp_path: Path) -> None:
+    import sys
+
+    quick = verify_measure.Step(
+        "probe", [sys.executable, "-c", 'print(\'{"device_type": "CPU"}\')']
+    )
+    stuck = verify_measure.Step("probe", [sys.executable, "-c", "import time; time.sleep(60)"])
+    plans = [
+        verify_measure.TargetPlan("gpu0", None, {}, [quick]),
+        verify_measure.TargetPlan("gpu1", None, {}, [stuck]),
+    ]
+    runs = verify_measure.run_plans(
+        plans, Seams(), verify_measure.LoadMonitor(None), tmp_path, timeout_s=2.0
+    )
+    assert verify_measure.probe_result(runs["gpu0"][0]) == {"device_type": "CPU"}
+    assert runs["gpu1"][0].exit_code is None
+    assert "was stopped" in verify_measure.probe_result(runs["gpu1"][0])["error"]
