@@ -7,6 +7,7 @@ elementwise copy (one read and one write per element), each timed after a warm-u
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -22,8 +23,15 @@ CPU_COPY_BYTES = 1 << 28
 MIN_SECONDS = 0.5
 
 
-def seconds_per_call(run: Callable[[], Any], sync: Callable[[Any], Any]) -> float:
+# Where the probe's time went, per measurement (warm-up and compilation included).
+TIMING: dict[str, float] = {}
+
+
+def seconds_per_call(
+    run: Callable[[], Any], sync: Callable[[Any], Any], label: str = "measure"
+) -> float:
     """Warm up once (compiles), then repeat until MIN_SECONDS have passed."""
+    warm_up = time.perf_counter()
     sync(run())
     calls, started = 0, time.perf_counter()
     while True:
@@ -33,6 +41,7 @@ def seconds_per_call(run: Callable[[], Any], sync: Callable[[Any], Any]) -> floa
             sync(out)
             elapsed = time.perf_counter() - started
             if elapsed >= MIN_SECONDS:
+                TIMING[f"{label}_s"] = round(time.perf_counter() - warm_up, 3)
                 return elapsed / calls
 
 
@@ -54,12 +63,12 @@ def jax_probe() -> dict[str, Any]:
             continue
         a = jax.random.normal(key, (n, n), dtype)
         multiply = jax.jit(lambda x, y: jnp.matmul(x, y, precision=jax.lax.Precision.HIGHEST))
-        per_call = seconds_per_call(partial(multiply, a, a), block)
+        per_call = seconds_per_call(partial(multiply, a, a), block, f"matmul_{name}")
         rates[name] = {"n": n, "tflops": 2 * n**3 / per_call / 1e12}
     size = (GPU_COPY_BYTES if on_gpu else CPU_COPY_BYTES) // 4
     x = jnp.ones((size,), jnp.float32)
     add_one = jax.jit(lambda v: v + 1.0)
-    per_copy = seconds_per_call(partial(add_one, x), block)
+    per_copy = seconds_per_call(partial(add_one, x), block, "copy")
     return {
         "device_type": "GPU" if on_gpu else "CPU",
         "device_name": device.device_kind if on_gpu else "CPU",
@@ -82,12 +91,12 @@ def torch_probe() -> dict[str, Any]:
         if name == "bfloat16" and not on_gpu:
             continue
         a = torch.randn(n, n, device=device, dtype=dtype)
-        per_call = seconds_per_call(partial(torch.matmul, a, a), sync)
+        per_call = seconds_per_call(partial(torch.matmul, a, a), sync, f"matmul_{name}")
         rates[name] = {"n": n, "tflops": 2 * n**3 / per_call / 1e12}
     size = (GPU_COPY_BYTES if on_gpu else CPU_COPY_BYTES) // 4
     x = torch.ones(size, device=device)
     y = torch.empty_like(x)
-    per_copy = seconds_per_call(lambda: torch.add(x, 1.0, out=y), sync)
+    per_copy = seconds_per_call(lambda: torch.add(x, 1.0, out=y), sync, "copy")
     return {
         "device_type": "GPU" if on_gpu else "CPU",
         "device_name": torch.cuda.get_device_name(0) if on_gpu else "CPU",
@@ -113,12 +122,12 @@ def tensorflow_probe() -> dict[str, Any]:
                 continue
             a = tf.cast(tf.random.normal((n, n)), dtype)
             multiply = tf.function(lambda x: tf.matmul(x, x)[0, 0])
-            per_call = seconds_per_call(partial(multiply, a), sync)
+            per_call = seconds_per_call(partial(multiply, a), sync, f"matmul_{name}")
             rates[name] = {"n": n, "tflops": 2 * n**3 / per_call / 1e12}
         size = (GPU_COPY_BYTES if on_gpu else CPU_COPY_BYTES) // 4
         x = tf.ones((size,))
         add_one = tf.function(lambda v: (v + 1.0)[0])
-        per_copy = seconds_per_call(lambda: add_one(x), sync)
+        per_copy = seconds_per_call(lambda: add_one(x), sync, "copy")
     name = "CPU"
     if on_gpu:
         name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
@@ -130,6 +139,7 @@ def tensorflow_probe() -> dict[str, Any]:
     }
 
 
+FRAMEWORKS = {"jax": "jax", "torch": "torch", "tensorflow": "tensorflow"}
 PROBES = {"jax": jax_probe, "torch": torch_probe, "tensorflow": tensorflow_probe}
 
 
@@ -137,11 +147,13 @@ def main() -> int:
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     started = time.perf_counter()
     try:
+        importlib.import_module(FRAMEWORKS[backend])
+        TIMING["import_s"] = round(time.perf_counter() - started, 3)
         result = PROBES[backend]()
     except Exception as error:  # reported to the parent, which turns it into a FAIL line
         print(json.dumps({"backend": backend, "error": f"{type(error).__name__}: {error}"}))
         return 1
-    result.update(backend=backend, elapsed_s=time.perf_counter() - started)
+    result.update(backend=backend, elapsed_s=time.perf_counter() - started, timing=TIMING)
     print(json.dumps(result))
     return 0
 

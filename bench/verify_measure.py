@@ -431,8 +431,10 @@ def probe_all(
             for step in steps:
                 if step.name == "probe":
                     target.probe = probe_result(step)
+                    per_target[key]["probe_parts"] = target.probe.get("timing")
                 else:
                     target.workload = workload_result(step)
+                    per_target[key]["workload_parts"] = target.workload.get("timing")
             target.load = monitor.result(key, sum(s.seconds for s in steps))
             if target.workload is not None:
                 name = target.fingerprint.get("name")

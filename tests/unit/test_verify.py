@@ -52,6 +52,7 @@ class FakeProcess:
                 "status": "complete",
                 "throughput": {"steady_samples_per_s": 80_000.0},
                 "backend": {"device_name": "NVIDIA A100-SXM4-80GB"},
+                "timing": {"end_to_end_s": 6.5},
             }
             Path(argv[argv.index("--output") + 1]).write_text(json.dumps({"runs": [record]}))
 
@@ -76,6 +77,7 @@ class FakeProcess:
                 "bfloat16": {"n": 8192, "tflops": self.rates["bfloat16"]},
             },
             "copy_gbps": self.rates["copy"],
+            "timing": {"import_s": 2.1, "matmul_float32_s": 0.7},
         }
         return "some framework log line\n" + json.dumps(probe) + "\n"
 
@@ -174,6 +176,8 @@ def test_probes_run_in_parallel_each_pinned_to_its_gpu_by_uuid() -> None:
     assert timing["per_gpu"]["gpu7"] == {
         "probe_s": pytest.approx(0.5),
         "workload_s": pytest.approx(0.5),
+        "probe_parts": {"import_s": 2.1, "matmul_float32_s": 0.7},
+        "workload_parts": {"end_to_end_s": 6.5},
     }
     assert set(timing) >= {"nvml_start_s", "startup_s", "total_s"}
 
