@@ -260,17 +260,14 @@ def machine_blocks(collection: Collection) -> list[Block]:
     return [Block("h2", "Machines"), Block("table", header=header, rows=rows)]
 
 
-def verify_machine_verdict(checks: list[dict[str, Any]]) -> str:
-    statuses = {c["status"] for c in checks}
-    return "FAIL" if "FAIL" in statuses else "WARN" if "WARN" in statuses else "PASS"
-
-
 def verify_blocks(collection: Collection) -> list[Block]:
     """`dlbench verify --json` files: one row per host and GPU, with what did not pass."""
+    from bench.verify import worst
+
     rows = []
     for path, document in collection.verifies:
         machine = {"key": "machine", "name": "-", "checks": document.get("machine", [])}
-        machine["verdict"] = verify_machine_verdict(machine["checks"])
+        machine["verdict"] = worst([c["status"] for c in machine["checks"]])
         for gpu in [machine, *document.get("gpus", [])]:
             bad = [f"{c['name']}: {c['status']}" for c in gpu.get("checks", [])]
             bad = [b for b in bad if b.endswith(("FAIL", "WARN"))]
