@@ -90,6 +90,22 @@ def read_kernel_log() -> list[str] | str:
     return done.stdout.splitlines()
 
 
+DMI_FILES = ("/sys/class/dmi/id/sys_vendor", "/sys/class/dmi/id/board_vendor")
+
+
+def looks_like_ec2() -> bool:
+    """DMI says Amazon EC2 (or DLSTATION_IMDS_URL points elsewhere): only then ask metadata."""
+    if os.environ.get(imds.IMDS_URL_ENV):
+        return True
+    for path in DMI_FILES:
+        try:
+            if "amazon" in Path(path).read_text().lower():
+                return True
+        except OSError:
+            continue
+    return False
+
+
 @dataclass
 class Seams:
     """Where verify touches the world."""
@@ -98,6 +114,7 @@ class Seams:
     start: Starter = start_process
     kernel_log: Callable[[], list[str] | str] = read_kernel_log
     imds_lookup: Callable[[], imds.Placement | str] = imds.lookup
+    on_ec2: Callable[[], bool] = looks_like_ec2
     clock: Callable[[], float] = time.perf_counter
     sleep: Callable[[float], None] = time.sleep
     python: str = sys.executable
@@ -275,7 +292,7 @@ def expected_count(options: Options, seams: Seams) -> dict[str, Any]:
     """How many GPUs this machine should have, and who says so."""
     if options.expect_gpus:
         return {"count": options.expect_gpus, "source": f"--expect-gpus {options.expect_gpus}"}
-    if options.use_imds:
+    if options.use_imds and seams.on_ec2():
         placement = seams.imds_lookup()
         if isinstance(placement, imds.Placement):
             from cloud.catalog import Catalog, CatalogError

@@ -102,6 +102,7 @@ class FakeMachine:
             start=self.start,
             kernel_log=lambda: kernel_log if isinstance(kernel_log, str) else list(kernel_log),
             imds_lookup=lambda: "not on EC2",
+            on_ec2=lambda: False,
             clock=self.clock,
             sleep=self.clock.sleep,
         )
@@ -276,6 +277,7 @@ def test_three_of_four_expected_gpus_fails_naming_the_missing_one() -> None:
     box = FakeMachine("three_of_four_a10g")
     with ImdsServer(instance_type="g5.12xlarge") as server:
         box.seams.imds_lookup = lambda: imds.lookup(server.url)
+        box.seams.on_ec2 = lambda: True
         final, text, _ = box.verify(level="quick")
     assert final == FAIL
     assert (
@@ -468,3 +470,11 @@ def test_real_processes_run_in_parallel_and_a_stuck_one_is_stopped(tmp_path: Pat
     assert verify_measure.probe_result(runs["gpu0"][0]) == {"device_type": "CPU"}
     assert runs["gpu1"][0].exit_code is None
     assert "was stopped" in verify_measure.probe_result(runs["gpu1"][0])["error"]
+
+
+def test_metadata_is_asked_only_where_dmi_says_ec2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(imds.IMDS_URL_ENV, raising=False)
+    monkeypatch.setattr(verify_measure, "DMI_FILES", ("/nonexistent/sys_vendor",))
+    assert not verify_measure.looks_like_ec2()
+    monkeypatch.setenv(imds.IMDS_URL_ENV, "http://127.0.0.1:9")
+    assert verify_measure.looks_like_ec2()
