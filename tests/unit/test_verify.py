@@ -478,3 +478,15 @@ def test_metadata_is_asked_only_where_dmi_says_ec2(monkeypatch: pytest.MonkeyPat
     assert not verify_measure.looks_like_ec2()
     monkeypatch.setenv(imds.IMDS_URL_ENV, "http://127.0.0.1:9")
     assert verify_measure.looks_like_ec2()
+
+
+def test_no_xid_source_at_all_is_said_not_passed_silently() -> None:
+    box = FakeMachine("a100x8", kernel_log="dmesg: Operation not permitted")
+    box.fake = FakeNvml("healthy")  # a card whose NVML refuses Xid event registration
+    final, text, _ = box.verify(level="quick", expect_gpus=1)
+    assert final == PASS
+    assert (
+        line("INFO", "gpu0", "xid", "no Xid source: NVML events not supported, kernel log unread")
+        in text.splitlines()
+    )
+    assert box.fake.freed_sets == 1
