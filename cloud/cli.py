@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.progress import table
+from bench.textfmt import table
 from cloud import ami, fleet, guard, inventory, prices
 from cloud.aws import Aws, CloudError, aws_errors
 from cloud.catalog import Catalog, user_catalog_path
