@@ -5,6 +5,7 @@ boto3 honours AWS_ENDPOINT_URL, which is how tests point the real executable at 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -120,12 +121,15 @@ def known_regions() -> set[str]:
 
 
 def check_region(region: str) -> str:
-    if region in known_regions():
+    """The region if botocore knows it, else a CloudError naming close ones; no call made."""
+    known = known_regions()
+    if region in known:
         return region
-    examples = ", ".join(sorted(r for r in known_regions() if r.startswith(("us-", "eu-")))[:6])
+    close = difflib.get_close_matches(region, sorted(known), n=3)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise CloudError(
-        f"unknown AWS region {region!r}; pass --region with one such as {examples} "
-        "(a region newer than this botocore: upgrade boto3)",
+        f"unknown AWS region {region!r}; {hint}pass --region with a region such as us-east-1 "
+        "or eu-west-1 (for a region newer than this botocore: upgrade boto3)",
         2,
     )
 

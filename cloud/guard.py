@@ -60,7 +60,7 @@ def check_name(name: str) -> str:
     """A host-name-like label, safe in a shell, a tag and an Ansible inventory; else refused."""
     if _NAME.match(name):
         return name
-    valid = re.sub(r"[^A-Za-z0-9-]+", "-", name).strip("-")[:63].strip("-") or "lab-1"
+    valid = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:63].strip("-") or "lab-1"
     raise CloudError(
         f"--name {name!r}: use letters, digits and hyphens only, at most 63 characters, "
         f"not starting or ending with a hyphen; for example --name {valid}",
