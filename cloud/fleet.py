@@ -122,7 +122,9 @@ def bill_line(instance: dict[str, Any], now: datetime) -> str:
     """How long it ran and what that cost at the price launch planned with."""
     tags = guard.tags_of(instance)
     hours = max((now - instance["LaunchTime"]).total_seconds(), 0) / 3600
-    head = f"{tags.get(guard.TAG_NAME, '?')} ({instance['InstanceId']}): ran {hours:.2f}h"
+    minutes = round(hours * 60)
+    ran = f"{minutes // 60}h{minutes % 60:02d}m"
+    head = f"{tags.get(guard.TAG_NAME, '?')} ({instance['InstanceId']}): ran {ran}"
     hourly = planned_price(instance)
     if hourly is None:
         return f"{head}, cost unknown (no planned price recorded)"
@@ -169,9 +171,9 @@ class Cleanup:
             ("deleted key file", self.key_files),
         ]
         done = [f"{label} {item}" for label, items in parts for item in items]
-        return (
-            done + [f"kept {item}" for item in self.kept] + [f"cost: {bill}" for bill in self.bills]
-        )
+        bills = [f"cost: {bill}" for bill in self.bills]
+        kept = [f"kept {item}" for item in self.kept]
+        return done[: len(self.instances)] + bills + done[len(self.instances) :] + kept
 
 
 def terminate(

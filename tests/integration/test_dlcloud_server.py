@@ -482,5 +482,5 @@ def test_launch_list_and_terminate_show_the_bill(moto_env: dict[str, str]) -> No
     terminated = dlcloud(moto_env, "terminate", "paid", "--yes")
     assert terminated.returncode == 0, terminated.stderr
     (bill,) = [line for line in terminated.stdout.splitlines() if line.startswith("cost: ")]
-    assert bill.startswith("cost: paid (i-") and "ran 0.0" in bill
+    assert bill.startswith("cost: paid (i-") and "ran 0h0" in bill
     assert "at $1.0060/h (on-demand, " in bill

@@ -683,7 +683,7 @@ def test_terminate_prints_the_bill(aws: Aws, tmp_path: Path, image_id: str) -> N
     ended = instance["LaunchTime"] + timedelta(hours=2, minutes=30)
     done = fleet.terminate(aws.client("ec2"), [instance], tmp_path / "keys", ended)
     (bill,) = done.bills
-    assert bill.startswith(f"lab ({instance['InstanceId']}): ran 2.50h, $2.52 at $1.0060/h")
+    assert bill.startswith(f"lab ({instance['InstanceId']}): ran 2h30m, $2.52 at $1.0060/h")
     assert "(on-demand, " in bill
     assert f"cost: {bill}" in done.lines()
 
