@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.textfmt import table
 from cloud import ami, fleet, guard, inventory, prices
-from cloud.aws import AWS_FAILURES, Aws, CloudError, aws_errors, explain
+from cloud.aws import AWS_FAILURES, Aws, CloudError, aws_errors, check_region, explain
 from cloud.catalog import Catalog, user_catalog_path
 from cloud.launcher import Launcher, LaunchRequest, ssh_argv, ssh_command, tunnel_command
 
@@ -167,7 +167,9 @@ class Commands:
         return getattr(self.args, "inventory", None) or inventory.default_path()
 
     def offers(self) -> int:
-        region = self.args.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        region = check_region(
+            self.args.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
         live: dict[str, float] = {}
         note = ""
         if self.args.live:

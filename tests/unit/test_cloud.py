@@ -742,14 +742,14 @@ def test_idle_time_comes_from_the_watchdogs_console_lines() -> None:
 # -- one instance per name ----------------------------------------------------------------
 
 
-def test_the_younger_of_two_same_name_launches_terminates_itself(
+def test_two_same_name_launches_agree_on_the_one_to_keep(
     aws: Aws, tmp_path: Path, image_id: str
 ) -> None:
     ec2 = aws.client("ec2")
-    older = launch(aws, tmp_path, image_id, name="race")
+    first = launch(aws, tmp_path, image_id, name="race")["InstanceId"]
     # A second launch that ran concurrently (find_existing saw nothing) tagged the same name.
     tags = [{"Key": "Project", "Value": "dlstation"}, {"Key": "Name", "Value": "race"}]
-    younger = ec2.run_instances(
+    second = ec2.run_instances(
         ImageId=image_id,
         MinCount=1,
         MaxCount=1,
@@ -760,14 +760,15 @@ def test_the_younger_of_two_same_name_launches_terminates_itself(
     chosen = Launcher(
         aws, Catalog.load(), now=lambda: NOW, key_folder=tmp_path / "keys", say=said.append
     )
-    kept = chosen.one_per_name("race", younger)
-    assert kept["InstanceId"] == older["InstanceId"]
-    assert "terminated this one" in said[0] and younger in said[0]
+    # Each launch checks in turn; both must name the same survivor.
+    kept = {chosen.one_per_name("race", own)["InstanceId"] for own in (first, second)}
+    assert len(kept) == 1
+    (survivor,) = kept
+    (loser,) = {first, second} - kept
+    assert len(said) == 1 and f"terminated this one ({loser})" in said[0]
     states = {i["InstanceId"]: i["State"]["Name"] for i in fleet.project_instances(ec2)}
-    assert states[older["InstanceId"]] == "running"
-    assert states[younger] in ("shutting-down", "terminated")
-    # The older one, checking in turn, keeps itself.
-    assert chosen.one_per_name("race", older["InstanceId"])["InstanceId"] == older["InstanceId"]
+    assert states[survivor] == "running"
+    assert states[loser] in ("shutting-down", "terminated")
 
 
 def test_ensure_returns_the_existing_instance(aws: Aws, tmp_path: Path, image_id: str) -> None:
