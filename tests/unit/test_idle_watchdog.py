@@ -10,13 +10,15 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+
+from cloud import guard
 
 T0 = 1_800_000_000.0  # a fixed clock, seconds since the epoch
 MINUTE = 60.0
@@ -193,3 +195,16 @@ def test_dlbench_or_ansible_running_keeps_it_up(box: Box, argv: tuple[str, ...])
     box.run(0)
     powered, line = box.run(60)
     assert not powered and "processes:" in line and "pid 4242" in line
+
+
+def test_the_boot_script_installs_this_very_watchdog(tmp_path: Path) -> None:
+    script = guard.watchdog_user_data(
+        datetime(2026, 11, 27, tzinfo=timezone.utc), timedelta(minutes=30)
+    )
+    (tmp_path / "boot.sh").write_text(script)
+    assert subprocess.run(["bash", "-n", str(tmp_path / "boot.sh")], check=False).returncode == 0
+    installed = script.split("<<'WATCHDOG'\n", 1)[1].split("\nWATCHDOG\n", 1)[0]
+    packaged = resources.files("cloud").joinpath("data/idle_watchdog.py").read_text()
+    assert installed == packaged.rstrip()
+    assert "DLSTATION_IDLE_SECONDS=1800" in script
+    assert len(script.encode()) < 16 * 1024, "EC2 user data holds at most 16 KiB"
