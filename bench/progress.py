@@ -6,31 +6,12 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from bench.textfmt import format_spread, table
 from bench.workloads.spec import Workload
 
 
 def _num(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-def format_spread(figure: dict[str, Any], digits: int = 3, scale: float = 1.0) -> str:
-    """median, with [min-max] when there were repeats."""
-    if not figure or figure["median"] is None:
-        return "-"
-    text = f"{figure['median'] * scale:.{digits}f}"
-    if figure["n"] > 1:
-        text += f" [{figure['min'] * scale:.{digits}f}-{figure['max'] * scale:.{digits}f}]"
-    return text
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    """A plain aligned text table."""
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-    lines = [header, ["-" * w for w in widths], *rows]
-    return "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
 
 
 def summary_table(document: dict[str, Any]) -> str:

@@ -5,11 +5,13 @@ boto3 honours AWS_ENDPOINT_URL, which is how tests point the real executable at 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -19,6 +21,10 @@ from botocore.exceptions import (
     NoRegionError,
     PartialCredentialsError,
 )
+from botocore.parsers import ResponseParserError
+
+# Everything botocore raises that is not a bug of ours; ResponseParserError is no BotoCoreError.
+AWS_FAILURES = (ClientError, BotoCoreError, ResponseParserError)
 
 # botocore's "standard" mode retries throttling and 5xx errors only, with jittered backoff.
 RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 6}, connect_timeout=10)
@@ -84,9 +90,15 @@ def explain(error: Exception, action: str) -> CloudError:
         advice = advice_for(code)
         line = f"{action} failed: {code}: {message}".rstrip(": ")
         return CloudError(f"{line}\n  what to do: {advice}" if advice else line)
-    if isinstance(error, BotoCoreError):
-        return CloudError(f"{action} failed: {error}")
-    return CloudError(f"{action} failed: {error}")
+    if isinstance(error, ResponseParserError):
+        return CloudError(
+            f"{action}: the endpoint's answer is not AWS's ({str(error).splitlines()[0][:160]})\n"
+            "  what to do: check --region and AWS_ENDPOINT_URL, then try again"
+        )
+    return CloudError(
+        f"{action} failed: {error}\n  what to do: check --region, the network and "
+        "your credentials, then try again"
+    )
 
 
 @contextmanager
@@ -94,18 +106,43 @@ def aws_errors(action: str) -> Iterator[None]:
     """Turn AWS and botocore errors raised inside into CloudError."""
     try:
         yield
-    except (ClientError, BotoCoreError) as error:
+    except AWS_FAILURES as error:
         raise explain(error, action) from error
+
+
+def known_regions() -> set[str]:
+    """Every EC2 region of every partition, from botocore's bundled endpoint data (offline)."""
+    session = botocore.session.get_session()
+    return {
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions("ec2", partition_name=partition)
+    }
+
+
+def check_region(region: str) -> str:
+    """The region if botocore knows it, else a CloudError naming close ones; no call made."""
+    known = known_regions()
+    if region in known:
+        return region
+    close = difflib.get_close_matches(region, sorted(known), n=3)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise CloudError(
+        f"unknown AWS region {region!r}; {hint}pass --region with a region such as us-east-1 "
+        "or eu-west-1 (for a region newer than this botocore: upgrade boto3)",
+        2,
+    )
 
 
 class Aws:
     """Clients for one region, made once each with dlcloud's retry policy."""
 
     def __init__(self, region: str | None = None, profile: str | None = None) -> None:
-        self.session = boto3.session.Session(region_name=region, profile_name=profile)
+        with aws_errors("opening the AWS session"):
+            self.session = boto3.session.Session(region_name=region, profile_name=profile)
         if not self.session.region_name:
             raise CloudError("no AWS region; pass --region or set AWS_DEFAULT_REGION", 2)
-        self.region: str = self.session.region_name
+        self.region: str = check_region(self.session.region_name)
         self._clients: dict[str, Any] = {}
 
     def client(self, service: str) -> Any:

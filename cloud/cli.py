@@ -12,11 +12,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.progress import table
+from bench.textfmt import table
 from cloud import ami, fleet, guard, inventory, prices
-from cloud.aws import Aws, CloudError, aws_errors
+from cloud.aws import AWS_FAILURES, Aws, CloudError, aws_errors, check_region, explain
 from cloud.catalog import Catalog, user_catalog_path
-from cloud.launcher import Launcher, LaunchRequest, ssh_command, tunnel_command
+from cloud.launcher import Launcher, LaunchRequest, ssh_argv, ssh_command, tunnel_command
 
 Confirm = Callable[[str], bool]
 
@@ -28,14 +28,29 @@ def ask(prompt: str) -> bool:
     return input(f"{prompt} [y/N] ").strip().lower() in ("y", "yes")
 
 
+def add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "--region", default=default, help="AWS region (default: AWS_DEFAULT_REGION / profile)"
+    )
+    parser.add_argument("--profile", default=default, help="AWS profile (default: AWS_PROFILE)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dlcloud",
         description="Launch AWS Deep Learning AMI GPU instances safely; leave nothing billing.",
     )
-    parser.add_argument("--region", help="AWS region (default: AWS_DEFAULT_REGION / profile)")
-    parser.add_argument("--profile", help="AWS profile (default: AWS_PROFILE)")
+    add_global_options(parser, None)
+    # The same options after the subcommand; SUPPRESS keeps a value given before it.
+    shared = argparse.ArgumentParser(add_help=False)
+    add_global_options(shared, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    original_add_parser = commands.add_parser
+
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return original_add_parser(name, parents=[shared], **kwargs)
+
+    commands.add_parser = add_parser  # type: ignore[method-assign]
 
     offers = commands.add_parser("offers", help="GPU instance types and their prices")
     offers.add_argument("--gpu", help="only GPUs whose name contains this, e.g. A10G, L4, H100")
@@ -77,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ami-type",
         default=ami.DEFAULT_AMI_TYPE,
         help=f"DLAMI type (default: {ami.DEFAULT_AMI_TYPE})",
+    )
+    launch.add_argument(
+        "--idle-stop",
+        default="30m",
+        help="power off (and terminate) after this long with nothing in use, "
+        "e.g. 30m, 2h; off to rely on the TTL only (default: 30m)",
     )
     launch.add_argument("--ami-id", help="an exact AMI id instead of the newest DLAMI")
     launch.add_argument(
@@ -146,7 +167,9 @@ class Commands:
         return getattr(self.args, "inventory", None) or inventory.default_path()
 
     def offers(self) -> int:
-        region = self.args.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        region = check_region(
+            self.args.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        )
         live: dict[str, float] = {}
         note = ""
         if self.args.live:
@@ -231,7 +254,9 @@ class Commands:
             key_name=args.key_name,
             ssh_cidr=args.ssh_cidr,
             volume_gb=args.volume_gb,
+            idle_stop=args.idle_stop,
         )
+        guard.check_name(request.name)
         if args.volume_gb < 30:
             raise CloudError("--volume-gb must be at least 30: the Deep Learning AMI needs it", 2)
         launcher = Launcher(self.aws, self.catalog, now=self.now, checkip=self.checkip)
@@ -265,20 +290,25 @@ class Commands:
         print(f"\n{name}: {instance['InstanceId']} {instance['State']['Name']} at {address}")
         print(f"  ssh:      {ssh_command(instance, key_file)}")
         print(f"  jupyter:  {tunnel_command(instance, key_file)}")
-        print(f"  ansible:  host {name} added to {path}")
-        print(f"  when done: dlcloud --region {self.aws.region} terminate {name}")
+        playbook = ["ansible-playbook", "-i", str(path), "setup.yml", "--limit", name]
+        print(f"  ansible:  {shlex.join(playbook)}")
+        done = ["dlcloud", "--region", self.aws.region, "terminate", name]
+        print(f"  when done: {shlex.join(done)}")
 
     def list(self) -> int:
         regions = self.args.regions or [self.aws.region]
         now = self.now()
         rows = []
+        notes = []
         for region in regions:
             ec2 = Aws(region, self.args.profile).client("ec2")
             for instance in fleet.project_instances(ec2):
-                row = fleet.describe(instance, region, self.catalog, now)
-                if row["state"] == "terminated":
+                if not fleet.shown_in_list(instance):
                     continue
-                left = row["left_h"]
+                row = fleet.describe(instance, region, self.catalog, now)
+                ended = row["state"] == "interrupted"  # its end time is not in the listing
+                if ended:
+                    notes.append(f"{row['name']} ({row['id']}) was interrupted: {row['reason']}")
                 rows.append(
                     [
                         row["name"],
@@ -287,38 +317,33 @@ class Commands:
                         row["type"],
                         row["market"],
                         row["state"],
-                        f"{row['age_h']:.1f}h",
-                        "-" if left is None else ("EXPIRED" if left <= 0 else f"{left:.1f}h"),
-                        "-" if row["cost_usd"] is None else f"${row['cost_usd']:.2f}",
+                        "-" if ended else f"{row['age_h']:.1f}h",
+                        self.idle_cell(ec2, instance, row["idle_stop"]),
+                        ttl_cell(None if ended else row["left_h"]),
+                        "-" if row["cost_usd"] is None or ended else f"${row['cost_usd']:.2f}",
                         row["ip"] or "-",
                     ]
                 )
         if not rows:
             print(f"no dlstation instances in {', '.join(regions)}")
             return 0
-        print(
-            table(
-                [
-                    "name",
-                    "id",
-                    "region",
-                    "type",
-                    "market",
-                    "state",
-                    "age",
-                    "TTL left",
-                    "cost so far",
-                    "address",
-                ],
-                rows,
-            )
-        )
+        header = ["name", "id", "region", "type", "market", "state", "age", "idle", "TTL left"]
+        print(table([*header, "cost so far", "address"], rows))
+        for note in notes:
+            print(note)
         return 0
+
+    @staticmethod
+    def idle_cell(ec2: Any, instance: dict[str, Any], setting: str) -> str:
+        """The idle-stop setting, with the idle time the watchdog last logged where readable."""
+        if instance["State"]["Name"] != "running" or setting in ("-", "off"):
+            return setting
+        return f"{fleet.idle_time(ec2, instance) or '?'} of {setting}"
 
     def ssh(self) -> int:
         instance = fleet.find_by_name(self.aws.client("ec2"), self.args.name)
         key_name = instance.get("KeyName", "")
-        command = shlex.split(ssh_command(instance, guard.key_dir() / f"{key_name}.pem"))
+        command = ssh_argv(instance, guard.key_dir() / f"{key_name}.pem")
         if self.args.print:
             print(shlex.join(command))
             return 0
@@ -331,7 +356,8 @@ class Commands:
         fleet.stop(ec2, instance)
         print(
             f"stopped {self.args.name} ({instance['InstanceId']}); its disk still bills: "
-            f"`dlcloud terminate {self.args.name}` when you are done"
+            f"`{shlex.join(['dlcloud', '--region', self.aws.region, 'terminate', self.args.name])}`"
+            " when you are done"
         )
         return 0
 
@@ -351,7 +377,7 @@ class Commands:
         if not self.args.yes and not self.confirm(f"terminate {names}?"):
             print("nothing terminated (pass --yes to skip this question)")
             return 1
-        done = fleet.terminate(ec2, targets, guard.key_dir())
+        done = fleet.terminate(ec2, targets, guard.key_dir(), self.now())
         removed = inventory.remove_hosts(self.inventory_path(), set(done.instances))
         print("\n".join(done.lines()))
         if removed:
@@ -368,10 +394,14 @@ class Commands:
         if not self.args.yes and not self.confirm("remove all of these?"):
             print("nothing removed (pass --yes to skip this question)")
             return 1
-        done = fleet.reap(ec2, plan, guard.key_dir())
+        done = fleet.reap(ec2, plan, guard.key_dir(), self.now())
         inventory.remove_hosts(self.inventory_path(), set(done.instances))
         print("\n".join(done.lines()))
         return 0
+
+
+def ttl_cell(left: float | None) -> str:
+    return "-" if left is None else ("EXPIRED" if left <= 0 else f"{left:.1f}h")
 
 
 def main(argv: Sequence[str] | None = None, **seams: Any) -> int:
@@ -380,6 +410,10 @@ def main(argv: Sequence[str] | None = None, **seams: Any) -> int:
     try:
         handler: Callable[[], int] = getattr(commands, args.command)
         return handler()
+    except AWS_FAILURES as error:  # one the commands did not expect: still advice, no traceback
+        cloud_error = explain(error, f"dlcloud {args.command}")
+        print(f"dlcloud: {cloud_error}", file=sys.stderr)
+        return cloud_error.exit_code
     except CloudError as error:
         print(f"dlcloud: {error}", file=sys.stderr)
         return error.exit_code

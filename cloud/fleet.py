@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from cloud import guard
-from cloud.aws import CloudError, aws_errors, error_code
+from cloud.aws import CloudError, aws_errors, error_code, explain
 from cloud.catalog import Catalog, CatalogError
 
 TERMINATE_WAIT = {"Delay": 5, "MaxAttempts": 120}
+IN_USE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+SPOT_INTERRUPTED = "Server.SpotInstanceTermination"
+IDLE_LINE = re.compile(r"dlstation-idle: (?:busy, )?idle (\d+m) of (\d+m)")
 
 
 def project_instances(ec2: Any, states: list[str] | None = None) -> list[dict[str, Any]]:
@@ -24,6 +29,19 @@ def project_instances(ec2: Any, states: list[str] | None = None) -> list[dict[st
     found = []
     with aws_errors("listing instances"):
         for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+            for reservation in page["Reservations"]:
+                found.extend(reservation["Instances"])
+    return found
+
+
+def region_instances(ec2: Any, states: list[str]) -> list[dict[str, Any]]:
+    """Every instance in the region in these states, whoever launched it."""
+    found = []
+    with aws_errors("listing the region's instances"):
+        pages = ec2.get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-state-name", "Values": states}]
+        )
+        for page in pages:
             for reservation in page["Reservations"]:
                 found.extend(reservation["Instances"])
     return found
@@ -47,19 +65,24 @@ def describe(
     hours = max((now - launched).total_seconds(), 0) / 3600
     expires = parse_time(tags.get(guard.TAG_EXPIRES))
     spot = instance.get("InstanceLifecycle") == "spot"
-    try:
-        price = catalog.price(instance["InstanceType"], region, spot)
-        hourly = price.usd_per_hour
-    except CatalogError:
-        hourly = None
+    hourly = planned_price(instance)
+    if hourly is None:
+        try:
+            hourly = catalog.price(instance["InstanceType"], region, spot).usd_per_hour
+        except CatalogError:
+            hourly = None
     running = instance["State"]["Name"] in ("pending", "running")
+    reason = instance.get("StateReason", {})
+    interrupted = reason.get("Code") == SPOT_INTERRUPTED
     return {
         "name": tags.get(guard.TAG_NAME, "?"),
         "id": instance["InstanceId"],
         "region": region,
         "type": instance["InstanceType"],
         "market": "spot" if spot else "on-demand",
-        "state": instance["State"]["Name"],
+        "state": "interrupted" if interrupted else instance["State"]["Name"],
+        "reason": reason.get("Message", "") if interrupted else "",
+        "idle_stop": tags.get(guard.TAG_IDLE, "-"),
         "age_h": hours,
         "left_h": None if expires is None else (expires - now).total_seconds() / 3600,
         # An upper bound: stopped time is not billed, but we cannot see it from here.
@@ -67,6 +90,46 @@ def describe(
         "ip": instance.get("PublicIpAddress") or instance.get("PrivateIpAddress"),
         "expired": expires is not None and expires <= now and running,
     }
+
+
+def planned_price(instance: dict[str, Any]) -> float | None:
+    """The hourly price launch planned with (its tag), if it recorded one."""
+    try:
+        return float(guard.tags_of(instance)[guard.TAG_PRICE])
+    except (KeyError, ValueError):
+        return None
+
+
+def shown_in_list(instance: dict[str, Any]) -> bool:
+    """Live instances, and spot instances AWS interrupted (so the user learns why it is gone)."""
+    if instance["State"]["Name"] != "terminated":
+        return True
+    return bool(instance.get("StateReason", {}).get("Code") == SPOT_INTERRUPTED)
+
+
+def idle_time(ec2: Any, instance: dict[str, Any]) -> str | None:
+    """'12m/30m' from the idle watchdog's newest console line, when AWS has one to show."""
+    try:
+        output = ec2.get_console_output(InstanceId=instance["InstanceId"], Latest=True)
+        text = base64.b64decode(output.get("Output") or "").decode(errors="replace")
+    except (ClientError, BotoCoreError, ValueError):
+        return None
+    found = IDLE_LINE.findall(text)
+    return f"{found[-1][0]}/{found[-1][1]}" if found else None
+
+
+def bill_line(instance: dict[str, Any], now: datetime) -> str:
+    """How long it ran and what that cost at the price launch planned with."""
+    tags = guard.tags_of(instance)
+    hours = max((now - instance["LaunchTime"]).total_seconds(), 0) / 3600
+    minutes = round(hours * 60)
+    ran = f"{minutes // 60}h{minutes % 60:02d}m"
+    head = f"{tags.get(guard.TAG_NAME, '?')} ({instance['InstanceId']}): ran {ran}"
+    hourly = planned_price(instance)
+    if hourly is None:
+        return f"{head}, cost unknown (no planned price recorded)"
+    basis = tags.get(guard.TAG_PRICE_BASIS, "planned price")
+    return f"{head}, ${hours * hourly:.2f} at ${hourly:.4f}/h ({basis})"
 
 
 def find_by_name(ec2: Any, name: str) -> dict[str, Any]:
@@ -96,6 +159,8 @@ class Cleanup:
     security_groups: list[str] = field(default_factory=list)
     key_pairs: list[str] = field(default_factory=list)
     key_files: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    bills: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         parts = [
@@ -105,11 +170,16 @@ class Cleanup:
             ("deleted key pair", self.key_pairs),
             ("deleted key file", self.key_files),
         ]
-        return [f"{label} {item}" for label, items in parts for item in items]
+        done = [f"{label} {item}" for label, items in parts for item in items]
+        bills = [f"cost: {bill}" for bill in self.bills]
+        kept = [f"kept {item}" for item in self.kept]
+        return done[: len(self.instances)] + bills + done[len(self.instances) :] + kept
 
 
-def terminate(ec2: Any, instances: list[dict[str, Any]], key_folder: Path) -> Cleanup:
-    """Terminate and wait; then remove the group and key they used if nothing else does."""
+def terminate(
+    ec2: Any, instances: list[dict[str, Any]], key_folder: Path, now: datetime | None = None
+) -> Cleanup:
+    """Terminate and wait, bill each, then remove what dlcloud created for them if now unused."""
     done = Cleanup()
     ids = [i["InstanceId"] for i in instances]
     if not ids:
@@ -118,6 +188,8 @@ def terminate(ec2: Any, instances: list[dict[str, Any]], key_folder: Path) -> Cl
         ec2.terminate_instances(InstanceIds=ids)
         ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig=TERMINATE_WAIT)
     done.instances = ids
+    ended = now or datetime.now(timezone.utc)
+    done.bills = [bill_line(i, ended) for i in instances]
     groups = {guard.tags_of(i).get(guard.TAG_GROUP) for i in instances} - {None}
     keys = {guard.tags_of(i).get(guard.TAG_KEY) for i in instances} - {None}
     remove_unused(ec2, {g for g in groups if g}, {k for k in keys if k}, key_folder, done)
@@ -127,26 +199,63 @@ def terminate(ec2: Any, instances: list[dict[str, Any]], key_folder: Path) -> Cl
 def remove_unused(
     ec2: Any, groups: set[str], keys: set[str], key_folder: Path, done: Cleanup
 ) -> None:
-    """Delete dlcloud's security groups and key pairs that no live instance uses."""
-    live = project_instances(ec2, ["pending", "running", "stopping", "stopped", "shutting-down"])
+    """Delete the groups and key pairs dlcloud created that no instance in the region uses.
+
+    What the user brought (no creation tag) is never deleted, nor a key file dlcloud did
+    not write; "in use" counts every instance in the region, not only this project's.
+    """
+    live = region_instances(ec2, IN_USE_STATES)
     used_groups = {g["GroupId"] for i in live for g in i.get("SecurityGroups", [])}
     used_keys = {i.get("KeyName") for i in live}
-    for group in sorted(groups - used_groups):
-        try:
-            ec2.delete_security_group(GroupId=group)
-            done.security_groups.append(group)
-        except ClientError as error:
-            # Another tool's instance may still use it; leaving it costs nothing.
-            if error_code(error) not in ("DependencyViolation", "InvalidGroup.NotFound"):
-                raise
-    for key in sorted(keys - used_keys):
+    for group_id in sorted(groups):
+        group = describe_group(ec2, group_id)
+        if group is None:
+            continue
+        if not guard.created_by_dlcloud(group):
+            done.kept.append(f"security group {group_id}: dlcloud did not create it")
+        elif group_id in used_groups:
+            done.kept.append(f"security group {group_id}: another instance uses it")
+        else:
+            delete_group(ec2, group_id, done)
+    for name in sorted(keys):
+        pair = guard.find_key_pair(ec2, name)
+        if pair is None:
+            continue
+        if not guard.created_by_dlcloud(pair):
+            done.kept.append(f"key pair {name} and its key file: dlcloud did not create them")
+            continue
+        if name in used_keys:
+            done.kept.append(f"key pair {name}: another instance uses it")
+            continue
         with aws_errors("deleting key pair"):
-            ec2.delete_key_pair(KeyName=key)
-        done.key_pairs.append(key)
-        path = key_folder / f"{key}.pem"
-        if path.exists():
-            path.unlink()
+            ec2.delete_key_pair(KeyName=name)
+        done.key_pairs.append(name)
+        path = key_folder / f"{name}.pem"
+        if guard.remove_key_file(path):
             done.key_files.append(str(path))
+        elif path.exists():
+            done.kept.append(f"key file {path}: dlcloud did not write it (or it changed)")
+
+
+def describe_group(ec2: Any, group_id: str) -> dict[str, Any] | None:
+    try:
+        groups = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+    except ClientError as error:
+        if error_code(error).startswith("InvalidGroup"):
+            return None
+        raise explain(error, "looking up security group") from error
+    return groups[0] if groups else None
+
+
+def delete_group(ec2: Any, group_id: str, done: Cleanup) -> None:
+    try:
+        ec2.delete_security_group(GroupId=group_id)
+        done.security_groups.append(group_id)
+    except ClientError as error:
+        # An instance launched since we listed may use it; leaving it costs nothing.
+        if error_code(error) not in ("DependencyViolation", "InvalidGroup.NotFound"):
+            raise explain(error, "deleting security group") from error
+        done.kept.append(f"security group {group_id}: {error_code(error)}")
 
 
 @dataclass
@@ -186,21 +295,21 @@ def find_leftovers(ec2: Any, now: datetime) -> ReapPlan:
             Filters=[*guard.project_filter(), {"Name": "status", "Values": ["available"]}]
         )["Volumes"]
     plan.volumes = [v["VolumeId"] for v in volumes]
-    survivors = [
-        i for i in project_instances(ec2, [*live_states, "shutting-down"]) if i not in plan.expired
-    ]
+    expired = {i["InstanceId"] for i in plan.expired}
+    survivors = [i for i in region_instances(ec2, IN_USE_STATES) if i["InstanceId"] not in expired]
     used_groups = {g["GroupId"] for i in survivors for g in i.get("SecurityGroups", [])}
     used_keys = {i.get("KeyName") for i in survivors}
+    created = [{"Name": f"tag:{guard.TAG_CREATED_BY}", "Values": [guard.CREATED_BY]}]
     with aws_errors("listing security groups and key pairs"):
-        groups = ec2.describe_security_groups(Filters=guard.project_filter())["SecurityGroups"]
-        keys = ec2.describe_key_pairs(Filters=guard.project_filter())["KeyPairs"]
+        groups = ec2.describe_security_groups(Filters=created)["SecurityGroups"]
+        keys = ec2.describe_key_pairs(Filters=created)["KeyPairs"]
     plan.security_groups = {g["GroupId"] for g in groups} - used_groups
     plan.key_pairs = {k["KeyName"] for k in keys} - used_keys
     return plan
 
 
-def reap(ec2: Any, plan: ReapPlan, key_folder: Path) -> Cleanup:
-    done = terminate(ec2, plan.expired, key_folder)
+def reap(ec2: Any, plan: ReapPlan, key_folder: Path, now: datetime | None = None) -> Cleanup:
+    done = terminate(ec2, plan.expired, key_folder, now)
     for volume in plan.volumes:
         with aws_errors(f"deleting volume {volume}"):
             ec2.delete_volume(VolumeId=volume)

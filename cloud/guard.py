@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cloud.aws import CloudError, aws_errors
+from botocore.exceptions import ClientError
+
+from cloud.aws import CloudError, aws_errors, error_code, explain
 
 PROJECT = "dlstation"
 TAG_PROJECT = "Project"
@@ -24,7 +29,16 @@ TAG_MANAGED = "dlstation:managed-by"
 TAG_AMI_TYPE = "dlstation:ami-type"
 TAG_KEY = "dlstation:key-name"
 TAG_GROUP = "dlstation:security-group"
+TAG_CREATED_BY = "dlstation:created-by"  # only on what dlcloud created: all it may delete
+TAG_IDLE = "dlstation:idle-stop"
+TAG_PRICE = "dlstation:usd-per-hour"
+TAG_PRICE_BASIS = "dlstation:price-basis"
 MANAGED_BY = "dlcloud"
+CREATED_BY = "dlcloud"
+# What dlcloud wrote into the key folder: "<file name> <sha256>" per line.
+KEY_LEDGER = ".dlcloud-written"
+IDLE_WATCHDOG_FILE = "data/idle_watchdog.py"
+_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 CHECKIP_URL = "https://checkip.amazonaws.com"
 _TTL = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
 _TTL_UNITS = {"m": 60, "h": 3600, "d": 86400}
@@ -40,6 +54,36 @@ def parse_ttl(text: str) -> timedelta:
     if ttl < timedelta(minutes=10) or ttl > MAX_TTL:
         raise CloudError(f"--ttl {text}: must be between 10m and 7d", 2)
     return ttl
+
+
+def check_name(name: str) -> str:
+    """A host-name-like label, safe in a shell, a tag and an Ansible inventory; else refused."""
+    if _NAME.match(name):
+        return name
+    valid = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:63].strip("-") or "lab-1"
+    raise CloudError(
+        f"--name {name!r}: use letters, digits and hyphens only, at most 63 characters, "
+        f"not starting or ending with a hyphen; for example --name {valid}",
+        2,
+    )
+
+
+def parse_idle(text: str) -> timedelta | None:
+    """'30m', '2h' -> timedelta; 'off' -> None (no idle stop)."""
+    if text.strip().lower() == "off":
+        return None
+    match = _TTL.match(text.strip().lower())
+    if not match:
+        raise CloudError(f"--idle-stop {text!r}: write e.g. 30m or 1h, or off", 2)
+    idle = timedelta(seconds=float(match.group(1)) * _TTL_UNITS[match.group(2)])
+    if idle < timedelta(minutes=5) or idle > MAX_TTL:
+        raise CloudError(f"--idle-stop {text}: must be between 5m and 7d, or off", 2)
+    return idle
+
+
+def created_by_dlcloud(resource: dict[str, Any]) -> bool:
+    """True only for a key pair or group dlcloud created (it carries the creation tag)."""
+    return tags_of(resource).get(TAG_CREATED_BY) == CREATED_BY
 
 
 def project_filter() -> list[dict[str, Any]]:
@@ -66,6 +110,10 @@ class Labels:
     def common(self) -> dict[str, str]:
         return {TAG_PROJECT: PROJECT, TAG_MANAGED: MANAGED_BY, TAG_OWNER: self.owner}
 
+    def created(self) -> dict[str, str]:
+        """Tags for a key pair or security group dlcloud creates, and so may delete."""
+        return {**self.common(), TAG_CREATED_BY: CREATED_BY}
+
     def instance(self, ami_type: str, key_name: str, group_id: str) -> dict[str, str]:
         return {
             **self.common(),
@@ -78,12 +126,46 @@ class Labels:
         }
 
 
-def watchdog_user_data(expires_at: datetime) -> str:
-    """A boot script that powers the machine off at expiry; shutdown means terminate here.
+def idle_watchdog_units(idle: timedelta) -> str:
+    """Shell lines installing the idle watchdog (package data) with a one-minute timer."""
+    script = resources.files("cloud").joinpath(IDLE_WATCHDOG_FILE).read_text()
+    return f"""mkdir -p /usr/local/lib/dlstation /etc/dlstation
+cat > /usr/local/lib/dlstation/idle_watchdog.py <<'WATCHDOG'
+{script.rstrip()}
+WATCHDOG
+cat > /etc/dlstation/idle-stop.env <<'ENV'
+DLSTATION_IDLE_SECONDS={int(idle.total_seconds())}
+DLSTATION_JUPYTER_TOKEN_FILE=/opt/dlstation/jupyter/token.env
+ENV
+cat > /etc/systemd/system/dlstation-idle.service <<'UNIT'
+[Unit]
+Description=dlstation idle stop: power off (the instance terminates) when unused
+[Service]
+Type=oneshot
+EnvironmentFile=/etc/dlstation/idle-stop.env
+ExecStart=/usr/bin/python3 /usr/local/lib/dlstation/idle_watchdog.py
+StandardOutput=journal+console
+UNIT
+cat > /etc/systemd/system/dlstation-idle.timer <<'UNIT'
+[Unit]
+Description=dlstation idle stop, checked every minute
+[Timer]
+OnBootSec=2min
+OnUnitActiveSec=1min
+[Install]
+WantedBy=timers.target
+UNIT
+systemctl daemon-reload && systemctl enable --now dlstation-idle.timer
+"""
+
+
+def watchdog_user_data(expires_at: datetime, idle: timedelta | None = None) -> str:
+    """A boot script that powers the machine off at expiry, or when idle; shutdown = terminate.
 
     A systemd timer on the absolute time survives reboots; `shutdown -h` is the fallback on
     images without systemd.
     """
+    idle_lines = "" if idle is None else idle_watchdog_units(idle)
     stamp = expires_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     epoch = int(expires_at.timestamp())
     return f"""#!/bin/bash
@@ -106,7 +188,7 @@ Persistent=true
 [Install]
 WantedBy=timers.target
 UNIT
-if systemctl daemon-reload && systemctl enable --now dlstation-ttl.timer; then
+{idle_lines}if systemctl daemon-reload && systemctl enable --now dlstation-ttl.timer; then
   exit 0
 fi
 minutes=$(( ({epoch} - $(date +%s)) / 60 ))
@@ -147,30 +229,102 @@ def key_dir() -> Path:
 
 
 def ensure_key_pair(ec2: Any, name: str, labels: Labels, folder: Path) -> tuple[str, Path]:
-    """Reuse a key pair whose private key we hold, or create an ed25519 one saved 0600."""
+    """Reuse a key pair whose private key we hold, or create an ed25519 one saved 0600.
+
+    Never overwrites a file: if one is at the target path but AWS has no such key pair,
+    the user decides what it is.
+    """
     path = folder / f"{name}.pem"
+    found = find_key_pair(ec2, name)
+    if found is None and path.exists():
+        raise CloudError(
+            f"{path} exists but AWS has no key pair {name!r} in this region; dlcloud will not "
+            f"overwrite it: import its public key as {name!r} (aws ec2 import-key-pair), or "
+            "pass another --key-name",
+            2,
+        )
+    if found is None:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            created = ec2.create_key_pair(
+                KeyName=name,
+                KeyType="ed25519",
+                TagSpecifications=[
+                    {"ResourceType": "key-pair", "Tags": tag_list(labels.created())}
+                ],
+            )
+        except ClientError as error:
+            if error_code(error) != "InvalidKeyPair.Duplicate":
+                raise explain(error, "creating key pair") from error
+            # A concurrent dlcloud created it a moment ago; its file appears shortly.
+            return name, wait_for_key_file(path)
+        # O_EXCL: a fresh file created 0600, never someone else's file, never readable by others.
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise CloudError(
+                f"{path} appeared while dlcloud created key pair {name!r}; it was left as is. "
+                f"Delete key pair {name!r} in the EC2 console and launch again",
+            ) from None
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(created["KeyMaterial"])
+        record_key_file(path)
+        return name, path
+    if not path.is_file():
+        raise CloudError(
+            f"key pair {name!r} exists in AWS but its private key is not at {path}; pass "
+            "--key-name with a key you hold, or delete that key pair in the EC2 console"
+        )
+    return name, path
+
+
+def find_key_pair(ec2: Any, name: str) -> dict[str, Any] | None:
     with aws_errors("looking up key pair"):
         found = ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [name]}])["KeyPairs"]
-    if found:
-        if not path.is_file():
-            raise CloudError(
-                f"key pair {name!r} exists in AWS but its private key is not at {path}; pass "
-                "--key-name with a key you hold, or delete that key pair in the EC2 console"
-            )
-        return name, path
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with aws_errors("creating key pair"):
-        created = ec2.create_key_pair(
-            KeyName=name,
-            KeyType="ed25519",
-            TagSpecifications=[{"ResourceType": "key-pair", "Tags": tag_list(labels.common())}],
-        )
-    # A fresh file created 0600: the key is never readable by others, not even for a moment.
-    path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(created["KeyMaterial"])
-    return name, path
+    return found[0] if found else None
+
+
+def wait_for_key_file(path: Path, attempts: int = 30, pause: float = 1.0) -> Path:
+    for _ in range(attempts):
+        if path.is_file() and path.stat().st_size > 0:
+            return path
+        time.sleep(pause)
+    raise CloudError(
+        f"key pair {path.stem!r} was created by another dlcloud, but its private key is not at "
+        f"{path}; copy it there from the machine that launched, or pass another --key-name"
+    )
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _ledger(folder: Path) -> dict[str, str]:
+    ledger = folder / KEY_LEDGER
+    if not ledger.is_file():
+        return {}
+    entries = {}
+    for line in ledger.read_text().splitlines():
+        name, _, digest = line.partition(" ")
+        entries[name] = digest
+    return entries
+
+
+def record_key_file(path: Path) -> None:
+    """Note that dlcloud wrote this file, and what was in it."""
+    entries = {**_ledger(path.parent), path.name: _digest(path)}
+    (path.parent / KEY_LEDGER).write_text("".join(f"{n} {d}\n" for n, d in entries.items()))
+
+
+def remove_key_file(path: Path) -> bool:
+    """Delete the file only if dlcloud wrote it and nobody changed it since; True if deleted."""
+    entries = _ledger(path.parent)
+    if not path.is_file() or entries.get(path.name) != _digest(path):
+        return False
+    path.unlink()
+    del entries[path.name]
+    (path.parent / KEY_LEDGER).write_text("".join(f"{n} {d}\n" for n, d in entries.items()))
+    return True
 
 
 def default_vpc(ec2: Any) -> str:
@@ -194,6 +348,12 @@ def ensure_security_group(ec2: Any, name: str, vpc_id: str, cidr: str, labels: L
             ]
         )["SecurityGroups"]
     if groups:
+        if not created_by_dlcloud(groups[0]):
+            raise CloudError(
+                f"a security group named {name!r} exists in {vpc_id} that dlcloud did not create; "
+                "dlcloud will not change its rules: rename or delete that group, then launch again",
+                2,
+            )
         group_id = str(groups[0]["GroupId"])
         allowed = {
             r["CidrIp"]
@@ -204,28 +364,40 @@ def ensure_security_group(ec2: Any, name: str, vpc_id: str, cidr: str, labels: L
         if cidr in allowed:
             return group_id
     else:
-        with aws_errors("creating security group"):
+        try:
             group_id = ec2.create_security_group(
                 GroupName=name,
                 Description="dlstation: SSH from one address",
                 VpcId=vpc_id,
                 TagSpecifications=[
-                    {"ResourceType": "security-group", "Tags": tag_list(labels.common())}
+                    {"ResourceType": "security-group", "Tags": tag_list(labels.created())}
                 ],
             )["GroupId"]
-    with aws_errors("allowing SSH"):
-        ec2.authorize_security_group_ingress(
-            GroupId=group_id,
-            IpPermissions=[
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": 22,
-                    "ToPort": 22,
-                    "IpRanges": [{"CidrIp": cidr, "Description": "dlcloud caller"}],
-                }
-            ],
-        )
+        except ClientError as error:
+            if error_code(error) != "InvalidGroup.Duplicate":
+                raise explain(error, "creating security group") from error
+            # A concurrent dlcloud created it a moment ago: use that one.
+            return ensure_security_group(ec2, name, vpc_id, cidr, labels)
+    try:
+        authorize_ssh(ec2, group_id, cidr)
+    except ClientError as error:
+        if error_code(error) != "InvalidPermission.Duplicate":  # a concurrent dlcloud added it
+            raise explain(error, "allowing SSH") from error
     return group_id
+
+
+def authorize_ssh(ec2: Any, group_id: str, cidr: str) -> None:
+    ec2.authorize_security_group_ingress(
+        GroupId=group_id,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "IpRanges": [{"CidrIp": cidr, "Description": "dlcloud caller"}],
+            }
+        ],
+    )
 
 
 def expiry(now: datetime, ttl: timedelta) -> datetime:

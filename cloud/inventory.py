@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,12 @@ def read(path: Path) -> dict[str, Any]:
 def write(path: Path, hosts: dict[str, Any]) -> None:
     document = {"all": {"children": {"dlami": {"hosts": hosts}}}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(HEADER + yaml.safe_dump(document, sort_keys=True))
-    temporary.replace(path)
+    # A temporary file of its own: two dlcloud runs writing at once never share one.
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(HEADER + yaml.safe_dump(document, sort_keys=True))
+    Path(temporary).chmod(0o644)
+    Path(temporary).replace(path)
 
 
 def add_host(path: Path, name: str, instance: dict[str, Any], region: str, key_file: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class LaunchRequest:
     key_name: str | None = None
     ssh_cidr: str | None = None
     volume_gb: int = 100
+    idle_stop: str = "30m"
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Plan:
     ttl: timedelta
     expires_at: datetime
     quota: str
+    idle: timedelta | None = None
     warnings: list[str] = field(default_factory=list)
 
     def cost_for_ttl(self) -> float | None:
@@ -76,6 +79,13 @@ class Plan:
             f"  disk       {r.volume_gb} GiB gp3, encrypted, deleted with the instance",
             f"  lifetime   {r.ttl_text}: powers off and terminates at "
             f"{self.expires_at:%Y-%m-%d %H:%M} UTC, even if this machine is gone",
+            "  idle stop  "
+            + (
+                "off: only the TTL stops it"
+                if self.idle is None
+                else f"{r.idle_stop}: powers off (and terminates) after {r.idle_stop} with no "
+                "GPU use, SSH session, busy Jupyter kernel, dlbench or ansible"
+            ),
             f"  price      {price} ({self.price.basis}; catalog {self.price.as_of})",
             f"  for TTL    {'unknown' if total is None else f'${total:.2f}'} at most",
             f"  quota      {self.quota}",
@@ -96,6 +106,7 @@ class Launcher:
         checkip: Callable[[], str] | None = None,
         key_folder: Path | None = None,
         waiter_config: dict[str, int] | None = None,
+        say: Callable[[str], None] = print,
     ) -> None:
         self.aws = aws
         self.ec2 = aws.client("ec2")
@@ -104,6 +115,14 @@ class Launcher:
         self.checkip = checkip
         self.key_folder = key_folder or guard.key_dir()
         self.waiter_config = waiter_config or WAITER_CONFIG
+        self.say = say
+
+    def ensure(self, request: LaunchRequest) -> dict[str, Any]:
+        """The live instance of that name, launched (checked first, no question) if missing."""
+        existing = self.find_existing(guard.check_name(request.name))
+        if existing is not None:
+            return existing
+        return self.launch(self.preflight(request))
 
     # -- preflight -------------------------------------------------------------------------
 
@@ -113,7 +132,9 @@ class Launcher:
             self.catalog.get(request.instance_type)
         except CatalogError as error:
             raise CloudError(str(error), 2) from None
+        guard.check_name(request.name)
         ttl = guard.parse_ttl(request.ttl_text)
+        idle = guard.parse_idle(request.idle_stop)
         with aws_errors("checking your AWS credentials"):
             owner = str(self.aws.client("sts").get_caller_identity()["Arn"])
         zones = self.offered_zones(request.instance_type)
@@ -138,6 +159,7 @@ class Launcher:
             ttl=ttl,
             expires_at=guard.expiry(self.now(), ttl),
             quota=quota,
+            idle=idle,
             warnings=warnings,
         )
 
@@ -253,7 +275,12 @@ class Launcher:
         cidr = guard.check_cidr(request.ssh_cidr or guard.caller_cidr(self.checkip))
         vpc = guard.default_vpc(self.ec2)
         group_id = guard.ensure_security_group(self.ec2, SECURITY_GROUP, vpc, cidr, labels)
-        tags = guard.tag_list(labels.instance(request.ami_type, key_name, group_id))
+        tags = guard.tag_list(
+            {
+                **labels.instance(request.ami_type, key_name, group_id),
+                **self.billing_tags(plan),
+            }
+        )
         subnets = self.default_subnets(vpc)
         for zone in plan.zones:
             try:
@@ -269,11 +296,63 @@ class Launcher:
                 if error_code(error) != "InsufficientInstanceCapacity":
                     raise explain(error, "launching the instance") from error
                 continue
-            return self.wait_until_ready(instance["InstanceId"])
+            return self.one_per_name(request.name, instance["InstanceId"])
         raise CloudError(
             f"no capacity for {request.instance_type} in any zone of {plan.region} "
             f"({', '.join(plan.zones)}); try later, --spot, another type or region"
         )
+
+    @staticmethod
+    def billing_tags(plan: Plan) -> dict[str, str]:
+        """The idle setting and the hourly price planned with, for `list` and the final bill."""
+        tags = {guard.TAG_IDLE: "off" if plan.idle is None else plan.request.idle_stop}
+        if plan.price.usd_per_hour is not None:
+            market = "spot" if plan.request.spot else "on-demand"
+            tags[guard.TAG_PRICE] = f"{plan.price.usd_per_hour:.4f}"
+            tags[guard.TAG_PRICE_BASIS] = (
+                f"{market}, {plan.price.basis}, catalog {plan.price.as_of}"
+            )[:256]
+        return tags
+
+    def one_per_name(self, name: str, own: str) -> dict[str, Any]:
+        """Wait for our instance, keeping only the oldest of any launched under the same name.
+
+        Concurrent launches all see the same oldest one (launch time, then id) and the others
+        terminate themselves; checking again once ready covers a listing that lagged behind.
+        """
+        try:
+            winner = self.keep_oldest(name, own)
+            if winner != own:
+                return self.wait_until_ready(winner)
+            ready = self.wait_until_ready(own)
+            winner = self.keep_oldest(name, own)
+            return ready if winner == own else self.wait_until_ready(winner)
+        except (KeyboardInterrupt, CloudError):
+            # Ctrl-C or a failure meanwhile: what this launch started must not keep billing.
+            self.ec2.terminate_instances(InstanceIds=[own])
+            raise
+
+    def keep_oldest(self, name: str, own: str) -> str:
+        with aws_errors("looking for instances of the same name"):
+            reservations = self.ec2.describe_instances(
+                Filters=[
+                    *guard.project_filter(),
+                    {"Name": f"tag:{guard.TAG_NAME}", "Values": [name]},
+                    {"Name": "instance-state-name", "Values": LIVE_STATES},
+                ]
+            )["Reservations"]
+        found = {i["InstanceId"]: i["LaunchTime"] for r in reservations for i in r["Instances"]}
+        if own not in found:
+            return own  # our own launch is not listed yet: nothing to compare it with
+        winner = min(found, key=lambda instance_id: (found[instance_id], instance_id))
+        if winner != own:
+            with aws_errors("terminating the duplicate"):
+                self.ec2.terminate_instances(InstanceIds=[own])
+            self.say(
+                f"another launch of {name!r} ran at the same time and started {winner} first; "
+                f"terminated this one ({own}) so that one instance remains"
+            )
+        return winner
 
     def default_subnets(self, vpc: str) -> dict[str, str]:
         with aws_errors("looking up subnets"):
@@ -300,7 +379,7 @@ class Launcher:
             "SecurityGroupIds": [group_id],
             "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
             "InstanceInitiatedShutdownBehavior": "terminate",
-            "UserData": guard.watchdog_user_data(plan.expires_at),
+            "UserData": guard.watchdog_user_data(plan.expires_at, plan.idle),
             "BlockDeviceMappings": [
                 {
                     "DeviceName": plan.root_device,
@@ -335,30 +414,30 @@ class Launcher:
         return instance
 
     def wait_until_ready(self, instance_id: str) -> dict[str, Any]:
-        """Running, then status checks ok; Ctrl-C meanwhile terminates what was started."""
-        try:
-            with aws_errors("waiting for the instance"):
-                for waiter in ("instance_running", "instance_status_ok"):
-                    self.ec2.get_waiter(waiter).wait(
-                        InstanceIds=[instance_id], WaiterConfig=self.waiter_config
-                    )
-        except (KeyboardInterrupt, CloudError):
-            self.ec2.terminate_instances(InstanceIds=[instance_id])
-            raise
+        """Running, then status checks ok."""
+        with aws_errors("waiting for the instance"):
+            for waiter in ("instance_running", "instance_status_ok"):
+                self.ec2.get_waiter(waiter).wait(
+                    InstanceIds=[instance_id], WaiterConfig=self.waiter_config
+                )
         with aws_errors("describing the instance"):
             described = self.ec2.describe_instances(InstanceIds=[instance_id])
         instance: dict[str, Any] = described["Reservations"][0]["Instances"][0]
         return instance
 
 
-def ssh_command(instance: dict[str, Any], key_path: Path) -> str:
+def ssh_argv(instance: dict[str, Any], key_path: Path) -> list[str]:
     host = instance.get("PublicIpAddress") or instance.get("PrivateIpAddress", "?")
-    return f"ssh -i {key_path} {SSH_USER}@{host}"
+    return ["ssh", "-i", str(key_path), f"{SSH_USER}@{host}"]
+
+
+def ssh_command(instance: dict[str, Any], key_path: Path) -> str:
+    """The ssh command, quoted so that pasting it runs exactly that."""
+    return shlex.join(ssh_argv(instance, key_path))
 
 
 def tunnel_command(instance: dict[str, Any], key_path: Path) -> str:
     host = instance.get("PublicIpAddress") or instance.get("PrivateIpAddress", "?")
-    return (
-        f"ssh -i {key_path} -N -L {JUPYTER_PORT}:127.0.0.1:{JUPYTER_PORT} {SSH_USER}@{host}"
-        f"  # then open http://127.0.0.1:{JUPYTER_PORT}"
-    )
+    forward = f"{JUPYTER_PORT}:127.0.0.1:{JUPYTER_PORT}"
+    argv = ["ssh", "-i", str(key_path), "-N", "-L", forward, f"{SSH_USER}@{host}"]
+    return f"{shlex.join(argv)}  # then open http://127.0.0.1:{JUPYTER_PORT}"

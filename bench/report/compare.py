@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import results
-from bench.progress import format_spread, table
 from bench.report.model import Collection
+from bench.textfmt import format_spread, table
 
 FIGURES = (
     ("steady_samples_per_s", "samples/s", 0),

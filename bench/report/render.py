@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import results
-from bench.progress import format_spread
 from bench.report import plots
 from bench.report.model import Collection, Group, groups
+from bench.textfmt import format_spread
 
 CSV_FIELDS = [
     "file",

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,8 @@ from tests.conftest import REPO
 from tests.fakes.aws import FAKE_CREDENTIALS
 
 CIDR = "203.0.113.7/32"
+# Every test here drives the installed dlcloud against moto's server: seconds each.
+pytestmark = [pytest.mark.motoserver, pytest.mark.slow]
 
 
 def free_port() -> int:
@@ -43,6 +48,7 @@ def moto_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         **os.environ,
         **FAKE_CREDENTIALS,
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_EC2_METADATA_DISABLED": "true",
         "DLCLOUD_KEY_DIR": str(tmp_path / "keys"),
         "DLCLOUD_INVENTORY": str(tmp_path / "dlcloud.yml"),
         "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
@@ -64,10 +70,18 @@ def ec2(env: dict[str, str]) -> Any:
     )
 
 
+def dlcloud_argv() -> list[str]:
+    return [shutil.which("dlcloud", path=str(Path(sys.executable).parent)) or "dlcloud"]
+
+
 def dlcloud(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    executable = shutil.which("dlcloud", path=str(Path(sys.executable).parent)) or "dlcloud"
+    return dlcloud_raw(env, "--region", "us-east-1", *args)
+
+
+def dlcloud_raw(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """dlcloud exactly as typed: no --region added."""
     return subprocess.run(
-        [executable, "--region", "us-east-1", *args],
+        [*dlcloud_argv(), *args],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -273,3 +287,200 @@ def test_offers_and_price_refresh_against_moto(moto_env: dict[str, str], tmp_pat
     data = json.loads(output.read_text())
     g5 = next(t for t in data["instance_types"] if t["instance_type"] == "g5.xlarge")
     assert g5["on_demand_usd_per_hour"]["us-east-1"] == 1.006
+
+
+def image_of(client: Any) -> str:
+    return str(client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"])
+
+
+def launch_args(image: str, name: str, *extra: str) -> list[str]:
+    return [
+        "launch",
+        "--instance-type",
+        "g5.xlarge",
+        "--name",
+        name,
+        "--ami-id",
+        image,
+        "--ssh-cidr",
+        CIDR,
+        "--yes",
+        *extra,
+    ]
+
+
+def live(client: Any, **filters: str) -> list[dict[str, Any]]:
+    wanted = [{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    wanted += [{"Name": f"tag:{key}", "Values": [value]} for key, value in filters.items()]
+    reservations = client.describe_instances(Filters=wanted)["Reservations"]
+    return [i for r in reservations for i in r["Instances"]]
+
+
+def test_the_users_key_pair_file_and_instance_survive_terminate(moto_env: dict[str, str]) -> None:
+    client = ec2(moto_env)
+    image = image_of(client)
+    key_file = Path(moto_env["DLCLOUD_KEY_DIR"]) / "mykey.pem"
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text(client.create_key_pair(KeyName="mykey")["KeyMaterial"])
+    theirs = client.run_instances(
+        ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro", KeyName="mykey"
+    )["Instances"][0]["InstanceId"]
+
+    launched = dlcloud(moto_env, *launch_args(image, "lab", "--key-name", "mykey"))
+    assert launched.returncode == 0, launched.stderr
+    terminated = dlcloud(moto_env, "terminate", "lab", "--yes")
+    assert terminated.returncode == 0, terminated.stderr
+    assert "deleted key pair" not in terminated.stdout
+    assert "deleted key file" not in terminated.stdout
+    assert "kept key pair mykey and its key file: dlcloud did not create them" in terminated.stdout
+    assert [k["KeyName"] for k in client.describe_key_pairs()["KeyPairs"]] == ["mykey"]
+    assert key_file.is_file()
+    assert [i["InstanceId"] for i in live(client)] == [theirs]
+
+    # dlcloud's own key and group go once nothing uses them.
+    assert dlcloud(moto_env, *launch_args(image, "lab2")).returncode == 0
+    ours = Path(moto_env["DLCLOUD_KEY_DIR"]) / "dlstation-us-east-1.pem"
+    assert ours.is_file()
+    terminated = dlcloud(moto_env, "terminate", "lab2", "--yes")
+    assert terminated.returncode == 0, terminated.stderr
+    assert "deleted key pair dlstation-us-east-1" in terminated.stdout
+    assert f"deleted key file {ours}" in terminated.stdout
+    assert "deleted security group" in terminated.stdout
+    assert not ours.exists() and key_file.is_file()
+    assert [k["KeyName"] for k in client.describe_key_pairs()["KeyPairs"]] == ["mykey"]
+
+
+def test_a_users_security_group_is_untouched(moto_env: dict[str, str]) -> None:
+    client = ec2(moto_env)
+    image = image_of(client)
+    vpc = client.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
+    tagged = client.create_security_group(
+        GroupName="my-lab-group",
+        Description="the user's, tagged for the inventory",
+        VpcId=vpc["VpcId"],
+        TagSpecifications=[
+            {"ResourceType": "security-group", "Tags": [{"Key": "Project", "Value": "dlstation"}]}
+        ],
+    )["GroupId"]
+    reaped = dlcloud(moto_env, "reap", "--yes")
+    assert reaped.returncode == 0 and "nothing to reap" in reaped.stdout
+    assert client.describe_security_groups(GroupIds=[tagged])["SecurityGroups"]
+
+    same_name = client.create_security_group(
+        GroupName="dlstation-ssh", Description="the user's own", VpcId=vpc["VpcId"]
+    )["GroupId"]
+    refused = dlcloud(moto_env, *launch_args(image, "lab"))
+    assert refused.returncode == 2
+    assert "dlcloud did not create" in refused.stderr and "Traceback" not in refused.stderr
+    (group,) = client.describe_security_groups(GroupIds=[same_name])["SecurityGroups"]
+    assert group["IpPermissions"] == [] and live(client) == []
+
+
+def test_concurrent_launches_of_one_name_end_with_one_instance(
+    moto_env: dict[str, str], tmp_path: Path
+) -> None:
+    client = ec2(moto_env)
+    image = image_of(client)
+    argv = [*dlcloud_argv(), "--region", "us-east-1", *launch_args(image, "race")]
+    runs = [
+        subprocess.Popen(
+            argv, env=moto_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outputs = [run.communicate(timeout=180) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], [err for _, err in outputs]
+    (kept,) = live(client, Name="race")
+    for out, _ in outputs:
+        assert f"race: {kept['InstanceId']} running" in out
+    listed = dlcloud(moto_env, "list")
+    assert listed.stdout.count("race") == 1
+
+
+def test_hostile_name_is_refused_and_printed_commands_are_quoted(
+    moto_env: dict[str, str], tmp_path: Path
+) -> None:
+    client = ec2(moto_env)
+    image = image_of(client)
+    refused = dlcloud(moto_env, *launch_args(image, "bad name;rm -rf /"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "for example --name bad-name-rm-rf" in refused.stderr
+    assert dlcloud(moto_env, *launch_args(image, "x" * 300)).returncode == 2
+    assert live(client) == []
+
+    env = {**moto_env, "DLCLOUD_KEY_DIR": str(tmp_path / "my keys; echo owned")}
+    launched = dlcloud(env, *launch_args(image, "lab"))
+    assert launched.returncode == 0, launched.stderr
+    lines = {
+        line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip()
+        for line in launched.stdout.splitlines()
+        if line.startswith(("  ssh:", "  jupyter:", "  ansible:", "  when done:"))
+    }
+    key = str(tmp_path / "my keys; echo owned" / "dlstation-us-east-1.pem")
+    assert shlex.split(lines["ssh"])[:3] == ["ssh", "-i", key]
+    assert shlex.split(lines["jupyter"].split("  # ")[0])[2] == key
+    assert shlex.split(lines["ansible"])[-2:] == ["--limit", "lab"]
+    assert shlex.split(lines["when done"]) == [
+        "dlcloud",
+        "--region",
+        "us-east-1",
+        "terminate",
+        "lab",
+    ]
+    printed = dlcloud(env, "ssh", "lab", "--print")
+    assert shlex.split(printed.stdout)[2] == key
+
+
+class Junk(BaseHTTPRequestHandler):
+    """Not AWS: answers every request with a page botocore cannot parse."""
+
+    def do_POST(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"<html><body>hello")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_unknown_region_and_a_non_aws_endpoint_are_messages(moto_env: dict[str, str]) -> None:
+    done = dlcloud_raw(moto_env, "--region", "mars-east-9", "list")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "unknown AWS region 'mars-east-9'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 2
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Junk)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {**moto_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_port}"}
+        done = dlcloud(env, "list")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "what to do:" in done.stderr and len(done.stderr.strip().splitlines()) <= 2
+
+
+def test_global_options_after_the_subcommand(moto_env: dict[str, str]) -> None:
+    image = image_of(ec2(moto_env))
+    launched = dlcloud_raw(moto_env, *launch_args(image, "late"), "--region", "us-east-1")
+    assert launched.returncode == 0, launched.stderr
+    listed = dlcloud_raw(moto_env, "list", "--region", "us-east-1")
+    assert listed.returncode == 0 and "late" in listed.stdout and "us-east-1" in listed.stdout
+
+
+def test_launch_list_and_terminate_show_the_bill(moto_env: dict[str, str]) -> None:
+    image = image_of(ec2(moto_env))
+    launched = dlcloud(moto_env, *launch_args(image, "paid", "--idle-stop", "45m"))
+    assert launched.returncode == 0, launched.stderr
+    assert "idle stop  45m: powers off (and terminates) after 45m" in launched.stdout
+    listed = dlcloud(moto_env, "list")
+    header, _, row = listed.stdout.splitlines()[:3]
+    assert "idle" in header and "cost so far" in header
+    assert "of 45m" in row and "$0.00" in row
+    terminated = dlcloud(moto_env, "terminate", "paid", "--yes")
+    assert terminated.returncode == 0, terminated.stderr
+    (bill,) = [line for line in terminated.stdout.splitlines() if line.startswith("cost: ")]
+    assert bill.startswith("cost: paid (i-") and "ran 0h0" in bill
+    assert "at $1.0060/h (on-demand, " in bill

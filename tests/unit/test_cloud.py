@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import stat
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -11,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
+from botocore.parsers import ResponseParserError
 from moto import mock_aws
 
 from cloud import ami, fleet, guard, inventory, prices
-from cloud.aws import Aws, CloudError
+from cloud import launcher as launcher_module
+from cloud.aws import Aws, CloudError, aws_errors, explain
 from cloud.catalog import Catalog
-from cloud.cli import main
+from cloud.cli import build_parser, main
 from cloud.launcher import Launcher, LaunchRequest
 from tests.fakes.aws import FAKE_CREDENTIALS, answer, fail
 
@@ -456,3 +460,318 @@ def test_no_region_is_one_clear_line(
     assert (
         "no AWS region; pass --region or set AWS_DEFAULT_REGION" in err and "Traceback" not in err
     )
+
+
+# -- ownership: dlcloud deletes only what it created ----------------------------------------
+
+
+def user_key(aws: Aws, tmp_path: Path, name: str = "mykey") -> Path:
+    """A key pair the user made themselves (no dlcloud tag), private key in the key folder."""
+    material = aws.client("ec2").create_key_pair(KeyName=name, KeyType="ed25519")["KeyMaterial"]
+    path = tmp_path / "keys" / f"{name}.pem"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(material)
+    return path
+
+
+def test_users_key_pair_and_file_survive_terminate(aws: Aws, tmp_path: Path, image_id: str) -> None:
+    ec2 = aws.client("ec2")
+    key_file = user_key(aws, tmp_path)
+    instance = launch(aws, tmp_path, image_id, key_name="mykey")
+    done = fleet.terminate(ec2, [instance], tmp_path / "keys")
+    assert done.key_pairs == [] and done.key_files == []
+    assert any("key pair mykey" in kept and "did not create" in kept for kept in done.kept)
+    assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["mykey"]
+    assert key_file.is_file()
+    assert done.security_groups, "the group dlcloud created is removed once unused"
+
+
+def test_key_in_use_by_any_instance_is_kept(aws: Aws, tmp_path: Path, image_id: str) -> None:
+    ec2 = aws.client("ec2")
+    instance = launch(aws, tmp_path, image_id)
+    # Someone launched a machine of their own with dlcloud's key, outside the project.
+    ec2.run_instances(
+        ImageId=image_id,
+        MinCount=1,
+        MaxCount=1,
+        KeyName=instance["KeyName"],
+        InstanceType="t3.micro",
+    )
+    done = fleet.terminate(ec2, [instance], tmp_path / "keys")
+    assert done.key_pairs == []
+    assert any("another instance uses it" in kept for kept in done.kept)
+    assert (tmp_path / "keys" / "dlstation-us-east-1.pem").is_file()
+
+
+def test_existing_file_without_key_pair_is_refused_and_untouched(aws: Aws, tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "dlstation-us-east-1.pem"
+    path.parent.mkdir(parents=True)
+    path.write_text("someone's key\n")
+    labels = guard.Labels("x", "me", NOW, "4h")
+    with pytest.raises(CloudError, match="will not overwrite it"):
+        guard.ensure_key_pair(aws.client("ec2"), "dlstation-us-east-1", labels, tmp_path / "keys")
+    assert path.read_text() == "someone's key\n"
+    assert aws.client("ec2").describe_key_pairs()["KeyPairs"] == []
+
+
+def test_key_file_changed_since_dlcloud_wrote_it_is_kept(
+    aws: Aws, tmp_path: Path, image_id: str
+) -> None:
+    instance = launch(aws, tmp_path, image_id)
+    path = tmp_path / "keys" / "dlstation-us-east-1.pem"
+    path.write_text("the user put another key here\n")
+    done = fleet.terminate(aws.client("ec2"), [instance], tmp_path / "keys")
+    assert done.key_pairs == ["dlstation-us-east-1"] and done.key_files == []
+    assert path.read_text() == "the user put another key here\n"
+
+
+def test_created_resources_carry_the_creation_tag(aws: Aws, tmp_path: Path, image_id: str) -> None:
+    ec2 = aws.client("ec2")
+    launch(aws, tmp_path, image_id)
+    (key,) = ec2.describe_key_pairs()["KeyPairs"]
+    assert guard.created_by_dlcloud(key)
+    groups = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["dlstation-ssh"]}]
+    )
+    assert guard.created_by_dlcloud(groups["SecurityGroups"][0])
+
+
+def test_users_group_of_the_same_name_is_not_changed(
+    aws: Aws, tmp_path: Path, image_id: str
+) -> None:
+    ec2 = aws.client("ec2")
+    vpc = guard.default_vpc(ec2)
+    group = ec2.create_security_group(GroupName="dlstation-ssh", Description="mine", VpcId=vpc)
+    chosen = launcher(aws, tmp_path)
+    with pytest.raises(CloudError, match="dlcloud did not create"):
+        chosen.launch(chosen.preflight(request(image_id)))
+    (found,) = ec2.describe_security_groups(GroupIds=[group["GroupId"]])["SecurityGroups"]
+    assert found["IpPermissions"] == []
+
+
+def test_reap_leaves_what_the_user_tagged_for_the_project(aws: Aws, tmp_path: Path) -> None:
+    ec2 = aws.client("ec2")
+    project = [{"Key": "Project", "Value": "dlstation"}]
+    ec2.create_security_group(
+        GroupName="users-own",
+        Description="tagged by the user for the inventory",
+        VpcId=guard.default_vpc(ec2),
+        TagSpecifications=[{"ResourceType": "security-group", "Tags": project}],
+    )
+    ec2.create_key_pair(
+        KeyName="users-key", TagSpecifications=[{"ResourceType": "key-pair", "Tags": project}]
+    )
+    assert fleet.find_leftovers(ec2, NOW).empty()
+
+
+# -- names, printed commands, options, regions ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["lab", "a", "gpu-box-2", "x" * 63])
+def test_good_names(name: str) -> None:
+    assert guard.check_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["bad name;rm -rf /", "-lead", "trail-", "x" * 64, "", "a_b"])
+def test_bad_names_are_refused_with_a_valid_example(name: str) -> None:
+    with pytest.raises(CloudError, match="for example --name ") as caught:
+        guard.check_name(name)
+    example = str(caught.value).rsplit("--name ", 1)[1]
+    assert guard.check_name(example) == example
+
+
+def test_hostile_name_is_refused_before_any_call(image_id: str, capsys) -> None:
+    code = main(launch_argv(image_id, "--name", "bad name;rm -rf /", "--yes"))
+    assert code == 2
+    assert "for example --name bad-name-rm-rf" in capsys.readouterr().err
+
+
+def test_printed_commands_are_quoted(tmp_path: Path) -> None:
+    instance = {"PublicIpAddress": "198.51.100.4"}
+    key = tmp_path / "my keys" / "k.pem"
+    command = launcher_module.ssh_command(instance, key)
+    assert shlex.split(command) == ["ssh", "-i", str(key), "ubuntu@198.51.100.4"]
+    tunnel = launcher_module.tunnel_command(instance, key).split("  # ")[0]
+    assert shlex.split(tunnel)[2] == str(key)
+
+
+def test_launch_prints_quoted_commands(aws: Aws, image_id: str, capsys, tmp_path: Path) -> None:
+    assert main(launch_argv(image_id, "--name", "lab", "--yes")) == 0
+    out = capsys.readouterr().out
+    terminate_line = next(line for line in out.splitlines() if "when done:" in line)
+    assert shlex.split(terminate_line.split("when done: ")[1]) == [
+        "dlcloud",
+        "--region",
+        "us-east-1",
+        "terminate",
+        "lab",
+    ]
+    ansible_line = next(line for line in out.splitlines() if "ansible:" in line)
+    assert shlex.split(ansible_line.split("ansible: ")[1])[-2:] == ["--limit", "lab"]
+
+
+def test_global_options_before_or_after_the_command() -> None:
+    parser = build_parser()
+    before = parser.parse_args(["--region", "eu-west-1", "--profile", "p", "list"])
+    after = parser.parse_args(["list", "--region", "eu-west-1", "--profile", "p"])
+    neither = parser.parse_args(["list"])
+    assert (before.region, before.profile) == (after.region, after.profile) == ("eu-west-1", "p")
+    assert (neither.region, neither.profile) == (None, None)
+    mixed = parser.parse_args(["--region", "eu-west-1", "terminate", "lab", "--yes"])
+    assert mixed.region == "eu-west-1"
+
+
+def test_unknown_region_is_refused_offline(capsys) -> None:
+    assert main(["--region", "mars-east-9", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown AWS region 'mars-east-9'" in err and "us-east-1" in err
+    with pytest.raises(CloudError):
+        Aws("mars-east-9")
+
+
+def test_every_botocore_failure_becomes_advice() -> None:
+    parser_error = explain(ResponseParserError("Unable to parse response (junk)"), "listing")
+    assert "what to do" in str(parser_error) and "\n" in str(parser_error)
+    connection = explain(EndpointConnectionError(endpoint_url="https://x"), "listing")
+    assert "cannot reach AWS" in str(connection)
+    with pytest.raises(CloudError), aws_errors("listing"):
+        raise ResponseParserError("bad")
+
+
+# -- idle stop, the bill, spot interruptions ------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "minutes"), [("30m", 30), ("2h", 120), ("off", None)])
+def test_idle_stop_parsing(text: str, minutes: int | None) -> None:
+    expected = None if minutes is None else timedelta(minutes=minutes)
+    assert guard.parse_idle(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1m", "8d", "never", ""])
+def test_bad_idle_stop_is_refused(text: str) -> None:
+    with pytest.raises(CloudError, match="--idle-stop"):
+        guard.parse_idle(text)
+
+
+def user_data(aws: Aws, instance: dict[str, Any]) -> str:
+    value = aws.client("ec2").describe_instance_attribute(
+        InstanceId=instance["InstanceId"], Attribute="userData"
+    )["UserData"]["Value"]
+    return base64.b64decode(value).decode()
+
+
+def test_idle_watchdog_is_installed_unless_off(aws: Aws, tmp_path: Path, image_id: str) -> None:
+    on = launch(aws, tmp_path, image_id, name="on", idle_stop="45m")
+    script = user_data(aws, on)
+    assert "DLSTATION_IDLE_SECONDS=2700" in script
+    assert "def jupyter_check" in script and "dlstation-idle.timer" in script
+    assert guard.tags_of(on)[guard.TAG_IDLE] == "45m"
+    off = launch(aws, tmp_path, image_id, name="off", idle_stop="off")
+    assert "dlstation-idle" not in user_data(aws, off)
+    assert guard.tags_of(off)[guard.TAG_IDLE] == "off"
+
+
+def test_launch_records_the_planned_price(aws: Aws, tmp_path: Path, image_id: str) -> None:
+    instance = launch(aws, tmp_path, image_id)
+    tags = guard.tags_of(instance)
+    assert tags[guard.TAG_PRICE] == "1.0060"
+    assert tags[guard.TAG_PRICE_BASIS].startswith("on-demand, ")
+
+
+def test_terminate_prints_the_bill(aws: Aws, tmp_path: Path, image_id: str) -> None:
+    instance = launch(aws, tmp_path, image_id)
+    ended = instance["LaunchTime"] + timedelta(hours=2, minutes=30)
+    done = fleet.terminate(aws.client("ec2"), [instance], tmp_path / "keys", ended)
+    (bill,) = done.bills
+    assert bill.startswith(f"lab ({instance['InstanceId']}): ran 2h30m, $2.52 at $1.0060/h")
+    assert "(on-demand, " in bill
+    assert f"cost: {bill}" in done.lines()
+
+
+def test_cost_so_far_uses_the_planned_price(aws: Aws, tmp_path: Path, image_id: str) -> None:
+    instance = launch(aws, tmp_path, image_id)
+    instance["Tags"] = [
+        t if t["Key"] != guard.TAG_PRICE else {**t, "Value": "2.0"} for t in instance["Tags"]
+    ]
+    row = fleet.describe(
+        instance, "us-east-1", Catalog.load(), instance["LaunchTime"] + timedelta(hours=1)
+    )
+    assert row["cost_usd"] == pytest.approx(2.0)
+
+
+def test_interrupted_spot_instance_stays_in_the_list() -> None:
+    interrupted = {
+        "InstanceId": "i-1",
+        "InstanceType": "g5.xlarge",
+        "InstanceLifecycle": "spot",
+        "LaunchTime": NOW,
+        "State": {"Name": "terminated"},
+        "StateReason": {
+            "Code": "Server.SpotInstanceTermination",
+            "Message": "Server.SpotInstanceTermination: Spot instance termination",
+        },
+        "Tags": [{"Key": "Name", "Value": "cheap"}],
+    }
+    assert fleet.shown_in_list(interrupted)
+    row = fleet.describe(interrupted, "us-east-1", Catalog.load(), NOW)
+    assert row["state"] == "interrupted" and "Spot instance termination" in row["reason"]
+    user_ended = {**interrupted, "StateReason": {"Code": "Client.UserInitiatedShutdown"}}
+    assert not fleet.shown_in_list(user_ended)
+
+
+class ConsoleOutput:
+    """An EC2 client whose console shows the given text (moto's console is fixed)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def get_console_output(self, **kwargs: Any) -> dict[str, str]:
+        return {"Output": base64.b64encode(self.text.encode()).decode()}
+
+
+def test_idle_time_comes_from_the_watchdogs_console_lines() -> None:
+    text = (
+        "dlstation-idle: idle 3m of 30m: nothing in use\n"
+        "dlstation-idle: busy, idle 0m of 30m: ssh: 1 session(s) open\n"
+        "dlstation-idle: idle 12m of 30m: nothing in use\n"
+    )
+    assert fleet.idle_time(ConsoleOutput(text), {"InstanceId": "i-1"}) == "12m/30m"
+    assert fleet.idle_time(ConsoleOutput("booting\n"), {"InstanceId": "i-1"}) is None
+
+
+# -- one instance per name ----------------------------------------------------------------
+
+
+def test_two_same_name_launches_agree_on_the_one_to_keep(
+    aws: Aws, tmp_path: Path, image_id: str
+) -> None:
+    ec2 = aws.client("ec2")
+    first = launch(aws, tmp_path, image_id, name="race")["InstanceId"]
+    # A second launch that ran concurrently (find_existing saw nothing) tagged the same name.
+    tags = [{"Key": "Project", "Value": "dlstation"}, {"Key": "Name", "Value": "race"}]
+    second = ec2.run_instances(
+        ImageId=image_id,
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="g5.xlarge",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )["Instances"][0]["InstanceId"]
+    said: list[str] = []
+    chosen = Launcher(
+        aws, Catalog.load(), now=lambda: NOW, key_folder=tmp_path / "keys", say=said.append
+    )
+    # Each launch checks in turn; both must name the same survivor.
+    kept = {chosen.one_per_name("race", own)["InstanceId"] for own in (first, second)}
+    assert len(kept) == 1
+    (survivor,) = kept
+    (loser,) = {first, second} - kept
+    assert len(said) == 1 and f"terminated this one ({loser})" in said[0]
+    states = {i["InstanceId"]: i["State"]["Name"] for i in fleet.project_instances(ec2)}
+    assert states[survivor] == "running"
+    assert states[loser] in ("shutting-down", "terminated")
+
+
+def test_ensure_returns_the_existing_instance(aws: Aws, tmp_path: Path, image_id: str) -> None:
+    first = launch(aws, tmp_path, image_id)
+    again = launcher(aws, tmp_path).ensure(request(image_id))
+    assert again["InstanceId"] == first["InstanceId"]
