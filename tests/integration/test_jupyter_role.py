@@ -32,8 +32,7 @@ def folders(tmp_path: Path) -> dict[str, Path]:
 def play(folders: dict[str, Path]) -> subprocess.CompletedProcess[str]:
     """The role's notebook tasks (tag jupyter_notebooks) against this venv and temp folders."""
     folders["playbook"].write_text(
-        "- name: Jupyter notebooks\n  hosts: localhost\n  gather_facts: false\n"
-        "  roles: [jupyter]\n"
+        "- name: Jupyter notebooks\n  hosts: localhost\n  gather_facts: false\n  roles: [jupyter]\n"
     )
     variables = {
         "jupyter_user": getpass.getuser(),

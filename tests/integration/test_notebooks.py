@@ -29,7 +29,9 @@ KERNEL = "dlstation"
 # A kernel on a busy 2-core machine: the 20-epoch IMDB cell alone takes minutes there.
 CELL_TIMEOUT_S = 1800
 # The machine check, short: two synthetic epochs per mode, verify without its training run.
-SHORT_MACHINE_CHECK = 'EPOCHS = 2\nVERIFY_WORKLOAD = False\nSYNTHETIC = True\nBACKEND = "tensorflow"'
+SHORT_MACHINE_CHECK = (
+    'EPOCHS = 2\nVERIFY_WORKLOAD = False\nSYNTHETIC = True\nBACKEND = "tensorflow"'
+)
 
 
 def read(name: str) -> nbformat.NotebookNode:
@@ -56,7 +58,6 @@ def test_every_first_edition_change_is_explained_next_to_its_line() -> None:
     text = {name: read(name) for name in SHIPPED[:2]}
     for name, notebook in text.items():
         code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
-        notes = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
         assert "input_shape=" not in code and "['acc']" not in code and "lr=" not in code, name
         assert "np_utils" not in code and "tensorflow.keras" not in code, name
         assert "keras.Input(shape=(10000,))" in code and "['accuracy']" in code, name
@@ -196,8 +197,11 @@ def test_reuters_notebook_reaches_the_texts_band(
     assert 0.1 < baseline < 0.3
     sparse = float(matching(notebook, r"^integer labels: test accuracy ([\d.]+)$")[-1][1])
     assert sparse >= 0.76
-    bottleneck = matching(notebook, r"^4-unit bottleneck: best validation accuracy ([\d.]+), "
-                                    r"against ([\d.]+) with 64 units$")[-1]
+    bottleneck = matching(
+        notebook,
+        r"^4-unit bottleneck: best validation accuracy ([\d.]+), "
+        r"against ([\d.]+) with 64 units$",
+    )[-1]
     assert float(bottleneck[1]) < float(bottleneck[2]), "the bottleneck costs accuracy"
     assert images(notebook) == 2
 
@@ -416,7 +420,7 @@ def test_jupyterlab_shows_the_imdb_notebook_in_chromium(lab: Server, tmp_path: P
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    assert Path(chromium).is_file(), "Debian's chromium package is needed (apt-get install chromium)"
+    assert Path(chromium).is_file(), "apt-get install chromium (Debian's package)"
     errors: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
