@@ -93,7 +93,8 @@ def test_notebooks_install_once_and_a_users_change_is_never_overwritten(
     for name in SHIPPED:
         assert (folders["notebooks"] / name).read_bytes() == (shipped / name).read_bytes()
     kernel = json.loads((folders["kernel"] / "kernel.json").read_text())
-    assert kernel["argv"][:3] == [f"{sys.prefix}/bin/python", "-m", "ipykernel_launcher"]
+    python = f"{sys.prefix}/bin/python"
+    assert kernel["argv"] == [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     assert kernel["display_name"] == "dlstation (Keras 3, tensorflow)"
     assert kernel["env"] == {"KERAS_BACKEND": "tensorflow"}
     assert f"notebooks: {', '.join(SHIPPED)} in {folders['notebooks']}" in first.stdout
