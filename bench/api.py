@@ -1,0 +1,219 @@
+"""dlbench from Python, for notebooks: the data folder, this runtime, `verify` and short runs.
+
+Each function does what the matching command does and returns values instead of printing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import backends, data, fingerprint, nvml
+from bench.runner import RunPlan, run_plan
+from bench.verify import Check, render
+from bench.workloads import WORKLOADS, get_workload
+
+KERAS_HOME_ENV = "KERAS_HOME"
+# Runs started from Python have no instance type or price to ask for: nothing queries EC2.
+NOT_PRICED = "runs started from Python are not priced"
+
+
+def notebooks_dir() -> Path:
+    """The folder of notebooks that ships inside the package (IMDB, Reuters, this machine)."""
+    return Path(__file__).resolve().parent / "notebooks"
+
+
+def word_index_name(dataset: str) -> str:
+    """The file keras.datasets.<dataset>.get_word_index() reads."""
+    return f"{dataset}_word_index.json"
+
+
+def keras_home(data_dir: str | None = None, cache_dir: str | None = None) -> Path | None:
+    """A KERAS_HOME holding the data folder's files, as `dlbench run` builds it; None without one.
+
+    The folder is --data-dir's value, else $DLSTATION_DATA_DIR. Data files are checked and
+    linked; word indexes are copied, so a Keras re-download could never write over the user's.
+    """
+    folder = data.resolve_data_dir(data_dir)
+    if folder is None:
+        return None
+    cache = data.resolve_cache_dir(cache_dir)
+    home: Path | None = None
+    for workload in WORKLOADS.values():
+        home = data.prepare_keras_home(data.verify_data_file(workload, folder), cache)
+        index = folder / word_index_name(workload.dataset)
+        target = home / "datasets" / index.name
+        if index.is_file() and not target.is_file():
+            shutil.copyfile(index, target)
+    return home
+
+
+def use_data_dir(data_dir: str | None = None, cache_dir: str | None = None) -> Path | None:
+    """Point Keras's loaders at the data folder; call it before `import keras`."""
+    home = keras_home(data_dir, cache_dir)
+    if home is None:
+        return None
+    if "keras" in sys.modules and os.environ.get(KERAS_HOME_ENV) != str(home):
+        raise data.DataError(
+            "keras was imported before the data folder was set, and reads KERAS_HOME only at "
+            "import: restart the kernel and run this cell before `import keras`"
+        )
+    os.environ[KERAS_HOME_ENV] = str(home)
+    return home
+
+
+@dataclass
+class Runtime:
+    """Which Python, backend and device this process computes on, and the GPUs NVML sees."""
+
+    python: str
+    keras_version: str
+    backend: dict[str, Any]
+    nvml_gpus: list[str]
+    nvml_reason: str | None
+    diagnosis: dict[str, Any] | None
+
+    def summary(self) -> str:
+        """A few lines for a notebook's first cell."""
+        backend = self.backend
+        gpus = ", ".join(self.nvml_gpus) or f"none ({self.nvml_reason})"
+        lines = [
+            f"kernel:  {self.python}",
+            f"keras:   {self.keras_version}, backend {backend['name']} {backend['version']}",
+            f"device:  {backend['device_type']} ({backend['device_name']}), "
+            f"placement {backend['placement']}",
+            f"NVIDIA GPUs on this machine: {gpus}",
+        ]
+        if self.diagnosis:
+            lines += [
+                f"WARNING: {self.diagnosis['problem']}.",
+                f"  cause: {self.diagnosis['cause']}",
+                f"  what to do: {self.diagnosis['fix']}; or pick the dlstation kernel "
+                "(Kernel > Change Kernel) if this is another Python",
+            ]
+        return "\n".join(lines)
+
+
+def describe_runtime() -> Runtime:
+    """Ask the backend where a weight really lives, and NVML which GPUs exist."""
+    import keras
+
+    probe = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(1)])
+    backend = backends.describe(keras, probe)
+    session = nvml.open_nvml()
+    try:
+        gpus = fingerprint.gpus(session)
+    finally:
+        if isinstance(session, nvml.NvmlSession):
+            session.close()
+    return Runtime(
+        python=sys.executable,
+        keras_version=keras.__version__,
+        backend=backend,
+        nvml_gpus=[gpu["name"] for gpu in gpus],
+        nvml_reason=session if isinstance(session, str) else None,
+        diagnosis=fingerprint.diagnose(gpus, backend),
+    )
+
+
+@dataclass
+class VerifyReport:
+    """`dlbench verify --json`'s answer; `text` is what the command prints."""
+
+    verdict: str
+    exit_code: int
+    checks: list[Check]
+    details: dict[str, Any]
+    text: str
+
+
+def verify(backend: str, expect_gpu: bool = False, workload: bool = True) -> VerifyReport:
+    """Run `dlbench verify` (probe and, unless workload=False, its short Reuters run)."""
+    from bench import cli
+
+    argv = ["verify", "--backend", backend, "--json"]
+    argv += ["--expect-gpu"] if expect_gpu else []
+    argv += [] if workload else ["--no-workload"]
+    printed, errors = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        cli.main(argv)
+    try:
+        answer: dict[str, Any] = json.loads(printed.getvalue())
+    except json.JSONDecodeError:
+        raise RuntimeError(f"dlbench verify failed: {errors.getvalue().strip()}") from None
+    checks = [Check(**check) for check in answer.pop("checks")]
+    return VerifyReport(
+        verdict=answer["verdict"],
+        exit_code=answer["exit_code"],
+        checks=checks,
+        details=answer,
+        text=render(checks, answer["verdict"], backend, expect_gpu),
+    )
+
+
+def run(
+    workload: str,
+    backend: str,
+    mode: str = "fit",
+    epochs: int | None = None,
+    *,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    synthetic: bool = False,
+    seed: int = 0,
+    output: Path | None = None,
+    telemetry_interval_s: float = 0.2,
+) -> dict[str, Any]:
+    """One `dlbench run` of one workload in a fresh worker process; the result document.
+
+    The document is kept in `output` when given, else only returned. Nothing asks EC2 for a
+    price, as `--no-imds` would not either.
+    """
+    chosen = get_workload(workload)
+    if epochs is not None:
+        chosen = dataclasses.replace(chosen, epochs=epochs)
+    home = None if synthetic else keras_home(data_dir, cache_dir)
+    with tempfile.TemporaryDirectory(prefix="dlbench-api-") as scratch:
+        plan = RunPlan(
+            workloads=(chosen,),
+            backend=backend,
+            mode=mode,
+            seed=seed,
+            repeats=1,
+            synthetic=synthetic,
+            cache_dir=data.resolve_cache_dir(cache_dir),
+            keras_home=home,
+            output=output or Path(scratch) / "result.json",
+            telemetry_interval_s=telemetry_interval_s,
+        )
+        session = nvml.open_nvml()
+        try:
+            command = ["bench.api.run", workload, f"--backend={backend}", f"--mode={mode}"]
+            return run_plan(
+                plan, session, NOT_PRICED, command, data_dir=data.resolve_data_dir(data_dir)
+            )
+        finally:
+            if isinstance(session, nvml.NvmlSession):
+                session.close()
+
+
+__all__ = [
+    "NOT_PRICED",
+    "Runtime",
+    "VerifyReport",
+    "describe_runtime",
+    "keras_home",
+    "notebooks_dir",
+    "run",
+    "use_data_dir",
+    "verify",
+]
