@@ -275,14 +275,21 @@ def test_text_workloads_on_real_data_reach_the_texts_accuracy(
 
 
 @pytest.mark.realdata
-def test_second_run_reads_the_encode_cache(real_data_dir: Path, tmp_path: Path) -> None:
+def test_second_run_reads_the_encode_cache_and_a_truncated_one_is_rebuilt(
+    real_data_dir: Path, tmp_path: Path
+) -> None:
     env = {"DLSTATION_DATA_DIR": str(real_data_dir), "DLSTATION_CACHE_DIR": str(tmp_path / "cache")}
-    for expected_hit in (False, True):
-        out = tmp_path / f"r-{expected_hit}.json"
+    for attempt, expected_hit in enumerate((False, True, False)):
+        if attempt == 2:
+            (cached,) = (tmp_path / "cache" / "encoded").glob("reuters-*.npz")
+            cached.write_bytes(cached.read_bytes()[:100_000])
+        out = tmp_path / f"r-{attempt}.json"
         done = dlbench("run", "reuters", "--epochs", "1", "--output", str(out), "--quiet", env=env)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == str(out)
         assert results.load(out)["runs"][0]["data"]["cache_hit"] is expected_hit
+    assert f"dlbench: encode cache {cached} was unreadable" in done.stderr
+    assert "rebuilding it" in done.stderr
 
 
 def test_repeats_each_in_its_own_process_with_spread(tmp_path: Path) -> None:
