@@ -75,6 +75,6 @@ def install() -> None:
 
     for wrapper in (guarded_connect, guarded_connect_ex, guarded_sendto):
         setattr(wrapper, _INSTALLED, True)
-    cls.connect = guarded_connect  # type: ignore[method-assign]
-    cls.connect_ex = guarded_connect_ex  # type: ignore[method-assign]
+    cls.connect = guarded_connect  # type: ignore[method-assign, assignment]
+    cls.connect_ex = guarded_connect_ex  # type: ignore[method-assign, assignment]
     cls.sendto = guarded_sendto  # type: ignore[method-assign, assignment]
