@@ -50,7 +50,7 @@ test-prereqs:
 	.ci/test-prereqs
 
 check: lint $(STAMP)
-	$(BIN)/pytest -q -m "$(FAST_TESTS)"
+	$(BIN)/pytest -q -n auto -m "$(FAST_TESTS)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -188,6 +188,7 @@ def start_run(out: Path, cache: Path) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_leaves_a_valid_incomplete_result(tmp_path: Path, signum: int, code: int) -> None:
     process = start_run(tmp_path / "out", tmp_path / "cache")
@@ -205,6 +206,7 @@ def test_signal_leaves_a_valid_incomplete_result(tmp_path: Path, signum: int, co
     assert [e["epoch"] for e in run["epochs"]] == list(range(1, len(run["epochs"]) + 1))
 
 
+@pytest.mark.slow
 def test_sigkill_still_leaves_a_valid_file(tmp_path: Path) -> None:
     process = start_run(tmp_path / "out", tmp_path / "cache")
     path = wait_for_epochs(tmp_path / "out" / "*.json", 2)
@@ -215,6 +217,7 @@ def test_sigkill_still_leaves_a_valid_file(tmp_path: Path) -> None:
     assert len(document["runs"][0]["epochs"]) >= 2
 
 
+@pytest.mark.slow
 def test_synthetic_run_reports_no_accuracy(tmp_path: Path) -> None:
     done = dlbench(
         "run",
@@ -237,6 +240,7 @@ def test_synthetic_run_reports_no_accuracy(tmp_path: Path) -> None:
     assert document["settings"]["synthetic"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_text_workloads_on_real_data_reach_the_texts_accuracy(
     real_data_dir: Path, tmp_path: Path
@@ -274,6 +278,7 @@ def test_text_workloads_on_real_data_reach_the_texts_accuracy(
     assert "imdb" in done.stdout and "test acc" in done.stdout  # the summary table
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_second_run_reads_the_encode_cache_and_a_truncated_one_is_rebuilt(
     real_data_dir: Path, tmp_path: Path
@@ -292,6 +297,7 @@ def test_second_run_reads_the_encode_cache_and_a_truncated_one_is_rebuilt(
     assert "rebuilding it" in done.stderr
 
 
+@pytest.mark.slow
 def test_repeats_each_in_its_own_process_with_spread(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     done = dlbench(

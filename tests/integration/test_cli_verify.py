@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import dlbench
 
 
+@pytest.mark.slow
 def test_verify_without_gpu_checks_the_cpu_path() -> None:
     done = dlbench("verify")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -16,6 +19,7 @@ def test_verify_without_gpu_checks_the_cpu_path() -> None:
     assert done.stdout.strip().endswith("verdict: PASS")
 
 
+@pytest.mark.slow
 def test_verify_expecting_a_gpu_fails_here_with_json() -> None:
     done = dlbench("verify", "--expect-gpu", "--no-workload", "--json")
     assert done.returncode == 1

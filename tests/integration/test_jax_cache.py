@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 COMPILE = """
@@ -32,6 +34,7 @@ def compile_with_cache(folder: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_damaged_cache_entries_are_recompiled(tmp_path: Path) -> None:
     folder = tmp_path / "jax-compilation"
     first = compile_with_cache(folder)
@@ -45,6 +48,7 @@ def test_damaged_cache_entries_are_recompiled(tmp_path: Path) -> None:
     assert second.stdout.strip() == first.stdout.strip() == "56.0"
 
 
+@pytest.mark.slow
 def test_unusable_cache_folder_turns_the_cache_off(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -155,7 +155,7 @@ def test_cache_key_changes_with_file_hash_and_num_words(tmp_path: Path) -> None:
     assert len(keys) == 3
 
 
-@pytest.mark.parametrize("name", ["imdb", "reuters"])
+@pytest.mark.parametrize("name", [pytest.param("imdb", marks=pytest.mark.slow), "reuters"])
 def test_synthetic_data_has_real_shapes_and_sparsity(name: str) -> None:
     workload = WORKLOADS[name]
     loaded = data.load_synthetic(workload, seed=0)
@@ -196,7 +196,7 @@ def small_workload(name: str, data_dir: Path) -> Workload:
     )
 
 
-@pytest.mark.parametrize("name", ["imdb", "reuters"])
+@pytest.mark.parametrize("name", [pytest.param("imdb", marks=pytest.mark.slow), "reuters"])
 def test_load_through_keras_loader_then_from_cache(
     name: str, small_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
