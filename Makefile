@@ -61,7 +61,7 @@ lint: $(STAMP)
 
 # What can be rebuilt; measured results and reports stay (`make clean-results` removes those).
 clean:
-	rm -rf $(VENV) .make .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) .make .mypy_cache .ruff_cache .pytest_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
 
 clean-results:
