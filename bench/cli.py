@@ -336,7 +336,7 @@ def output_path(args: argparse.Namespace) -> Path:
 def keras_home_for(
     workloads: tuple[Workload, ...], args: argparse.Namespace, cache_dir: Path
 ) -> Path | None:
-    """Verify the data files up front and link them where Keras's loader will look."""
+    """Drop unreadable encode caches, verify the data files and link them for Keras's loader."""
     if args.synthetic:
         return None
     for workload in workloads:
