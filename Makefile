@@ -1,4 +1,5 @@
-# dlstation: `make bench` benchmarks this machine, `make test` proves the code, `make lint` checks it.
+# dlstation: `make bench` benchmarks this machine, `make test` proves the code, `make lint` checks it,
+# `make check` is lint plus the fast tests (the edit-test loop).
 # Every target is idempotent: the venv is rebuilt only when pyproject.toml changes.
 
 PYTHON ?= python3
@@ -16,7 +17,7 @@ export DLSTATION_DATA_DIR
 REPORT_DIR ?= reports/$(shell date -u +%Y%m%dT%H%M%SZ)
 BENCH_ARGS ?=
 
-.PHONY: venv setup bench test lint clean
+.PHONY: venv setup bench test test-prereqs check lint clean clean-results
 
 venv: $(STAMP)
 
@@ -37,8 +38,19 @@ bench: $(STAMP)
 	$(BIN)/dlbench run --out $(REPORT_DIR) $(BENCH_ARGS)
 	$(BIN)/dlbench report $(REPORT_DIR) --out $(REPORT_DIR) --title "dlbench on $$(hostname)"
 
-test: $(STAMP)
+# Markers whose tests need something slow or outside the repository; `make check` leaves them out.
+FAST_TESTS := not slow and not realdata and not chromium and not motoserver and not index and not provision
+
+# The whole suite. Real provisioning of this machine is opt-in: DLSTATION_TEST_PROVISION=1.
+test: $(STAMP) test-prereqs
 	$(BIN)/pytest -q
+
+# Chromium and its fonts (apt-get, as root); without them their tests skip.
+test-prereqs:
+	.ci/test-prereqs
+
+check: lint $(STAMP)
+	$(BIN)/pytest -q -n auto -m "$(FAST_TESTS)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -47,5 +59,10 @@ lint: $(STAMP)
 	$(BIN)/ansible-playbook --syntax-check setup.yml bench.yml
 	$(BIN)/ansible-lint --nocolor
 
+# What can be rebuilt; measured results and reports stay (`make clean-results` removes those).
 clean:
-	rm -rf $(VENV) reports results .make .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .make .mypy_cache .ruff_cache .pytest_cache build dist *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
+
+clean-results:
+	rm -rf results reports

@@ -5,12 +5,10 @@ Each function does what the matching command does and returns values instead of 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
-import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from typing import Any
 
 from bench import backends, data, fingerprint, nvml
 from bench.runner import RunPlan, run_plan
-from bench.verify import Check, render
+from bench.verify import Check
 from bench.workloads import WORKLOADS, get_workload
 
 KERAS_HOME_ENV = "KERAS_HOME"
@@ -137,26 +135,20 @@ class VerifyReport:
 
 
 def verify(backend: str, expect_gpu: bool = False, workload: bool = True) -> VerifyReport:
-    """Run `dlbench verify` (probe and, unless workload=False, its short Reuters run)."""
-    from bench import cli
+    """Run `dlbench verify` (probes and, unless workload=False, its short Reuters run)."""
+    from bench import verify as judging
+    from bench import verify_measure
 
-    argv = ["verify", "--backend", backend, "--json"]
-    argv += ["--expect-gpu"] if expect_gpu else []
-    argv += [] if workload else ["--no-workload"]
-    printed, errors = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
-        cli.main(argv)
-    try:
-        answer: dict[str, Any] = json.loads(printed.getvalue())
-    except json.JSONDecodeError:
-        raise RuntimeError(f"dlbench verify failed: {errors.getvalue().strip()}") from None
-    checks = [Check(**check) for check in answer.pop("checks")]
+    options = verify_measure.Options(backend=backend, expect_gpu=expect_gpu, workload=workload)
+    seen = verify_measure.measure(options, say=lambda _text: None)
+    checks = judging.judge(seen)
+    final = judging.verdict(checks)
     return VerifyReport(
-        verdict=answer["verdict"],
-        exit_code=answer["exit_code"],
+        verdict=final,
+        exit_code=judging.EXIT_CODES[final],
         checks=checks,
-        details=answer,
-        text=render(checks, answer["verdict"], backend, expect_gpu),
+        details=judging.as_document(checks, final, seen, socket.gethostname()),
+        text=judging.render(checks, final, seen),
     )
 
 

@@ -18,6 +18,11 @@ def _importable(module: str) -> bool:
         return False
 
 
+def installed(backend: str) -> bool:
+    """Whether the backend's package can be imported here (without importing it)."""
+    return _importable(_MODULES[backend])
+
+
 def _tensorflow_devices(tf: Any, variable: Any) -> dict[str, Any]:
     placed = str(variable.device)
     gpus = tf.config.list_physical_devices("GPU")

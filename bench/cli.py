@@ -4,28 +4,42 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 import socket
 import sys
 import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NoReturn
 
-from bench import data, nvml, verify, verify_measure
+from bench import backends, data, nvml, verify, verify_measure
 from bench.backends import BACKENDS
-from bench.cost import resolve_pricing
+from bench.cost import PriceInputs, resolve_pricing
 from bench.modes import MODES
 from bench.progress import Progress
 from bench.runner import Runner, RunPlan, new_document
 from bench.telemetry import DEFAULT_INTERVAL_S
 from bench.workloads import WORKLOADS, UnknownWorkloadError, get_workload
 from bench.workloads.spec import Workload
+from cloud.catalog import Catalog, CatalogError
 
 EXIT_USAGE = 2
+# numpy's and the backends' seeds are unsigned 32-bit; repeat i uses seed + i.
+MAX_SEED = 2**32 - 1
+REGION_PATTERN = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, its errors one line (what is wrong, where the valid values are), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def positive_int(text: str) -> int:
@@ -35,6 +49,27 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    """A finite number, zero or more (prices, intervals)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**32-1 ({MAX_SEED}), got {value}")
     return value
 
 
@@ -49,7 +84,7 @@ def accuracy(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dlbench",
         description="Train the IMDB and Reuters models of Deep Learning with Python, chapter 3, "
         "and record what this machine did with them.",
@@ -80,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=positive_int, help="override the text's 20 epochs")
     run.add_argument("--batch-size", type=positive_int, help="override the text's batch of 512")
     run.add_argument(
-        "--seed", type=int, default=0, help="random seed; repeat i uses seed+i (default: 0)"
+        "--seed", type=seed, default=0, help="random seed; repeat i uses seed+i (default: 0)"
     )
     run.add_argument(
         "--repeats",
@@ -114,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="print only the result file's path")
     run.add_argument(
         "--telemetry-interval",
-        type=float,
+        type=non_negative,
         default=DEFAULT_INTERVAL_S,
         help="seconds between GPU samples; 0 turns telemetry off (default: 0.2)",
     )
@@ -179,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_price_options(parser: argparse.ArgumentParser) -> None:
     """How this machine is priced (run's cost figures)."""
     price = parser.add_argument_group("cost (first that applies: flag, EC2 metadata, electricity)")
-    price.add_argument("--price-per-hour", type=float, help="what this machine costs, $/h")
+    price.add_argument("--price-per-hour", type=non_negative, help="what this machine costs, $/h")
     price.add_argument("--instance-type", help="EC2 type to price from the catalog, e.g. g5.xlarge")
     price.add_argument("--region", help="EC2 region for --instance-type (default: us-east-1)")
     price.add_argument(
@@ -189,14 +224,80 @@ def add_price_options(parser: argparse.ArgumentParser) -> None:
     )
     price.add_argument(
         "--electricity-price",
-        type=float,
+        type=non_negative,
         help="workstation: $ per kWh, times the GPU energy measured by NVML",
     )
     price.add_argument(
         "--amortisation-per-hour",
-        type=float,
+        type=non_negative,
         help="workstation: hardware cost per hour of use, added to electricity",
     )
+
+
+def price_inputs(args: argparse.Namespace) -> PriceInputs:
+    """The cost options as plain values, checked against the catalog before any work starts."""
+    if args.region is not None and args.instance_type is None:
+        raise UsageError("--region prices --instance-type; pass both, or neither")
+    if args.region is not None and not REGION_PATTERN.fullmatch(args.region):
+        raise UsageError(f"--region {args.region!r} is not an AWS region name, e.g. us-east-1")
+    if args.amortisation_per_hour is not None and args.electricity_price is None:
+        raise UsageError(
+            "--amortisation-per-hour is added to --electricity-price; pass both, or neither"
+        )
+    if args.instance_type is not None:
+        try:
+            Catalog.load().get(args.instance_type)
+        except CatalogError as error:
+            raise UsageError(f"--instance-type: {error}") from None
+    return PriceInputs(
+        price_per_hour=args.price_per_hour,
+        instance_type=args.instance_type,
+        region=args.region,
+        ask_imds=not args.no_imds,
+        electricity_price=args.electricity_price,
+        amortisation_per_hour=args.amortisation_per_hour or 0.0,
+    )
+
+
+def writable_folder(folder: Path, what: str, fix: str) -> Path:
+    """Create the folder and prove it writable before any work starts, or say what to do."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"cannot write {what} to {folder} ({error.strerror or error}); {fix}"
+        ) from None
+    return folder
+
+
+def checked_cache_dir(cli_value: str | None) -> Path:
+    """The encode cache's folder, created and proven writable."""
+    return writable_folder(
+        data.resolve_cache_dir(cli_value),
+        "the cache",
+        f"pass --cache-dir (or set ${data.CACHE_DIR_ENV}) with a writable folder",
+    )
+
+
+def check_run_inputs(args: argparse.Namespace) -> None:
+    """What argparse cannot see alone: combinations, and what this environment lacks."""
+    if args.mode == "compiled" and args.backend not in ("jax", "tensorflow"):
+        raise UsageError(
+            f"--mode compiled is implemented for the jax and tensorflow backends, not "
+            f"{args.backend}: use one of those, or --mode fit (the text's model.fit)"
+        )
+    if args.seed + args.repeats - 1 > MAX_SEED:
+        raise UsageError(
+            f"--seed {args.seed} with --repeats {args.repeats} runs past 2**32-1 ({MAX_SEED}); "
+            f"the largest seed for {args.repeats} repeats is {MAX_SEED - args.repeats + 1}"
+        )
+    if not backends.installed(args.backend):
+        raise UsageError(
+            f"the {args.backend} backend is not installed here: "
+            f"pip install 'dlstation[{args.backend}]', or choose another --backend"
+        )
 
 
 def cmd_list() -> int:
@@ -240,30 +341,29 @@ def output_path(args: argparse.Namespace) -> Path:
     """The result file's path, checked writable before any training starts."""
     if args.output:
         path = Path(args.output).expanduser().resolve()
+        if path.is_dir():
+            raise UsageError(
+                f"--output {path} is a folder; pass a file path, or the folder as --out"
+            )
     else:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         name = f"dlbench-{socket.gethostname()}-{args.backend}-{args.mode}-{stamp}.json"
         path = Path(args.out).expanduser().resolve() / name
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as error:
-        raise UsageError(
-            f"cannot write results to {path.parent} ({error.strerror or error}); "
-            "pass --out with a writable folder"
-        ) from None
+    writable_folder(path.parent, "results", "pass --out with a writable folder")
     return path
 
 
-def keras_home_for(workloads: tuple[Workload, ...], args: argparse.Namespace) -> Path | None:
-    """Verify the data files up front and link them where Keras's loader will look."""
+def keras_home_for(
+    workloads: tuple[Workload, ...], args: argparse.Namespace, cache_dir: Path
+) -> Path | None:
+    """Drop unreadable encode caches, verify the data files and link them for Keras's loader."""
     if args.synthetic:
         return None
+    for workload in workloads:
+        data.check_encode_cache(workload, cache_dir)
     data_dir = data.resolve_data_dir(args.data_dir)
     if data_dir is None:
         return None
-    cache_dir = data.resolve_cache_dir(args.cache_dir)
     keras_home = None
     try:
         for workload in workloads:
@@ -276,13 +376,11 @@ def keras_home_for(workloads: tuple[Workload, ...], args: argparse.Namespace) ->
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    if args.mode == "compiled" and args.backend not in ("jax", "tensorflow"):
-        raise UsageError(
-            f"--mode compiled is implemented for the jax and tensorflow backends, not "
-            f"{args.backend}: use one of those, or --mode fit (the text's model.fit)"
-        )
+    check_run_inputs(args)
     workloads = chosen_workloads(args)
-    keras_home = keras_home_for(workloads, args)
+    prices = price_inputs(args)
+    cache_dir = checked_cache_dir(args.cache_dir)
+    keras_home = keras_home_for(workloads, args, cache_dir)
     output = output_path(args)
     data_dir = data.resolve_data_dir(args.data_dir)
     plan = RunPlan(
@@ -292,13 +390,13 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         seed=args.seed,
         repeats=args.repeats,
         synthetic=args.synthetic,
-        cache_dir=data.resolve_cache_dir(args.cache_dir),
+        cache_dir=cache_dir,
         keras_home=keras_home,
         output=output,
         telemetry_interval_s=args.telemetry_interval,
     )
     session = nvml.open_nvml()
-    pricing = resolve_pricing(args)
+    pricing = resolve_pricing(prices)
     document = new_document(plan, session, pricing, ["dlbench", *argv], data_dir=data_dir)
     runner = Runner(plan, document, Progress(quiet=args.quiet), session, pricing)
     try:
@@ -336,6 +434,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import model, render
 
+    writable_folder(args.out.expanduser(), "the report", "pass --out with a writable folder")
     collection = model.collect(args.results)
     for _, why in collection.refused:
         print(f"dlbench: skipped {why}", file=sys.stderr)

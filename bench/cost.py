@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,14 +32,26 @@ class Pricing:
         }
 
 
+@dataclass(frozen=True)
+class PriceInputs:
+    """What the user said about this machine's price (dlbench run's cost options)."""
+
+    price_per_hour: float | None = None
+    instance_type: str | None = None
+    region: str | None = None
+    ask_imds: bool = True
+    electricity_price: float | None = None
+    amortisation_per_hour: float = 0.0
+
+
 def resolve_pricing(
-    args: argparse.Namespace, catalog: Catalog | None = None, lookup: Any = imds.lookup
+    given: PriceInputs, catalog: Catalog | None = None, lookup: Any = imds.lookup
 ) -> Pricing | str:
     """--price-per-hour, else --instance-type/--region, else instance metadata, else electricity."""
-    if args.price_per_hour is not None:
-        return Pricing(args.price_per_hour, "--price-per-hour", None)
-    instance_type, region, how = args.instance_type, args.region, "--instance-type/--region"
-    if instance_type is None and not args.no_imds:
+    if given.price_per_hour is not None:
+        return Pricing(given.price_per_hour, "--price-per-hour", None)
+    instance_type, region, how = given.instance_type, given.region, "--instance-type/--region"
+    if instance_type is None and given.ask_imds:
         placement = lookup()
         if isinstance(placement, imds.Placement):
             instance_type, region, how = placement.instance_type, placement.region, "EC2 metadata"
@@ -57,13 +68,13 @@ def resolve_pricing(
             f"{instance_type} {region or 'us-east-1'} on-demand ({how}); {price.basis}",
             price.as_of,
         )
-    if args.electricity_price is not None:
+    if given.electricity_price is not None:
         return Pricing(
             None,
             "electricity (--electricity-price) x measured GPU energy",
             None,
-            args.electricity_price,
-            args.amortisation_per_hour or 0.0,
+            given.electricity_price,
+            given.amortisation_per_hour,
         )
     return (
         "no price: pass --price-per-hour, --instance-type/--region, or "

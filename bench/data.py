@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import sys
 import tempfile
 import time
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,9 @@ CACHE_DIR_ENV = "DLSTATION_CACHE_DIR"
 # Bump when the cached arrays change meaning, so old caches are not read.
 ENCODING_VERSION = 1
 _HASH_CHUNK = 1 << 20
+_CACHED_ARRAYS = ("x_train", "x_test", "labels_train", "labels_test")
+# What reading a truncated, corrupt or foreign .npz raises: each means "rebuild it".
+_UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 class DataError(RuntimeError):
@@ -150,6 +156,7 @@ class EncodedCache:
 
     def __init__(self, cache_dir: Path) -> None:
         self.folder = cache_dir / "encoded"
+        self.rebuilt_because: str | None = None
 
     def path_for(self, workload: Workload, source_sha256: str) -> Path:
         key = f"{workload.dataset}-{source_sha256[:16]}-w{workload.num_words}-v{ENCODING_VERSION}"
@@ -159,6 +166,7 @@ class EncodedCache:
         self, path: Path, num_words: int, dtype: str = "float32"
     ) -> dict[str, np.ndarray] | None:
         """The cached arrays (inputs already of `dtype`), or None when absent or unreadable."""
+        self.rebuilt_because = None
         if not path.is_file():
             return None
         try:
@@ -169,8 +177,35 @@ class EncodedCache:
                     "labels_train": stored["labels_train"],
                     "labels_test": stored["labels_test"],
                 }
-        except (OSError, ValueError, KeyError):
+        except _UNREADABLE as error:
+            self.rebuilt_because = self.discard(path, error)
             return None
+
+    def check(self, path: Path) -> str | None:
+        """Read the whole file (CRCs included) without decoding; an unreadable one is removed.
+
+        Returns the one line saying so, or None when the file is absent or sound.
+        """
+        if not path.is_file():
+            return None
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+                names = {name.removesuffix(".npy") for name in archive.namelist()}
+            if bad is not None:
+                raise zipfile.BadZipFile(f"bad CRC in {bad}")
+            if absent := [name for name in _CACHED_ARRAYS if name not in names]:
+                raise KeyError(f"no {', '.join(absent)}")
+        except _UNREADABLE as error:
+            return self.discard(path, error)
+        return None
+
+    def discard(self, path: Path, error: BaseException) -> str:
+        """Remove an unreadable cache file (it is rebuilt); the line that says so, also printed."""
+        path.unlink(missing_ok=True)
+        note = f"encode cache {path} was unreadable ({error}); rebuilding it"
+        print(f"dlbench: {note}", file=sys.stderr)
+        return note
 
     def store(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
         """Write atomically; a cache we cannot write only costs time, so failures are ignored."""
@@ -187,6 +222,12 @@ class EncodedCache:
             Path(tmp.name).replace(path)
         except OSError:
             return
+
+
+def check_encode_cache(workload: Workload, cache_dir: Path) -> str | None:
+    """Before a run: remove the workload's cache file if it cannot be read (a miss, rebuilt)."""
+    cache = EncodedCache(cache_dir)
+    return cache.check(cache.path_for(workload, workload.data_file.sha256))
 
 
 KerasLoader = Callable[[Workload], tuple[tuple[Any, Any], tuple[Any, Any]]]
@@ -240,6 +281,7 @@ def load_real(
         cache.store(cache_path, arrays)
     data = split(workload, arrays, dtype)
     data.provenance = {
+        **({"cache_rebuilt_because": cache.rebuilt_because} if cache.rebuilt_because else {}),
         "source": "keras",
         "input_dtype": dtype,
         "file": workload.data_file.name,

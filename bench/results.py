@@ -9,11 +9,13 @@ import tempfile
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import jsonschema
 
 SCHEMA_VERSION = 1
+# Set (to 1) where every written result must be checked against the schema: the test suite.
+VALIDATE_ENV = "DLSTATION_VALIDATE_RESULTS"
 # The figures summarised across repeats, each a path into a run record.
 SUMMARY_FIGURES: dict[str, tuple[str, ...]] = {
     "steady_samples_per_s": ("throughput", "steady_samples_per_s"),
@@ -28,6 +30,79 @@ SUMMARY_FIGURES: dict[str, tuple[str, ...]] = {
     "energy_j": ("energy_j",),
     "steady_gpu_util": ("steady_gpu_util",),
 }
+
+
+class Epoch(TypedDict, total=False):
+    """One epoch as Keras's history reports it, with our clocks (schema: $defs/epoch)."""
+
+    epoch: int
+    wall_s: float
+    train_s: float
+    val_s: float
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+
+
+class Timing(TypedDict, total=False):
+    """Seconds per phase of a run; None where the run did not get that far."""
+
+    first_epoch_s: float | None
+    steady_epoch_s: float | None
+    steady_train_s: float | None
+    train_s: float | None
+    import_s: float | None
+    data_s: float | None
+    build_s: float | None
+    eval_s: float | None
+    end_to_end_s: float | None
+
+
+RunStatus = Literal["complete", "incomplete", "failed"]
+
+
+class Run(TypedDict):
+    """One training run in its own process (schema: $defs/run)."""
+
+    workload: str
+    repeat: int
+    status: RunStatus
+    definition: dict[str, Any]
+    data: dict[str, Any] | None
+    backend: dict[str, Any] | None
+    timing: Timing
+    throughput: dict[str, Any]
+    epochs: list[Epoch]
+    test: dict[str, float] | None
+    target: dict[str, Any] | None
+    phases: list[dict[str, Any]]
+    peak_rss_mb: float | None
+    telemetry: dict[str, Any] | None
+    diagnosis: dict[str, str] | None
+    cost: dict[str, Any] | None
+    error: dict[str, Any] | None
+
+
+class Document(TypedDict):
+    """The whole result file (schema: the top level); code keys from hostinfo.describe_code()."""
+
+    schema_version: int
+    tool: Literal["dlbench"]
+    dlstation_version: str
+    git_commit: str | None
+    created: str
+    finished: str | None
+    status: RunStatus
+    incomplete_reason: str | None
+    command: list[str]
+    settings: dict[str, Any]
+    host: dict[str, Any]
+    gpus: list[dict[str, Any]]
+    nvml: str | None
+    pricing: dict[str, Any] | str | None
+    runs: list[Run]
+    summary: dict[str, dict[str, Any]]
 
 
 class ResultError(ValueError):
@@ -182,7 +257,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def write_atomic(path: Path, document: dict[str, Any]) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    """Write to a temp file in the same folder, then rename: readers never see half a file.
+
+    With $DLSTATION_VALIDATE_RESULTS=1 (the tests) a document that breaks the schema is refused.
+    """
+    if os.environ.get(VALIDATE_ENV) == "1":
+        validate(document)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(
         "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False

@@ -9,6 +9,7 @@ data set into the program text (gigabytes) and into every compile.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,12 @@ def enable_compilation_cache(folder: Path) -> None:
     """JAX's persistent cache: a second run on this machine skips XLA's compile."""
     import jax
 
-    folder.mkdir(parents=True, exist_ok=True)
+    # A cache we cannot use only costs compile time; JAX itself reads a corrupt entry as a miss.
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"dlbench: JAX compilation cache off, {folder}: {error}", file=sys.stderr)
+        return
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import results
+from bench import backends, results
 from bench.cli import main
 from tests.conftest import REPO, dlbench
 
@@ -44,13 +44,97 @@ def test_list_prints_every_definition(capsys: pytest.CaptureFixture[str]) -> Non
             "data folder /nonexistent/datasets does not exist",
         ),
         (["run", "imdb", "--target-accuracy", "88"], "must be in (0, 1]"),
+        (["run", "imdb", "--target-accuracy", "nan"], "must be in (0, 1]"),
+        (["run", "imdb", "--batch-size", "big"], "'big' is not a whole number"),
+        (["run", "imdb", "--repeats", "0"], "must be at least 1, got 0"),
+        (["run", "imdb", "--price-per-hour", "-3"], "must be a number of 0 or more, got -3"),
+        (["run", "imdb", "--price-per-hour", "nan"], "must be a number of 0 or more, got nan"),
+        (["run", "imdb", "--price-per-hour", "cheap"], "'cheap' is not a number"),
+        (["run", "imdb", "--electricity-price", "-1"], "must be a number of 0 or more, got -1"),
+        (
+            ["run", "imdb", "--electricity-price", "0.3", "--amortisation-per-hour", "-1"],
+            "must be a number of 0 or more, got -1",
+        ),
+        (
+            ["run", "imdb", "--amortisation-per-hour", "0.1"],
+            "--amortisation-per-hour is added to --electricity-price; pass both",
+        ),
+        (["run", "imdb", "--telemetry-interval", "-1"], "must be a number of 0 or more, got -1"),
+        (["run", "imdb", "--telemetry-interval", "inf"], "must be a number of 0 or more, got inf"),
+        (["run", "imdb", "--seed", "-5"], "must be from 0 to 2**32-1 (4294967295), got -5"),
+        (["run", "imdb", "--seed", str(2**32)], "must be from 0 to 2**32-1"),
+        (["run", "imdb", "--seed", "1.5"], "'1.5' is not a whole number"),
+        (
+            ["run", "imdb", "--seed", str(2**32 - 1), "--repeats", "2"],
+            "the largest seed for 2 repeats is 4294967294",
+        ),
+        (
+            ["run", "imdb", "--instance-type", "p9.mega"],
+            "--instance-type: 'p9.mega' is not a GPU instance type in dlstation's catalog",
+        ),
+        (
+            ["run", "imdb", "--price-per-hour", "1", "--instance-type", "p9.mega"],
+            "'p9.mega' is not a GPU instance type",
+        ),
+        (["run", "imdb", "--region", "us-west-2"], "--region prices --instance-type"),
+        (
+            ["run", "imdb", "--instance-type", "g5.xlarge", "--region", "Virginia"],
+            "--region 'Virginia' is not an AWS region name, e.g. us-east-1",
+        ),
+        (
+            ["run", "imdb", "--synthetic", "--cache-dir", "/proc/nope"],
+            "cannot write the cache to /proc/nope",
+        ),
+        (["run", "imdb", "--mode", "turbo"], "invalid choice: 'turbo'"),
+        (["run", "imdb", "--bogus"], "unrecognized arguments: --bogus"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["report", "tests/data/results", "--out", "/proc/nope"], "cannot write the report to"),
+        (["compare", "/nonexistent/a", "/nonexistent/b"], "no dlbench results"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(
     args, message, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run_main(*args) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+def test_cache_dir_under_a_file_is_refused(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert run_main("run", "imdb", "--synthetic", "--cache-dir", str(blocker / "cache")) == 2
+    assert f"cannot write the cache to {blocker / 'cache'} (Not a directory)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_output_that_is_a_folder_is_refused(tmp_path: Path, capsys) -> None:
+    assert run_main("run", "imdb", "--synthetic", "--output", str(tmp_path)) == 2
+    assert f"--output {tmp_path} is a folder" in capsys.readouterr().err
+
+
+def test_a_backend_that_is_not_installed_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setattr(backends, "installed", lambda name: name != "jax")
+    assert run_main("run", "imdb", "--synthetic", "--backend", "jax") == 2
+    assert "the jax backend is not installed here: pip install 'dlstation[jax]'" in (
+        capsys.readouterr().err
+    )
+
+
+def test_bad_input_from_the_shell_is_one_line_without_a_traceback(tmp_path: Path) -> None:
+    """The real executable: refused before any work (no result file, no worker), exit 2."""
+    done = dlbench("run", "reuters", "--seed", "-5", "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "dlbench run: error: argument --seed: must be from 0 to 2**32-1 (4294967295), got -5 "
+        "(see dlbench run --help)"
+    ]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_corrupt_npz_is_refused_with_hash_message(small_data_dir: Path, capsys) -> None:
@@ -104,6 +188,7 @@ def start_run(out: Path, cache: Path) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_leaves_a_valid_incomplete_result(tmp_path: Path, signum: int, code: int) -> None:
     process = start_run(tmp_path / "out", tmp_path / "cache")
@@ -121,6 +206,7 @@ def test_signal_leaves_a_valid_incomplete_result(tmp_path: Path, signum: int, co
     assert [e["epoch"] for e in run["epochs"]] == list(range(1, len(run["epochs"]) + 1))
 
 
+@pytest.mark.slow
 def test_sigkill_still_leaves_a_valid_file(tmp_path: Path) -> None:
     process = start_run(tmp_path / "out", tmp_path / "cache")
     path = wait_for_epochs(tmp_path / "out" / "*.json", 2)
@@ -131,6 +217,7 @@ def test_sigkill_still_leaves_a_valid_file(tmp_path: Path) -> None:
     assert len(document["runs"][0]["epochs"]) >= 2
 
 
+@pytest.mark.slow
 def test_synthetic_run_reports_no_accuracy(tmp_path: Path) -> None:
     done = dlbench(
         "run",
@@ -153,6 +240,7 @@ def test_synthetic_run_reports_no_accuracy(tmp_path: Path) -> None:
     assert document["settings"]["synthetic"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_text_workloads_on_real_data_reach_the_texts_accuracy(
     real_data_dir: Path, tmp_path: Path
@@ -190,17 +278,26 @@ def test_text_workloads_on_real_data_reach_the_texts_accuracy(
     assert "imdb" in done.stdout and "test acc" in done.stdout  # the summary table
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
-def test_second_run_reads_the_encode_cache(real_data_dir: Path, tmp_path: Path) -> None:
+def test_second_run_reads_the_encode_cache_and_a_truncated_one_is_rebuilt(
+    real_data_dir: Path, tmp_path: Path
+) -> None:
     env = {"DLSTATION_DATA_DIR": str(real_data_dir), "DLSTATION_CACHE_DIR": str(tmp_path / "cache")}
-    for expected_hit in (False, True):
-        out = tmp_path / f"r-{expected_hit}.json"
+    for attempt, expected_hit in enumerate((False, True, False)):
+        if attempt == 2:
+            (cached,) = (tmp_path / "cache" / "encoded").glob("reuters-*.npz")
+            cached.write_bytes(cached.read_bytes()[:100_000])
+        out = tmp_path / f"r-{attempt}.json"
         done = dlbench("run", "reuters", "--epochs", "1", "--output", str(out), "--quiet", env=env)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == str(out)
         assert results.load(out)["runs"][0]["data"]["cache_hit"] is expected_hit
+    assert f"dlbench: encode cache {cached} was unreadable" in done.stderr
+    assert "rebuilding it" in done.stderr
 
 
+@pytest.mark.slow
 def test_repeats_each_in_its_own_process_with_spread(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     done = dlbench(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import dlbench
 
 
+@pytest.mark.slow
 def test_verify_without_gpu_checks_the_cpu_path() -> None:
     done = dlbench("verify", "--no-imds")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -17,6 +20,7 @@ def test_verify_without_gpu_checks_the_cpu_path() -> None:
     assert lines[-1] == "verdict: PASS"
 
 
+@pytest.mark.slow
 def test_verify_expecting_gpus_fails_here_with_json_and_timings() -> None:
     done = dlbench("verify", "--expect-gpus", "2", "--no-workload", "--json", "--no-imds")
     assert done.returncode == 1

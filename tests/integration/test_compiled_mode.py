@@ -14,6 +14,7 @@ from bench import results
 from tests.conftest import REPO, dlbench
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 @pytest.mark.parametrize("workload", ["imdb", "reuters"])
 def test_one_epoch_gives_the_same_weights_as_fit(workload: str, backend: str) -> None:
@@ -52,6 +53,7 @@ def test_compiled_mode_for_torch_is_refused_with_a_clear_message(tmp_path: Path)
     )
 
 
+@pytest.mark.slow
 def test_tensorflow_compiled_run_records_its_start_up(tmp_path: Path) -> None:
     out = tmp_path / "tf.json"
     done = dlbench(
@@ -74,6 +76,7 @@ def test_tensorflow_compiled_run_records_its_start_up(tmp_path: Path) -> None:
     assert len(run["epochs"]) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_compiled_mode_reaches_the_texts_accuracy(

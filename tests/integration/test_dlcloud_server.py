@@ -19,7 +19,6 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from moto.server import ThreadedMotoServer
 
 from tests.conftest import REPO
 from tests.fakes.aws import FAKE_CREDENTIALS
@@ -37,6 +36,9 @@ def free_port() -> int:
 
 @pytest.fixture
 def moto_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    # Imported here: without moto's server the tests skip (marker motoserver), not break collection.
+    from moto.server import ThreadedMotoServer
+
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

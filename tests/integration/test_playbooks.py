@@ -60,6 +60,7 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"first": done, "fetched": fetched}
 
 
+@pytest.mark.provision
 def test_setup_provisions_this_machine(provisioned: dict[str, Any]) -> None:
     output = provisioned["first"].stdout
     assert recap(output)["failed"] == 0
@@ -85,6 +86,7 @@ def test_setup_provisions_this_machine(provisioned: dict[str, Any]) -> None:
     assert result["runs"][0]["backend"]["device_type"] == "CPU"
 
 
+@pytest.mark.provision
 def test_second_run_changes_nothing(provisioned: dict[str, Any]) -> None:
     done = ansible_playbook("setup.yml", "-e", f"verify_fetch_dir={provisioned['fetched']}")
     assert done.returncode == 0, done.stdout[-3000:]
@@ -93,6 +95,7 @@ def test_second_run_changes_nothing(provisioned: dict[str, Any]) -> None:
     assert counts["failed"] == 0
 
 
+@pytest.mark.provision
 def test_tags_run_only_their_role(provisioned: dict[str, Any]) -> None:
     done = ansible_playbook("setup.yml", "--tags", "keras_env", "--list-tasks")
     assert done.returncode == 0
@@ -104,6 +107,7 @@ def test_tags_run_only_their_role(provisioned: dict[str, Any]) -> None:
     )
 
 
+@pytest.mark.provision
 def test_bench_yml_reports_a_fleet(provisioned: dict[str, Any], tmp_path: Path) -> None:
     inventory = tmp_path / "fleet.yml"
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
@@ -157,6 +161,7 @@ def task_args(report: dict[str, Any], name: str) -> dict[str, Any] | None:
 GPU_HOST = {"gpu_present": True, "driver_working": False, "dlami": False, "secure_boot": False}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("distribution", "version", "repo"),
     [
@@ -183,6 +188,7 @@ def test_gpu_paths_in_check_mode(distribution: str, version: str, repo: str) -> 
     assert blacklist is not None and blacklist["dest"] == "/etc/modprobe.d/blacklist-nouveau.conf"
 
 
+@pytest.mark.slow
 def test_driver_choices_in_check_mode() -> None:
     host = {**GPU_HOST, "distribution": "Ubuntu", "version": "24.04"}
     proprietary = check_mode(
@@ -199,6 +205,7 @@ def test_driver_choices_in_check_mode() -> None:
     assert task_args(canonical, "Download cuda-keyring") is None
 
 
+@pytest.mark.slow
 def test_dlami_installs_nothing_in_check_mode() -> None:
     report = check_mode(
         {
@@ -221,6 +228,7 @@ def test_dlami_installs_nothing_in_check_mode() -> None:
     assert task_args(report, "Download cuda-keyring") is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("variables", "message"),
     [
@@ -261,6 +269,7 @@ def test_role_defaults_match_their_argument_specs() -> None:
             assert options[name].get("description"), f"{role.name}: {name} undocumented"
 
 
+@pytest.mark.slow
 def test_check_mode_runs_through_on_a_fresh_machine(tmp_path: Path) -> None:
     """--check --diff against paths that do not exist yet: it plans, and creates nothing."""
     fresh = tmp_path / "fresh"

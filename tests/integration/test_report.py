@@ -132,10 +132,12 @@ def assert_rendered(html_path: Path, min_images: int) -> None:
     assert len(picture.getcolors(maxcolors=1 << 16) or range(1 << 16)) > 50, "not blank"
 
 
+@pytest.mark.chromium
 def test_html_renders_in_chromium(report: Path) -> None:
     assert_rendered(report / "report.html", min_images=5)
 
 
+@pytest.mark.chromium
 def test_report_of_the_committed_gpu_reference_results(tmp_path: Path) -> None:
     """The H100 reference runs (both modes) beside this repository's CPU fixture."""
     references = sorted(REFERENCE.glob("*.json"))

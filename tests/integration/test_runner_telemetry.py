@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench import nvml, results
 from bench.cost import Pricing
 from bench.runner import run_plan, short_check_plan
@@ -22,6 +24,7 @@ def run_with(tmp_path: Path, scenario: str) -> dict:
     return results.load(plan.output)
 
 
+@pytest.mark.slow
 def test_telemetry_follows_the_workers_phases(tmp_path: Path) -> None:
     document = run_with(tmp_path, "healthy")
     run = document["runs"][0]
@@ -39,6 +42,7 @@ def test_telemetry_follows_the_workers_phases(tmp_path: Path) -> None:
     assert document["summary"]["reuters"]["energy_j"]["n"] == 1
 
 
+@pytest.mark.slow
 def test_gpu_lost_mid_run_does_not_stop_the_run(tmp_path: Path) -> None:
     document = run_with(tmp_path, "lost")
     run = document["runs"][0]

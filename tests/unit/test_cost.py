@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import pytest
@@ -41,18 +40,6 @@ def test_nothing_listening_is_a_reason() -> None:
     assert "not on EC2" in str(imds.lookup(url, timeout=0.3))
 
 
-def args(**values) -> argparse.Namespace:
-    defaults = {
-        "price_per_hour": None,
-        "instance_type": None,
-        "region": None,
-        "no_imds": False,
-        "electricity_price": None,
-        "amortisation_per_hour": None,
-    }
-    return argparse.Namespace(**{**defaults, **values})
-
-
 def priced(result: cost.Pricing | str) -> cost.Pricing:
     assert isinstance(result, cost.Pricing), result
     return result
@@ -62,20 +49,27 @@ def test_price_resolution_order() -> None:
     catalog = Catalog.packaged()
     never = lambda: pytest.fail("instance metadata must not be asked")  # noqa: E731
     assert (
-        priced(cost.resolve_pricing(args(price_per_hour=2.5), catalog, never)).usd_per_hour == 2.5
+        priced(
+            cost.resolve_pricing(cost.PriceInputs(price_per_hour=2.5), catalog, never)
+        ).usd_per_hour
+        == 2.5
     )
-    g4dn = priced(cost.resolve_pricing(args(instance_type="g4dn.xlarge"), catalog, never))
+    g4dn = priced(
+        cost.resolve_pricing(cost.PriceInputs(instance_type="g4dn.xlarge"), catalog, never)
+    )
     assert g4dn.usd_per_hour == 0.526 and "us-east-1" in g4dn.source
     with ImdsServer("ok", "g5.xlarge", "us-east-1") as server:
         from_metadata = priced(
-            cost.resolve_pricing(args(), catalog, lambda: imds.lookup(server.url))
+            cost.resolve_pricing(cost.PriceInputs(), catalog, lambda: imds.lookup(server.url))
         )
     assert from_metadata.usd_per_hour == 1.006 and "EC2 metadata" in from_metadata.source
-    off_ec2 = cost.resolve_pricing(args(no_imds=True), catalog, never)
+    off_ec2 = cost.resolve_pricing(cost.PriceInputs(ask_imds=False), catalog, never)
     assert isinstance(off_ec2, str) and "--price-per-hour" in off_ec2
     watts = priced(
         cost.resolve_pricing(
-            args(no_imds=True, electricity_price=0.3, amortisation_per_hour=0.1), catalog, never
+            cost.PriceInputs(ask_imds=False, electricity_price=0.3, amortisation_per_hour=0.1),
+            catalog,
+            never,
         )
     )
     assert watts.usd_per_hour is None and watts.electricity_usd_per_kwh == 0.3
@@ -83,7 +77,7 @@ def test_price_resolution_order() -> None:
 
 def test_unpriced_region_says_so() -> None:
     result = cost.resolve_pricing(
-        args(instance_type="g5.xlarge", region="eu-west-3"), Catalog.packaged()
+        cost.PriceInputs(instance_type="g5.xlarge", region="eu-west-3"), Catalog.packaged()
     )
     assert isinstance(result, str) and "no on-demand price for eu-west-3" in result
 

@@ -67,6 +67,83 @@ def test_cache_round_trip_and_corrupt_cache_is_ignored(tmp_path: Path) -> None:
     assert cache.load(path, 10_000) is None
 
 
+def stored_cache(tmp_path: Path) -> tuple[data.EncodedCache, Path]:
+    cache = data.EncodedCache(tmp_path)
+    path = cache.path_for(WORKLOADS["reuters"], "cd" * 32)
+    cache.store(
+        path,
+        {
+            "x_train": np.ones((40, 10_000), dtype=np.uint8),
+            "x_test": np.zeros((8, 10_000), dtype=np.uint8),
+            "labels_train": np.arange(40),
+            "labels_test": np.arange(8),
+        },
+    )
+    return cache, path
+
+
+def flip_a_byte_in_the_middle(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "not a zip file"),
+        (flip_a_byte_in_the_middle, "Bad CRC"),
+        (lambda p: p.write_bytes(b""), "not a zip file"),
+    ],
+)
+def test_unreadable_cache_is_removed_with_one_line(
+    tmp_path: Path, damage, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache, path = stored_cache(tmp_path)
+    assert cache.check(path) is None, "a sound file passes"
+    damage(path)
+    note = cache.check(path)
+    assert note is not None and "was unreadable" in note and "rebuilding it" in note
+    assert why.lower() in note.lower()
+    assert not path.exists()
+    assert capsys.readouterr().err.strip().splitlines() == [f"dlbench: {note}"]
+    assert cache.check(path) is None, "absent is a plain miss"
+
+
+def test_truncated_cache_is_rebuilt_by_the_next_load(tmp_path: Path) -> None:
+    """The corrupt-cache report: a truncated .npz is a miss, rebuilt, and read the time after."""
+    workload = dataclasses.replace(WORKLOADS["reuters"], num_words=50, validation_samples=5)
+    calls = []
+
+    def loader(w: Workload):
+        calls.append(w.name)
+        rng = np.random.default_rng(1)
+        sequences = [list(rng.integers(1, 50, size=8)) for _ in range(28)]
+        labels = rng.integers(0, 46, size=28)
+        return (sequences[:20], labels[:20]), (sequences[20:], labels[20:])
+
+    first = data.load_real(workload, tmp_path, loader=loader)
+    cache_path = Path(first.provenance["cache_path"])
+    cache_path.write_bytes(cache_path.read_bytes()[:300])
+    second = data.load_real(workload, tmp_path, loader=loader)
+    assert calls == ["reuters", "reuters"]
+    assert not second.provenance["cache_hit"]
+    assert "was unreadable" in second.provenance["cache_rebuilt_because"]
+    np.testing.assert_array_equal(second.x_train, first.x_train)
+    third = data.load_real(workload, tmp_path, loader=loader)
+    assert third.provenance["cache_hit"] and "cache_rebuilt_because" not in third.provenance
+    assert len(calls) == 2
+
+
+def test_check_encode_cache_looks_where_load_real_reads(tmp_path: Path) -> None:
+    workload = WORKLOADS["imdb"]
+    path = data.EncodedCache(tmp_path).path_for(workload, workload.data_file.sha256)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PK\x03\x04 truncated")
+    assert "was unreadable" in str(data.check_encode_cache(workload, tmp_path))
+    assert not path.exists()
+
+
 def test_cache_key_changes_with_file_hash_and_num_words(tmp_path: Path) -> None:
     cache = data.EncodedCache(tmp_path)
     imdb = WORKLOADS["imdb"]
@@ -78,7 +155,7 @@ def test_cache_key_changes_with_file_hash_and_num_words(tmp_path: Path) -> None:
     assert len(keys) == 3
 
 
-@pytest.mark.parametrize("name", ["imdb", "reuters"])
+@pytest.mark.parametrize("name", [pytest.param("imdb", marks=pytest.mark.slow), "reuters"])
 def test_synthetic_data_has_real_shapes_and_sparsity(name: str) -> None:
     workload = WORKLOADS[name]
     loaded = data.load_synthetic(workload, seed=0)
@@ -119,7 +196,7 @@ def small_workload(name: str, data_dir: Path) -> Workload:
     )
 
 
-@pytest.mark.parametrize("name", ["imdb", "reuters"])
+@pytest.mark.parametrize("name", [pytest.param("imdb", marks=pytest.mark.slow), "reuters"])
 def test_load_through_keras_loader_then_from_cache(
     name: str, small_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jsonschema
@@ -150,3 +151,47 @@ def test_gpu_utilisation_needs_two_readings_in_the_steady_epochs() -> None:
         "energy_j": None,
         "steady_gpu_util": None,
     }
+
+
+def test_write_atomic_refuses_an_invalid_document_where_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tests set DLSTATION_VALIDATE_RESULTS=1: every result written under them is checked."""
+    assert os.environ[results.VALIDATE_ENV] == "1"
+    run = recorded_run([(4.0, 3.5, 0.85)])
+    run["status"] = "finished"
+    path = tmp_path / "r.json"
+    with pytest.raises(jsonschema.ValidationError, match="'finished' is not one of"):
+        results.write_atomic(path, document_with(run))
+    assert list(tmp_path.iterdir()) == [], "nothing written"
+    monkeypatch.delenv(results.VALIDATE_ENV)
+    results.write_atomic(path, document_with(run))  # users' runs are not slowed by the check
+    assert path.is_file()
+
+
+@pytest.mark.parametrize(
+    ("record", "schema_path"),
+    [
+        (results.Document, ()),
+        (results.Run, ("$defs", "run")),
+        (results.Epoch, ("$defs", "epoch")),
+    ],
+)
+def test_typed_records_name_the_schemas_fields(record: type, schema_path: tuple[str, ...]) -> None:
+    """The TypedDicts and the JSON Schema list the same keys, and agree on which are required."""
+    part = results.schema()
+    for key in schema_path:
+        part = part[key]
+    assert set(record.__annotations__) == set(part["properties"])
+    if record.__total__:  # type: ignore[attr-defined]
+        assert set(part["required"]) == set(record.__annotations__)
+    else:
+        assert set(part["required"]) <= set(record.__annotations__)
+
+
+def test_timing_record_names_every_timing_the_runner_records() -> None:
+    recorded = json.loads(
+        (Path(__file__).parents[1] / "data/results/fixture-cpu-b.json").read_text()
+    )
+    for run in recorded["runs"]:
+        assert set(run["timing"]) <= set(results.Timing.__annotations__)
