@@ -610,10 +610,12 @@ class Campaign:
             if kind in ("v2_runner_on_failed", "v2_runner_on_unreachable"):
                 if result.get("ignore_errors") or event.get("ignore_errors"):
                     continue
-                why = result.get("msg") or result.get("stderr") or "failed"
-                last = str(why).strip().splitlines()[-1] if str(why).strip() else "failed"
+                stderr = str(result.get("stderr") or "").strip()
+                why = stderr.splitlines()[-1] if stderr else str(result.get("msg") or "failed")
+                if result.get("rc") not in (None, 0):
+                    why += f" (exit {result['rc']})"
                 what = "unreachable" if kind.endswith("unreachable") else task
-                host.fail(f"{step}: {what}: {last[:200]}")
+                host.fail(f"{step}: {what}: {why.strip()[:300]}")
                 self.progress(host_name, host.reason or "failed")
 
     def collect(self, kind: str) -> None:

@@ -80,9 +80,11 @@ def workload_rows(
         document = documents.get(row["result"] or "")
         figures = (document or {}).get("summary", {}).get(workload) if document else None
         hourly = row["usd_per_hour"]
-        common = [row["instance_type"], row["gpu"], money(hourly, 3), row["verdict"] or "-"]
+        common = [row["instance_type"], row["gpu"], money(hourly, 3), row["verdict"] or "not run"]
         if not figures:
-            why = row["reason"] or ("no result for this workload" if document else row["status"])
+            why = row["status"] if document is None else "no result for this workload"
+            if row["reason"]:
+                why = f"{row['status']}: {row['reason']}"
             unranked.append(["-", *common, "-", "-", "-", "-", why])
             continue
         synthetic = any(
