@@ -328,6 +328,7 @@ class Campaign:
             self.hosts.setdefault(kind, Host(kind, options.host(kind)))
         self.stopping = threading.Event()  # set on the way out: threads stop waiting
         self.executor: ThreadPoolExecutor | None = None
+        self.phase = ""  # the role or task ansible is in, for progress lines
 
     # -- progress --------------------------------------------------------------------------
 
@@ -597,7 +598,11 @@ class Campaign:
         kind = event.get("_event", "")
         task = (event.get("task") or {}).get("name", "")
         if kind == "v2_playbook_on_task_start":
-            self.progress(", ".join(by_host), f"{step}: {task}")
+            # One line per role (setup.yml) or per task (bench.yml): the step, not the noise.
+            phase = task.split(" : ", 1)[0]
+            if phase != self.phase:
+                self.phase = phase
+                self.progress(", ".join(by_host), f"{step}.yml: {phase}")
             return
         for host_name, result in (event.get("hosts") or {}).items():
             if host_name not in by_host:

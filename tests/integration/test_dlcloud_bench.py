@@ -181,7 +181,7 @@ def test_campaign_ranks_both_types_and_leaves_nothing(
     assert first_run.returncode == 0, first_run.stdout[-3000:] + first_run.stderr[-2000:]
     out = first_run.stdout
     assert "most possible cost: $" in out and "quota G:" in out
-    assert "setup: verify : Run dlbench verify" in out, "progress names the step"
+    assert "setup.yml: verify" in out and "bench.yml: Run dlbench" in out, "progress names the step"
     folder = world["tmp"] / "full"
     found = rows(folder)
     assert set(found) == set(TYPES)
@@ -260,7 +260,7 @@ def test_ctrl_c_terminates_everything_and_writes_the_partial_report(
     seen = []
     for line in process.stdout:
         seen.append(line)
-        if "bench: Run dlbench" in line:
+        if "bench.yml: Run dlbench" in line:
             break
     assert live(world["ec2"]), "instances were running when Ctrl-C came"
     process.send_signal(signal.SIGINT)
