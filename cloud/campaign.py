@@ -38,7 +38,7 @@ STATE_FILE = "state.json"
 SUMMARY_FILE = "campaign.json"
 SSH_PROBE_ENV = "DLCLOUD_SSH_PROBE"  # host:port to probe instead of each instance's port 22
 SSH_TIMEOUT_S = 600
-HEARTBEAT_S = 30
+HEARTBEAT_S = 60  # a progress line at least this often, even in a long step
 NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 VERDICT = re.compile(r"verdict: (PASS|WARN|FAIL)")
 DONE, REUSED, FAILED = "done", "reused", "failed"
@@ -135,7 +135,7 @@ def options_from(args: argparse.Namespace, now: datetime) -> Options:
     return Options(
         types=types,
         name=name,
-        folder=args.out or CLONE / "results" / "campaigns" / name,
+        folder=(args.out or CLONE / "results" / "campaigns" / name).resolve(),
         spot=args.spot,
         ttl_text=args.ttl,
         workloads=[w for w in (args.workloads or "").split(",") if w],
@@ -342,6 +342,23 @@ class Campaign:
             f"[{elapsed // 60:3d}m{elapsed % 60:02d}s  ${self.cost_so_far():7.3f}]  {who}: {step}"
         )
 
+    @contextmanager
+    def heartbeat(self, who: str) -> Iterator[None]:
+        """While a playbook runs a long task (dlbench verify, run), say it is still there."""
+        finished = threading.Event()
+
+        def beat() -> None:
+            while not finished.wait(HEARTBEAT_S):
+                self.progress(who, f"still in {self.phase}")
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            finished.set()
+            thread.join()
+
     # -- plan ------------------------------------------------------------------------------
 
     def missing(self) -> list[str]:
@@ -379,6 +396,7 @@ class Campaign:
         plans = [self.launcher.preflight(self.request(kind)) for kind in kinds]
         lines = [f"campaign {self.options.name!r} in {self.aws.region}, folder {self.folder}"]
         most = 0.0
+        seen: set[str] = set()  # one quota warning, not one per type
         for plan in plans:
             host = self.hosts[plan.request.instance_type]
             spec = self.catalog.get(host.instance_type)
@@ -391,7 +409,8 @@ class Campaign:
                 f"{money(plan.price.usd_per_hour, 4)}/h  at most {money(cap, 2)} in "
                 f"{self.options.ttl_text} ({plan.price.basis})"
             )
-            lines += [f"    warning: {w}" for w in plan.warnings]
+            lines += [f"    warning: {w}" for w in plan.warnings if w not in seen]
+            seen.update(plan.warnings)
         reused = [k for k in self.options.types if self.hosts[k].status == REUSED]
         if reused:
             lines.append(f"  reusing the results of {', '.join(reused)}: not launched again")
@@ -582,7 +601,10 @@ class Campaign:
 
         names = ", ".join(by_host)
         self.progress(names, f"{name} starts (log: {self.folder / 'ansible.log'})")
-        code = self.run(argv, env=env, cwd=CLONE, log=self.folder / "ansible.log", on_line=on_line)
+        with self.heartbeat(names):
+            code = self.run(
+                argv, env=env, cwd=Path.cwd(), log=self.folder / "ansible.log", on_line=on_line
+            )
         for host_name, kind in by_host.items():
             if host_name not in seen and self.hosts[kind].status != FAILED:
                 self.hosts[kind].fail(
@@ -723,14 +745,7 @@ class Campaign:
             "--campaign",
             str(path),
         ]
-        lines: list[str] = []
-        code = self.run(
-            argv,
-            env=dict(os.environ),
-            cwd=CLONE,
-            log=self.folder / "report.log",
-            on_line=lines.append,
-        )
+        code = self.run(argv, env=dict(os.environ), cwd=Path.cwd(), log=self.folder / "report.log")
         for row in summary["types"]:
             outcome = (
                 row["status"] if row["reason"] is None else f"{row['status']}: {row['reason']}"
@@ -741,9 +756,17 @@ class Campaign:
             f"{money(summary['cost_usd'], 2)} at the planned prices"
         )
         if code == 0:
+            self.say(ranking_section((out / "report.md").read_text()))
             self.say(f"report: {out / 'report.html'} (also report.md)")
         else:
-            self.say(f"the report failed (exit {code}): {''.join(lines[-3:]).strip()}")
+            self.say(f"the report failed (exit {code}); see {self.folder / 'report.log'}")
+
+
+def ranking_section(markdown: str) -> str:
+    """The report's ranking, for the terminal: from its heading to the next section."""
+    start = markdown.find("## Ranking")
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start : end if end > 0 else None].strip() if start >= 0 else ""
 
 
 def money(value: float | None, digits: int) -> str:

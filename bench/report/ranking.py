@@ -46,6 +46,7 @@ RANKING_HEADER = [
     "rank",
     "instance type",
     "GPU",
+    "ran on",
     "$/h",
     "verify",
     "samples/s",
@@ -70,6 +71,14 @@ def median(figures: dict[str, Any], name: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def ran_on(document: dict[str, Any] | None) -> str:
+    """The device the result was measured on: a type whose GPU went unused shows it here."""
+    if document is None:
+        return "-"
+    gpus = document.get("gpus") or []
+    return str(gpus[0]["name"]) if gpus else "CPU"
+
+
 def workload_rows(
     campaign: CampaignSummary, documents: dict[str, dict[str, Any]], workload: str
 ) -> list[list[str]]:
@@ -80,7 +89,8 @@ def workload_rows(
         document = documents.get(row["result"] or "")
         figures = (document or {}).get("summary", {}).get(workload) if document else None
         hourly = row["usd_per_hour"]
-        common = [row["instance_type"], row["gpu"], money(hourly, 3), row["verdict"] or "not run"]
+        common = [row["instance_type"], row["gpu"], ran_on(document), money(hourly, 3)]
+        common.append(row["verdict"] or "not run")
         if not figures:
             why = row["status"] if document is None else "no result for this workload"
             if row["reason"]:
