@@ -509,6 +509,7 @@ class Campaign:
         """Launch one type and wait for SSH; a failure becomes its row's reason."""
         kind = plan.request.instance_type
         host = self.hosts[kind]
+        stage = "launch"
         try:
             self.progress(host.host, f"launching {kind}")
             host.status = "launching"
@@ -517,13 +518,14 @@ class Campaign:
                 instance = existing  # left by a campaign run whose controller died: reuse it
             else:
                 instance = self.launcher.launch(plan)
-            host.instances.append(
-                {
-                    "id": instance["InstanceId"],
-                    "launched_at": instance["LaunchTime"].isoformat(),
-                    "ended_at": "",
-                }
-            )
+            if instance["InstanceId"] not in {r["id"] for r in host.instances}:
+                host.instances.append(
+                    {
+                        "id": instance["InstanceId"],
+                        "launched_at": instance["LaunchTime"].isoformat(),
+                        "ended_at": "",
+                    }
+                )
             save_state(self.folder, self.hosts)
             key_name = instance.get("KeyName") or plan.request.key_name or ""
             inventory.add_host(
@@ -535,10 +537,10 @@ class Campaign:
             )
             address = instance.get("PublicIpAddress") or instance.get("PrivateIpAddress", "")
             self.progress(host.host, f"{instance['InstanceId']} running at {address}; waiting SSH")
-            host.status = "ssh"
+            host.status = stage = "ssh"
             self.ssh_ready(address, self.stopping)
         except CloudError as error:
-            host.fail(f"launch: {str(error).splitlines()[0]}")
+            host.fail(f"{stage}: {str(error).splitlines()[0]}")
             self.progress(host.host, host.reason or "failed")
             return None
         self.progress(host.host, "SSH answers")
@@ -755,7 +757,7 @@ class Campaign:
             f"campaign cost: {summary['instance_hours']:.3f} instance-hours, "
             f"{money(summary['cost_usd'], 2)} at the planned prices"
         )
-        if code == 0:
+        if code == 0 and (out / "report.md").is_file():
             self.say(ranking_section((out / "report.md").read_text()))
             self.say(f"report: {out / 'report.html'} (also report.md)")
         else:

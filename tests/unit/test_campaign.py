@@ -39,7 +39,7 @@ class FakePlaybooks:
         self.calls: list[list[str]] = []
 
     def __call__(
-        self, argv: list[str], *, env: dict[str, str], cwd: Path, log: Path, on_line: Any
+        self, argv: list[str], *, env: dict[str, str], cwd: Path, log: Path, on_line: Any = None
     ) -> int:
         self.calls.append(argv)
         if "--limit" not in argv:
