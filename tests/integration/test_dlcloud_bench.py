@@ -63,6 +63,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
         "ANSIBLE_DEPRECATION_WARNINGS": "false",
         "KERAS_HOME": str(tmp / "keras-home"),
+        "DLSTATION_CACHE_DIR": str(tmp / "cache"),
+        "MPLCONFIGDIR": str(tmp / "matplotlib"),
         "PYTHONUNBUFFERED": "1",
     }
     client = boto3.client(
