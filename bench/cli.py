@@ -204,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, required=True, help="folder to write the report to")
     report.add_argument("--title", default="dlbench report")
+    report.add_argument(
+        "--campaign",
+        type=Path,
+        help="campaign.json of `dlcloud bench`: rank its instance types above the report",
+    )
 
     compare = commands.add_parser("compare", help="ratios of B's figures to A's, with spread")
     compare.add_argument("a", type=Path, help="result file or folder (the baseline)")
@@ -438,9 +443,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     collection = model.collect(args.results)
     for _, why in collection.refused:
         print(f"dlbench: skipped {why}", file=sys.stderr)
-    if not collection.results and not collection.verifies:
+    if not collection.results and not collection.verifies and args.campaign is None:
         raise UsageError("no dlbench results among the given paths; nothing to report")
-    paths = render.write(collection, args.out, args.title)
+    if args.campaign is not None:
+        from bench.report import ranking
+
+        paths = ranking.write(collection, args.campaign, args.out, args.title)
+    else:
+        paths = render.write(collection, args.out, args.title)
     print(f"report: {paths['html']} (also {paths['markdown'].name}, {paths['csv'].name})")
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.textfmt import table
-from cloud import ami, fleet, guard, inventory, prices
+from cloud import ami, campaign, fleet, guard, inventory, prices
 from cloud.aws import AWS_FAILURES, Aws, CloudError, aws_errors, check_region, explain
 from cloud.catalog import Catalog, user_catalog_path
 from cloud.launcher import Launcher, LaunchRequest, ssh_argv, ssh_command, tunnel_command
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     reap = commands.add_parser("reap", help="remove expired instances and orphaned resources")
     reap.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reap.add_argument("--inventory", type=Path, help="static inventory file to update")
+    campaign.add_parser(commands)
     return parser
 
 
@@ -398,6 +399,16 @@ class Commands:
         inventory.remove_hosts(self.inventory_path(), set(done.instances))
         print("\n".join(done.lines()))
         return 0
+
+    def bench(self) -> int:
+        return campaign.run_command(
+            self.args,
+            self.aws,
+            self.catalog,
+            now=self.now,
+            confirm=self.confirm,
+            checkip=self.checkip,
+        )
 
 
 def ttl_cell(left: float | None) -> str:

@@ -1,0 +1,796 @@
+"""`dlcloud bench`: rent each instance type, set it up, benchmark it, rank them, leave nothing.
+
+One campaign: plan and confirm, launch every type in parallel through the Launcher, wait for
+SSH, run setup.yml and bench.yml on exactly those hosts, fetch the results, terminate all of it
+in a `finally` (the TTL watchdog is the backstop), and write one report ranking the types.
+A campaign folder keeps its state: running the same --name again reuses the results it holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cloud import ami, fleet, guard, inventory
+from cloud.aws import Aws, CloudError, aws_errors
+from cloud.catalog import Catalog
+from cloud.launcher import LIVE_STATES, Launcher, LaunchRequest, Plan
+
+CLONE = Path(__file__).resolve().parent.parent
+STATE_FILE = "state.json"
+SUMMARY_FILE = "campaign.json"
+SSH_PROBE_ENV = "DLCLOUD_SSH_PROBE"  # host:port to probe instead of each instance's port 22
+SSH_TIMEOUT_S = 600
+HEARTBEAT_S = 60  # a progress line at least this often, even in a long step
+NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+VERDICT = re.compile(r"verdict: (PASS|WARN|FAIL)")
+DONE, REUSED, FAILED = "done", "reused", "failed"
+
+Confirm = Callable[[str], bool]
+Say = Callable[[str], None]
+
+
+# -- options ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user asked for, parsed at the edge."""
+
+    types: list[str]
+    name: str
+    folder: Path
+    spot: bool = False
+    ttl_text: str = "2h"
+    workloads: list[str] = field(default_factory=list)
+    mode: str | None = None
+    backend: str | None = None
+    repeats: int | None = None
+    bench_args: str = ""
+    ansible_args: list[str] = field(default_factory=list)
+    ami_type: str = ami.DEFAULT_AMI_TYPE
+    ami_id: str | None = None
+    key_name: str | None = None
+    ssh_cidr: str | None = None
+    volume_gb: int = 100
+    yes: bool = False
+
+    def host(self, instance_type: str) -> str:
+        return f"{self.name}-{instance_type.replace('.', '-')}"
+
+    def dlbench_args(self) -> list[str]:
+        """What `dlbench run` gets on every host, before its price."""
+        args = list(self.workloads)
+        for flag, value in (("--mode", self.mode), ("--backend", self.backend)):
+            if value:
+                args += [flag, value]
+        if self.repeats:
+            args += ["--repeats", str(self.repeats)]
+        return args + shlex.split(self.bench_args)
+
+
+def add_parser(commands: Any) -> None:
+    """The `dlcloud bench` subcommand and its options."""
+    bench = commands.add_parser(
+        "bench", help="benchmark instance types in parallel, rank them by cost, leave nothing"
+    )
+    bench.add_argument("--types", required=True, help="e.g. g5.xlarge,g6.xlarge,g6e.xlarge")
+    bench.add_argument("--name", help="campaign name; the same name resumes (default: a stamp)")
+    bench.add_argument("--spot", action="store_true", help="spot market for every type")
+    bench.add_argument("--ttl", default="2h", help="each instance's lifetime (default: 2h)")
+    bench.add_argument("--workloads", help="comma-separated, e.g. imdb,reuters (default: all)")
+    bench.add_argument("--mode", choices=["fit", "compiled"], help="dlbench run --mode")
+    bench.add_argument("--backend", help="dlbench run --backend (default: tensorflow)")
+    bench.add_argument("--repeats", type=int, help="dlbench run --repeats")
+    bench.add_argument(
+        "--bench-args", default="", help='more for `dlbench run`, e.g. "--synthetic --epochs 2"'
+    )
+    bench.add_argument(
+        "--ansible-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="passed to ansible-playbook (repeat it), e.g. --ansible-arg=-e "
+        "--ansible-arg=ansible_user=ec2-user",
+    )
+    bench.add_argument(
+        "--out", type=Path, help="campaign folder (default: results/campaigns/NAME in the clone)"
+    )
+    bench.add_argument("--ami-type", default=ami.DEFAULT_AMI_TYPE, help="DLAMI type")
+    bench.add_argument("--ami-id", help="an exact AMI id instead of the newest DLAMI")
+    bench.add_argument("--key-name", help="existing key pair whose .pem is in the key folder")
+    bench.add_argument("--ssh-cidr", help="who may SSH in (default: your public IP /32)")
+    bench.add_argument("--volume-gb", type=int, default=100, help="root disk GiB (default 100)")
+    bench.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def options_from(args: argparse.Namespace, now: datetime) -> Options:
+    name = args.name or f"bench-{now:%Y%m%d-%H%M%S}"
+    if not NAME.match(name):
+        raise CloudError(
+            f"--name {name!r}: use lower-case letters, digits and hyphens (at most 40), "
+            "e.g. --name l4-vs-a10g",
+            2,
+        )
+    types = [t.strip() for t in args.types.split(",") if t.strip()]
+    if not types or len(set(types)) != len(types):
+        raise CloudError("--types: name each instance type once, e.g. g5.xlarge,g6.xlarge", 2)
+    return Options(
+        types=types,
+        name=name,
+        folder=(args.out or CLONE / "results" / "campaigns" / name).resolve(),
+        spot=args.spot,
+        ttl_text=args.ttl,
+        workloads=[w for w in (args.workloads or "").split(",") if w],
+        mode=args.mode,
+        backend=args.backend,
+        repeats=args.repeats,
+        bench_args=args.bench_args,
+        ansible_args=list(args.ansible_arg),
+        ami_type=args.ami_type,
+        ami_id=args.ami_id,
+        key_name=args.key_name,
+        ssh_cidr=args.ssh_cidr,
+        volume_gb=args.volume_gb,
+        yes=args.yes,
+    )
+
+
+# -- state -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Host:
+    """One instance type of the campaign, as it goes: kept in state.json for resuming."""
+
+    instance_type: str
+    host: str
+    gpu: str = ""
+    usd_per_hour: float | None = None
+    status: str = "planned"
+    reason: str | None = None
+    verdict: str | None = None
+    # Every instance launched for it: id, launched_at and ended_at (ISO), for the bill.
+    instances: list[dict[str, str]] = field(default_factory=list)
+
+    def hours(self, now: datetime) -> float:
+        total = 0.0
+        for record in self.instances:
+            start = datetime.fromisoformat(record["launched_at"])
+            end = datetime.fromisoformat(record["ended_at"]) if record.get("ended_at") else now
+            total += max((end - start).total_seconds(), 0) / 3600
+        return total
+
+    def fail(self, reason: str) -> None:
+        if self.status != FAILED:  # the first reason is the one that explains the rest
+            self.status, self.reason = FAILED, reason
+
+
+def load_state(folder: Path) -> dict[str, Host]:
+    path = folder / STATE_FILE
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    return {h["instance_type"]: Host(**h) for h in saved["hosts"]}
+
+
+def save_state(folder: Path, hosts: dict[str, Host]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / f".{STATE_FILE}.tmp"
+    temporary.write_text(json.dumps({"hosts": [asdict(h) for h in hosts.values()]}, indent=1))
+    temporary.replace(folder / STATE_FILE)
+
+
+def complete_result(path: Path) -> bool:
+    """A fetched result file whose runs all completed: resuming does not run it again."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    runs = document.get("runs") or []
+    return document.get("status") == "complete" and all(r["status"] == "complete" for r in runs)
+
+
+# -- seams: subprocesses and SSH -------------------------------------------------------------
+
+
+def run_logged(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    log: Path,
+    on_line: Callable[[str], None] | None = None,
+) -> int:
+    """Run a command, its output appended to log and handed line by line to on_line."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as handle:
+        handle.write(f"$ {shlex.join(argv)}\n")
+        handle.flush()
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                handle.write(line)
+                if on_line is not None:
+                    on_line(line)
+            return process.wait()
+        finally:
+            if process.poll() is None:  # interrupted: stop the child before cleaning up
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+RunLogged = Callable[..., int]
+
+
+def wait_for_ssh(address: str, stopping: threading.Event, timeout_s: float = SSH_TIMEOUT_S) -> None:
+    """Until a TCP connection to SSH succeeds; $DLCLOUD_SSH_PROBE (host:port) replaces address."""
+    probe = os.environ.get(SSH_PROBE_ENV)
+    host, port = probe.rsplit(":", 1) if probe else (address, "22")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=5):
+                return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise CloudError(f"SSH on {host}:{port} did not answer in {timeout_s:.0f} s") from (
+                    error
+                )
+            if stopping.wait(3):
+                raise CloudError("stopped while waiting for SSH") from error
+
+
+def say_now(line: str) -> None:
+    """Progress reaches a pipe (CI logs, tee) as it happens, not when the buffer fills."""
+    print(line, flush=True)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@contextmanager
+def no_interrupts() -> Iterator[None]:
+    """Cleanup must finish: a second Ctrl-C is ignored until it has."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to guard
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# -- the campaign ----------------------------------------------------------------------------
+
+
+class Campaign:
+    """Plan, launch, set up, benchmark, terminate and report; seams injectable for tests."""
+
+    def __init__(
+        self,
+        options: Options,
+        aws: Aws,
+        catalog: Catalog,
+        *,
+        now: Callable[[], datetime] = utc_now,
+        confirm: Confirm,
+        checkip: Callable[[], str] | None = None,
+        run: RunLogged = run_logged,
+        ssh_ready: Callable[[str, threading.Event], None] = wait_for_ssh,
+        say: Say = say_now,
+    ) -> None:
+        self.options = options
+        self.aws = aws
+        self.catalog = catalog
+        self.now = now
+        self.confirm = confirm
+        self.run = run
+        self.ssh_ready = ssh_ready
+        self.say = say
+        self.launcher = Launcher(aws, catalog, now=now, checkip=checkip)
+        self.folder = options.folder
+        self.inventory = inventory.default_path()
+        self.started = time.monotonic()
+        self.hosts = load_state(self.folder)
+        for kind in options.types:
+            self.hosts.setdefault(kind, Host(kind, options.host(kind)))
+        self.stopping = threading.Event()  # set on the way out: threads stop waiting
+        self.executor: ThreadPoolExecutor | None = None
+        self.phase = ""  # the role or task ansible is in, for progress lines
+
+    # -- progress --------------------------------------------------------------------------
+
+    def cost_so_far(self) -> float:
+        now = self.now()
+        return sum(h.hours(now) * (h.usd_per_hour or 0) for h in self.hosts.values())
+
+    def progress(self, who: str, step: str) -> None:
+        elapsed = int(time.monotonic() - self.started)
+        self.say(
+            f"[{elapsed // 60:3d}m{elapsed % 60:02d}s  ${self.cost_so_far():7.3f}]  {who}: {step}"
+        )
+
+    @contextmanager
+    def heartbeat(self, who: str) -> Iterator[None]:
+        """While a playbook runs a long task (dlbench verify, run), say it is still there."""
+        finished = threading.Event()
+
+        def beat() -> None:
+            while not finished.wait(HEARTBEAT_S):
+                self.progress(who, f"still in {self.phase}")
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            finished.set()
+            thread.join()
+
+    # -- plan ------------------------------------------------------------------------------
+
+    def missing(self) -> list[str]:
+        """Types without a complete result in the campaign folder."""
+        todo = []
+        for kind in self.options.types:
+            host = self.hosts[kind]
+            if complete_result(self.results_dir / f"{host.host}.json"):
+                host.status, host.reason = REUSED, None
+            else:
+                host.status, host.reason = "planned", None
+                todo.append(kind)
+        return todo
+
+    @property
+    def results_dir(self) -> Path:
+        return self.folder / "results"
+
+    def request(self, kind: str) -> LaunchRequest:
+        o = self.options
+        return LaunchRequest(
+            instance_type=kind,
+            name=o.host(kind),
+            ttl_text=o.ttl_text,
+            spot=o.spot,
+            ami_type=o.ami_type,
+            ami_id=o.ami_id,
+            key_name=o.key_name,
+            ssh_cidr=o.ssh_cidr,
+            volume_gb=o.volume_gb,
+        )
+
+    def plan(self, kinds: list[str]) -> list[Plan]:
+        """The launcher's preflight per type, then the vCPU quota per family for all together."""
+        plans = [self.launcher.preflight(self.request(kind)) for kind in kinds]
+        lines = [f"campaign {self.options.name!r} in {self.aws.region}, folder {self.folder}"]
+        most = 0.0
+        seen: set[str] = set()  # one quota warning, not one per type
+        for plan in plans:
+            host = self.hosts[plan.request.instance_type]
+            spec = self.catalog.get(host.instance_type)
+            host.gpu = f"{spec.gpu_count}x {spec.gpu}"
+            host.usd_per_hour = plan.price.usd_per_hour
+            cap = plan.cost_for_ttl()
+            most += cap or 0
+            lines.append(
+                f"  {host.instance_type:<14} {host.gpu:<14} "
+                f"{money(plan.price.usd_per_hour, 4)}/h  at most {money(cap, 2)} in "
+                f"{self.options.ttl_text} ({plan.price.basis})"
+            )
+            lines += [f"    warning: {w}" for w in plan.warnings if w not in seen]
+            seen.update(plan.warnings)
+        reused = [k for k in self.options.types if self.hosts[k].status == REUSED]
+        if reused:
+            lines.append(f"  reusing the results of {', '.join(reused)}: not launched again")
+        lines += self.family_quotas(plans)
+        lines.append(
+            f"  most possible cost: {money(most, 2)} (TTL {self.options.ttl_text} x price, "
+            f"all {len(plans)} types); every instance is terminated when the campaign ends"
+        )
+        lines.append(f"  dlbench run {shlex.join(self.options.dlbench_args())}")
+        self.say("\n".join(lines))
+        return plans
+
+    def family_quotas(self, plans: list[Plan]) -> list[str]:
+        """Types of one quota family share its vCPU quota: check them together."""
+        needed: dict[str, int] = {}
+        for plan in plans:
+            spec = self.catalog.get(plan.request.instance_type)
+            needed[spec.quota_class] = needed.get(spec.quota_class, 0) + spec.vcpus
+        lines = []
+        market = "spot" if self.options.spot else "on-demand"
+        for family, vcpus in sorted(needed.items()):
+            code = self.catalog.quota_codes[market][family]
+            try:
+                with aws_errors("reading the vCPU quota"):
+                    quota = self.aws.client("service-quotas").get_service_quota(
+                        ServiceCode="ec2", QuotaCode=code
+                    )["Quota"]["Value"]
+            except CloudError:
+                lines.append(f"  quota {family}: unreadable ({code}); {vcpus} vCPUs needed")
+                continue
+            used = self.launcher.vcpus_in_use(family)
+            if used + vcpus > quota:
+                raise CloudError(
+                    f"the campaign needs {vcpus} {market} {family}-family vCPUs at once but the "
+                    f"quota {code} is {quota:g} with {used} in use\n  what to do: request more "
+                    "in Service Quotas (EC2), or bench fewer types per campaign",
+                    2,
+                )
+            lines.append(
+                f"  quota {family}: {quota:g} vCPUs ({code}), {used} in use, {vcpus} needed"
+            )
+        return lines
+
+    # -- run -------------------------------------------------------------------------------
+
+    def execute(self) -> int:
+        """The whole campaign; exit 0 when every type has a result, 1 when some failed."""
+        todo = self.missing()
+        plans = self.plan(todo) if todo else []
+        if not todo:
+            self.say("every type has its result in the campaign folder: launching nothing")
+        elif not self.options.yes and not self.confirm(f"launch {len(plans)} instance(s)?"):
+            self.say("nothing launched (pass --yes to skip this question)")
+            return 1
+        save_state(self.folder, self.hosts)
+        try:
+            if plans:
+                ready = self.launch_all(plans)
+                ready = self.playbook("setup.yml", ready, self.setup_vars())
+                self.playbook("bench.yml", ready, self.bench_vars(ready))
+                for kind in ready:
+                    self.collect(kind)
+        finally:
+            self.stopping.set()
+            with no_interrupts():
+                try:
+                    self.teardown()
+                finally:
+                    self.report()
+        failed = [h for h in self.hosts.values() if h.status == FAILED]
+        return 1 if failed else 0
+
+    def launch_all(self, plans: list[Plan]) -> list[str]:
+        """Every type at once; the first alone, as it may create the key pair and SSH group."""
+        ready: list[str] = []
+        executor = ThreadPoolExecutor(max_workers=len(plans))
+        try:
+            first, rest = plans[0], plans[1:]
+            pending: set[Future[str | None]] = {executor.submit(self.bring_up, first)}
+            started_rest = False
+            while pending:
+                done, pending = wait(pending, timeout=HEARTBEAT_S, return_when=FIRST_COMPLETED)
+                if not done:
+                    self.progress("campaign", "waiting for instances")
+                ready += [kind for kind in (f.result() for f in done) if kind]
+                if not started_rest:
+                    pending |= {executor.submit(self.bring_up, plan) for plan in rest}
+                    started_rest = True
+        finally:
+            # On Ctrl-C the threads still starting instances finish before the sweep runs.
+            executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = executor
+        return ready
+
+    def bring_up(self, plan: Plan) -> str | None:
+        """Launch one type and wait for SSH; a failure becomes its row's reason."""
+        kind = plan.request.instance_type
+        host = self.hosts[kind]
+        stage = "launch"
+        try:
+            self.progress(host.host, f"launching {kind}")
+            host.status = "launching"
+            existing = self.launcher.find_existing(plan.request.name)
+            if existing is not None and existing["State"]["Name"] == "running":
+                instance = existing  # left by a campaign run whose controller died: reuse it
+            else:
+                instance = self.launcher.launch(plan)
+            if instance["InstanceId"] not in {r["id"] for r in host.instances}:
+                host.instances.append(
+                    {
+                        "id": instance["InstanceId"],
+                        "launched_at": instance["LaunchTime"].isoformat(),
+                        "ended_at": "",
+                    }
+                )
+            save_state(self.folder, self.hosts)
+            key_name = instance.get("KeyName") or plan.request.key_name or ""
+            inventory.add_host(
+                self.inventory,
+                host.host,
+                instance,
+                self.aws.region,
+                self.launcher.key_folder / f"{key_name}.pem",
+            )
+            address = instance.get("PublicIpAddress") or instance.get("PrivateIpAddress", "")
+            self.progress(host.host, f"{instance['InstanceId']} running at {address}; waiting SSH")
+            host.status = stage = "ssh"
+            self.ssh_ready(address, self.stopping)
+        except CloudError as error:
+            host.fail(f"{stage}: {str(error).splitlines()[0]}")
+            self.progress(host.host, host.reason or "failed")
+            return None
+        self.progress(host.host, "SSH answers")
+        return kind
+
+    # -- ansible ---------------------------------------------------------------------------
+
+    def setup_vars(self) -> dict[str, Any]:
+        return {"verify_fetch_dir": str(self.folder / "verify")}
+
+    def bench_vars(self, kinds: list[str]) -> dict[str, Any]:
+        """bench.yml's bench_args per host: the campaign's, priced at the campaign's price."""
+        per_host = {}
+        for kind in kinds:
+            host = self.hosts[kind]
+            price = (
+                [] if host.usd_per_hour is None else ["--price-per-hour", f"{host.usd_per_hour}"]
+            )
+            per_host[host.host] = shlex.join(self.options.dlbench_args() + price)
+        return {
+            "bench_fetch_dir": str(self.results_dir),
+            "dlcloud_bench_args": per_host,
+            "bench_args": "{{ dlcloud_bench_args[inventory_hostname] }}",
+        }
+
+    def playbook(self, name: str, kinds: list[str], variables: dict[str, Any]) -> list[str]:
+        """Run a playbook on exactly these hosts; returns the types that came through."""
+        if not kinds:
+            return []
+        by_host = {self.hosts[k].host: k for k in kinds}
+        step = name.removesuffix(".yml")
+        for kind in kinds:
+            self.hosts[kind].status = step
+        executable = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
+        argv = [
+            executable or "ansible-playbook",
+            "-i",
+            str(self.inventory),
+            "--limit",
+            ",".join(by_host),
+            str(CLONE / name),
+            "-e",
+            json.dumps(variables),
+            *self.options.ansible_args,
+        ]
+        env = {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(CLONE / "ansible.cfg"),
+            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.jsonl",
+            "ANSIBLE_NOCOLOR": "1",
+        }
+        seen: set[str] = set()
+
+        def on_line(line: str) -> None:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                return
+            self.on_event(step, event, by_host, seen)
+
+        names = ", ".join(by_host)
+        self.progress(names, f"{name} starts (log: {self.folder / 'ansible.log'})")
+        with self.heartbeat(names):
+            code = self.run(
+                argv, env=env, cwd=Path.cwd(), log=self.folder / "ansible.log", on_line=on_line
+            )
+        for host_name, kind in by_host.items():
+            if host_name not in seen and self.hosts[kind].status != FAILED:
+                self.hosts[kind].fail(
+                    f"{name} did not reach this host (exit {code}; see ansible.log)"
+                )
+        save_state(self.folder, self.hosts)
+        return [k for k in kinds if self.hosts[k].status != FAILED]
+
+    def on_event(
+        self, step: str, event: dict[str, Any], by_host: dict[str, str], seen: set[str]
+    ) -> None:
+        """One jsonl event of ansible: progress, the verify verdict, a host's failure."""
+        kind = event.get("_event", "")
+        task = (event.get("task") or {}).get("name", "")
+        if kind == "v2_playbook_on_task_start":
+            # One line per role (setup.yml) or per task (bench.yml): the step, not the noise.
+            phase = task.split(" : ", 1)[0]
+            if phase != self.phase:
+                self.phase = phase
+                self.progress(", ".join(by_host), f"{step}.yml: {phase}")
+            return
+        for host_name, result in (event.get("hosts") or {}).items():
+            if host_name not in by_host:
+                continue
+            seen.add(host_name)
+            host = self.hosts[by_host[host_name]]
+            verdict = VERDICT.search(result.get("stdout") or "")
+            if verdict and "dlbench verify" in task:
+                host.verdict = verdict.group(1)
+            if kind in ("v2_runner_on_failed", "v2_runner_on_unreachable"):
+                if result.get("ignore_errors") or event.get("ignore_errors"):
+                    continue
+                stderr = str(result.get("stderr") or "").strip()
+                why = stderr.splitlines()[-1] if stderr else str(result.get("msg") or "failed")
+                if result.get("rc") not in (None, 0):
+                    why += f" (exit {result['rc']})"
+                what = "unreachable" if kind.endswith("unreachable") else task
+                host.fail(f"{step}: {what}: {why.strip()[:300]}")
+                self.progress(host_name, host.reason or "failed")
+
+    def collect(self, kind: str) -> None:
+        host = self.hosts[kind]
+        if complete_result(self.results_dir / f"{host.host}.json"):
+            host.status = DONE
+            self.progress(host.host, "result fetched")
+        else:
+            host.fail("bench: no complete result file came back")
+
+    # -- teardown and report ---------------------------------------------------------------
+
+    def teardown(self) -> None:
+        """Terminate every instance this campaign started, found by id and by name."""
+        executor = self.executor
+        names = {h.host for h in self.hosts.values()}
+        ec2 = self.aws.client("ec2")
+        for attempt in range(2):
+            live = [
+                i
+                for i in fleet.project_instances(ec2, [*LIVE_STATES, "shutting-down"])
+                if guard.tags_of(i).get(guard.TAG_NAME) in names
+                and i["State"]["Name"] != "shutting-down"
+            ]
+            if live:
+                self.progress("campaign", f"terminating {', '.join(i['InstanceId'] for i in live)}")
+                done = fleet.terminate(ec2, live, self.launcher.key_folder)
+                self.say("\n".join(f"  {line}" for line in done.lines()))
+                inventory.remove_hosts(self.inventory, set(done.instances))
+            if attempt == 0 and executor is not None:
+                executor.shutdown(wait=True)  # a launch still under way ends now; sweep again
+        ended = self.now().isoformat()
+        for host in self.hosts.values():
+            if host.status not in (DONE, REUSED, FAILED):
+                host.fail(f"interrupted while in step {host.status}")
+            for record in host.instances:
+                record["ended_at"] = record.get("ended_at") or ended
+        save_state(self.folder, self.hosts)
+        launched = {r["id"] for h in self.hosts.values() for r in h.instances}
+        inventory.remove_hosts(self.inventory, launched)
+
+    def summary(self) -> dict[str, Any]:
+        now = self.now()
+        rows: list[dict[str, Any]] = []
+        for kind in self.options.types:
+            host = self.hosts[kind]
+            if not host.gpu:
+                spec = self.catalog.get(kind)
+                host.gpu = f"{spec.gpu_count}x {spec.gpu}"
+            if host.usd_per_hour is None:
+                host.usd_per_hour = self.catalog.price(
+                    kind, self.aws.region, self.options.spot
+                ).usd_per_hour
+            hours = host.hours(now)
+            result = self.results_dir / f"{host.host}.json"
+            rows.append(
+                {
+                    "instance_type": kind,
+                    "host": host.host,
+                    "gpu": host.gpu,
+                    "usd_per_hour": host.usd_per_hour,
+                    "status": host.status,
+                    "reason": host.reason,
+                    "verdict": host.verdict,
+                    "result": result.name if result.is_file() else None,
+                    "instance_hours": hours,
+                    "cost_usd": None if host.usd_per_hour is None else hours * host.usd_per_hour,
+                }
+            )
+        ttl_h = guard.parse_ttl(self.options.ttl_text).total_seconds() / 3600
+        prices = [r["usd_per_hour"] for r in rows]
+        return {
+            "name": self.options.name,
+            "region": self.aws.region,
+            "market": "spot" if self.options.spot else "on-demand",
+            "ttl": self.options.ttl_text,
+            "max_cost_usd": None if None in prices else sum(prices) * ttl_h,
+            "instance_hours": sum(r["instance_hours"] for r in rows),
+            "cost_usd": sum(r["cost_usd"] or 0 for r in rows),
+            "types": rows,
+        }
+
+    def report(self) -> None:
+        """campaign.json, then `dlbench report` of every result with the ranking on top."""
+        summary = self.summary()
+        path = self.folder / SUMMARY_FILE
+        path.write_text(json.dumps(summary, indent=1) + "\n")
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        out = self.folder / "report"
+        argv = [
+            sys.executable,
+            "-m",
+            "bench",
+            "report",
+            str(self.results_dir),
+            "--out",
+            str(out),
+            "--title",
+            f"dlcloud bench: {self.options.name}",
+            "--campaign",
+            str(path),
+        ]
+        code = self.run(argv, env=dict(os.environ), cwd=Path.cwd(), log=self.folder / "report.log")
+        for row in summary["types"]:
+            outcome = (
+                row["status"] if row["reason"] is None else f"{row['status']}: {row['reason']}"
+            )
+            self.say(f"  {row['instance_type']:<14} verify {row['verdict'] or '-':<4}  {outcome}")
+        self.say(
+            f"campaign cost: {summary['instance_hours']:.3f} instance-hours, "
+            f"{money(summary['cost_usd'], 2)} at the planned prices"
+        )
+        if code == 0 and (out / "report.md").is_file():
+            self.say(ranking_section((out / "report.md").read_text()))
+            self.say(f"report: {out / 'report.html'} (also report.md)")
+        else:
+            self.say(f"the report failed (exit {code}); see {self.folder / 'report.log'}")
+
+
+def ranking_section(markdown: str) -> str:
+    """The report's ranking, for the terminal: from its heading to the next section."""
+    start = markdown.find("## Ranking")
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start : end if end > 0 else None].strip() if start >= 0 else ""
+
+
+def money(value: float | None, digits: int) -> str:
+    return "unknown" if value is None else f"${value:.{digits}f}"
+
+
+def run_command(
+    args: argparse.Namespace,
+    aws: Aws,
+    catalog: Catalog,
+    *,
+    now: Callable[[], datetime],
+    confirm: Confirm,
+    checkip: Callable[[], str] | None = None,
+) -> int:
+    """`dlcloud bench`, from parsed arguments to exit code."""
+    options = options_from(args, now())
+    if not (CLONE / "setup.yml").is_file():
+        raise CloudError(
+            f"dlcloud bench runs setup.yml and bench.yml from a dlstation clone; none at {CLONE}"
+        )
+    if options.volume_gb < 30:
+        raise CloudError("--volume-gb must be at least 30: the Deep Learning AMI needs it", 2)
+    campaign = Campaign(options, aws, catalog, now=now, confirm=confirm, checkip=checkip)
+    return campaign.execute()

@@ -1,0 +1,138 @@
+"""`dlcloud bench` against moto in-process, ansible-playbook replaced at its seam."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from cloud import campaign, fleet, inventory
+from cloud.aws import Aws, CloudError
+from cloud.catalog import Catalog
+from tests.fakes.aws import FAKE_CREDENTIALS, answer, fail
+
+CIDR = "203.0.113.7/32"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Aws]:
+    for key, value in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("DLCLOUD_KEY_DIR", str(tmp_path / "keys"))
+    monkeypatch.setenv("DLCLOUD_INVENTORY", str(tmp_path / "dlcloud.yml"))
+    with mock_aws():
+        yield Aws("us-east-1")
+
+
+class FakePlaybooks:
+    """Stands in for ansible-playbook: emits jsonl events and writes the result files bench.yml
+    would fetch; the report command just succeeds."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(
+        self, argv: list[str], *, env: dict[str, str], cwd: Path, log: Path, on_line: Any = None
+    ) -> int:
+        self.calls.append(argv)
+        if "--limit" not in argv:
+            return 0  # dlbench report
+        hosts = argv[argv.index("--limit") + 1].split(",")
+        variables = json.loads(argv[argv.index("-e") + 1])
+        task = (
+            "Run dlbench verify"
+            if argv[argv.index("--limit") + 2].endswith("setup.yml")
+            else "Run dlbench"
+        )
+        on_line(json.dumps({"_event": "v2_playbook_on_task_start", "task": {"name": task}}))
+        for host in hosts:
+            result = {"stdout": "verdict: PASS", "rc": 0}
+            on_line(
+                json.dumps(
+                    {"_event": "v2_runner_on_ok", "task": {"name": task}, "hosts": {host: result}}
+                )
+            )
+            if task == "Run dlbench":
+                folder = Path(variables["bench_fetch_dir"])
+                folder.mkdir(parents=True, exist_ok=True)
+                document = {"status": "complete", "runs": [{"status": "complete"}]}
+                (folder / f"{host}.json").write_text(json.dumps(document))
+        return 0
+
+
+def make(aws: Aws, tmp_path: Path, run: FakePlaybooks, types: list[str]) -> campaign.Campaign:
+    image = aws.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    options = campaign.Options(
+        types=types, name="unit", folder=tmp_path / "unit", ami_id=image, ssh_cidr=CIDR, yes=True
+    )
+    ssh_probes: list[str] = []
+
+    def ssh_ready(address: str, stopping: threading.Event) -> None:
+        ssh_probes.append(address)
+
+    return campaign.Campaign(
+        options,
+        aws,
+        Catalog.load(),
+        now=lambda: datetime.now(timezone.utc),
+        confirm=lambda _: False,
+        run=run,
+        ssh_ready=ssh_ready,
+        say=lambda line: None,
+    )
+
+
+def test_types_of_one_family_share_its_quota(aws: Aws, tmp_path: Path) -> None:
+    # 6 vCPUs hold a g5.xlarge or a g6.xlarge (4 each), not both at once.
+    answer(aws.client("service-quotas"), "GetServiceQuota", {"Quota": {"Value": 6.0}})
+    run = FakePlaybooks()
+    with pytest.raises(
+        CloudError, match=r"needs 8 on-demand G-family vCPUs .* quota L-DB2E81BA is 6"
+    ):
+        make(aws, tmp_path, run, ["g5.xlarge", "g6.xlarge"]).execute()
+    assert fleet.project_instances(aws.client("ec2")) == []
+    assert run.calls == []
+
+
+def test_no_capacity_for_one_type_is_its_reason(aws: Aws, tmp_path: Path) -> None:
+    fail(
+        aws.client("ec2"),
+        "RunInstances",
+        "InsufficientInstanceCapacity",
+        when=lambda p: p["InstanceType"] == "g6.xlarge" and not p.get("DryRun"),
+    )
+    run = FakePlaybooks()
+    chosen = make(aws, tmp_path, run, ["g5.xlarge", "g6.xlarge"])
+    assert chosen.execute() == 1
+    summary = json.loads((tmp_path / "unit" / "campaign.json").read_text())
+    rows = {row["instance_type"]: row for row in summary["types"]}
+    assert rows["g5.xlarge"]["status"] == "done" and rows["g5.xlarge"]["verdict"] == "PASS"
+    assert rows["g6.xlarge"]["status"] == "failed"
+    assert rows["g6.xlarge"]["reason"].startswith("launch: no capacity for g6.xlarge")
+    assert rows["g6.xlarge"]["instance_hours"] == 0
+    # Ansible ran on the one host that came up, and only on it.
+    limits = [argv[argv.index("--limit") + 1] for argv in run.calls if "--limit" in argv]
+    assert limits == ["unit-g5-xlarge", "unit-g5-xlarge"]
+    live = fleet.project_instances(aws.client("ec2"), ["pending", "running", "stopped"])
+    assert live == []
+    assert inventory.read(inventory.default_path()) == {}
+
+
+def test_resume_launches_only_what_is_missing(aws: Aws, tmp_path: Path) -> None:
+    run = FakePlaybooks()
+    assert make(aws, tmp_path, run, ["g5.xlarge"]).execute() == 0
+    launched = len(fleet.project_instances(aws.client("ec2")))
+    again = FakePlaybooks()
+    assert make(aws, tmp_path, again, ["g5.xlarge", "g6.xlarge"]).execute() == 0
+    limits = [argv[argv.index("--limit") + 1] for argv in again.calls if "--limit" in argv]
+    assert limits == ["unit-g6-xlarge", "unit-g6-xlarge"]
+    assert len(fleet.project_instances(aws.client("ec2"))) == launched + 1
+    state = json.loads((tmp_path / "unit" / "campaign.json").read_text())
+    assert [row["status"] for row in state["types"]] == ["reused", "done"]
