@@ -18,8 +18,9 @@ from bench import platforms
 from bench.backends import BACKENDS
 from tests.conftest import REPO
 
-# Each pip call resolves one whole venv from the index's metadata files (no wheel download);
-# they mostly wait on the network, so all cells run at once.
+# Each pip call resolves one whole venv from the wheels' metadata alone: the index's metadata
+# files where it serves them, else HTTP range requests into the wheel (pip's fast-deps), never
+# a whole wheel. The calls mostly wait on the network, so all cells run at once.
 PARALLEL = 6
 # The public index itself: no local mirrors, wheel folders or constraints from pip's configuration.
 INDEX_URL = "https://pypi.org/simple"
@@ -72,6 +73,7 @@ def resolve(python: str, build: str, target: Path) -> tuple[str, str, dict[str, 
         "--report",
         "-",
         "--disable-pip-version-check",
+        "--use-feature=fast-deps",
         "--index-url",
         INDEX_URL,
         *requirements,
