@@ -69,13 +69,17 @@ class Plan:
         hourly = self.price.usd_per_hour
         price = "unknown" if hourly is None else f"${hourly:.4f}/h"
         total = self.cost_for_ttl()
-        given_image = "--ami-id image: setup.yml picks the versions by its Python (README: setup.yml)"
+        software = (
+            platforms.describe_host(r.ami_type)
+            if r.ami_id is None
+            else "an --ami-id image: setup.yml picks the versions by its Python"
+        )
         lines = [
             f"launch plan for {r.name!r} in {self.region}",
             f"  instance   {r.instance_type} ({'spot' if r.spot else 'on-demand'}), "
             f"zones {', '.join(self.zones)}",
             f"  image      {self.ami_id} ({self.ami_source})",
-            f"  software   {platforms.describe_host(r.ami_type) if r.ami_id is None else given_image}",
+            f"  software   {software}",
             f"  disk       {r.volume_gb} GiB gp3, encrypted, deleted with the instance",
             f"  lifetime   {r.ttl_text}: powers off and terminates at "
             f"{self.expires_at:%Y-%m-%d %H:%M} UTC, even if this machine is gone",

@@ -87,8 +87,8 @@ def resolve(python: str, build: str, target: Path) -> tuple[str, str, dict[str, 
         errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
         return python, build, "\n".join(errors[-3:]) or done.stderr[-1000:]
     report = json.loads(done.stdout)
-    installed = {
-        canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+    installed: dict[str, str] = {
+        str(canonicalize_name(item["metadata"]["name"])): item["metadata"]["version"]
         for item in report["install"]
     }
     return python, build, installed
@@ -102,7 +102,7 @@ def test_every_row_resolves_on_the_package_index(tmp_path: Path) -> None:
         (python, build) for python in platforms.matrix()["pythons"] for build in ("gpu", "cpu")
     ]
     with ThreadPoolExecutor(PARALLEL) as pool:
-        outcomes = list(pool.map(lambda cell: resolve(*cell, tmp_path), cells))
+        outcomes = list(pool.map(lambda cell: resolve(cell[0], cell[1], tmp_path), cells))
     failures = [
         f"Python {python} {build}: {found}"
         for python, build, found in outcomes
