@@ -20,8 +20,8 @@ from tests.conftest import REPO
 
 # Each pip call resolves one whole venv from the wheels' metadata alone: the index's metadata
 # files where it serves them, else HTTP range requests into the wheel (pip's fast-deps), never
-# a whole wheel. The calls mostly wait on the network, so all cells run at once.
-PARALLEL = 6
+# a whole wheel. Two at a time: more made each call slower here, not the whole faster.
+PARALLEL = 2
 # The public index itself: no local mirrors, wheel folders or constraints from pip's configuration.
 INDEX_URL = "https://pypi.org/simple"
 
