@@ -8,7 +8,9 @@ from botocore.exceptions import ClientError
 
 from cloud.aws import CloudError, aws_errors
 
-DEFAULT_AMI_TYPE = "base-oss-nvidia-driver-gpu-ubuntu-22.04"
+# Ubuntu 24.04's Python 3.12 gets the newest Keras and JAX in setup.yml's version table; on
+# 22.04 (Python 3.10, still selectable) Keras stops at 3.12 and JAX at 0.6.
+DEFAULT_AMI_TYPE = "base-oss-nvidia-driver-gpu-ubuntu-24.04"
 SSM_PATH = "/aws/service/deeplearning/ami/{arch}/{ami_type}/latest/ami-id"
 # describe_images name patterns for the fallback, per AMI type.
 NAME_PATTERNS: dict[str, str] = {

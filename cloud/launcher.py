@@ -12,6 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from bench import platforms
 from cloud import ami, guard
 from cloud.aws import Aws, CloudError, aws_errors, error_code, explain
 from cloud.catalog import Catalog, CatalogError, Price
@@ -71,11 +72,17 @@ class Plan:
         hourly = self.price.usd_per_hour
         price = "unknown" if hourly is None else f"${hourly:.4f}/h"
         total = self.cost_for_ttl()
+        software = (
+            platforms.describe_host(r.ami_type)
+            if r.ami_id is None
+            else "an --ami-id image: setup.yml picks the versions by its Python"
+        )
         lines = [
             f"launch plan for {r.name!r} in {self.region}",
             f"  instance   {r.instance_type} ({'spot' if r.spot else 'on-demand'}), "
             f"zones {', '.join(self.zones)}",
             f"  image      {self.ami_id} ({self.ami_source})",
+            f"  software   {software}",
             f"  disk       {r.volume_gb} GiB gp3, encrypted, deleted with the instance",
             f"  lifetime   {r.ttl_text}: powers off and terminates at "
             f"{self.expires_at:%Y-%m-%d %H:%M} UTC, even if this machine is gone",

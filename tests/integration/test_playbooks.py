@@ -1,4 +1,8 @@
-"""setup.yml and bench.yml, run for real against this machine, and the GPU paths in check mode."""
+"""setup.yml and bench.yml, run for real against this machine, and every platform in check mode.
+
+The real runs install apt packages, /opt/dlstation, a systemd unit and ~/.keras/keras.json:
+they run only with DLSTATION_TEST_PROVISION=1 (CI sets it). Check mode and syntax always run.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bench import results
+from bench import platforms, results
 from tests.conftest import REPO
 
 ROLES = REPO / "playbooks" / "roles"
@@ -75,7 +79,13 @@ def test_setup_provisions_this_machine(provisioned: dict[str, Any]) -> None:
         text=True,
         check=True,
     )
-    assert version.stdout.strip().startswith("3.")
+    python = subprocess.run(
+        ["/usr/bin/python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert version.stdout.strip() == platforms.versions(python)["keras"], "this Python's row"
     assert Path("/etc/systemd/system/dlstation-jupyter.service").is_file()
     token = Path("/opt/dlstation/jupyter/token.env")
     assert token.stat().st_mode & 0o077 == 0
@@ -95,8 +105,7 @@ def test_second_run_changes_nothing(provisioned: dict[str, Any]) -> None:
     assert counts["failed"] == 0
 
 
-@pytest.mark.provision
-def test_tags_run_only_their_role(provisioned: dict[str, Any]) -> None:
+def test_tags_run_only_their_role() -> None:
     done = ansible_playbook("setup.yml", "--tags", "keras_env", "--list-tasks")
     assert done.returncode == 0
     # Ansible tags each role's argument check `always`; those lines are not the role's work.
@@ -129,14 +138,18 @@ def test_bench_yml_reports_a_fleet(provisioned: dict[str, Any], tmp_path: Path) 
     assert (tmp_path / "fleet" / "report" / "report.html").stat().st_size > 10_000
 
 
-def check_mode(overrides: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """setup.yml in check mode, driver and CUDA roles only, with the preflight facts forced."""
+def check_mode(
+    overrides: dict[str, Any], extra: dict[str, Any] | None = None, tmp: Path | None = None
+) -> dict[str, Any]:
+    """setup.yml in check mode up to the venv, with the preflight facts forced."""
     variables = {"preflight_overrides": overrides, **(extra or {})}
+    if tmp is not None:  # plan the venv in a folder that does not exist: nothing is created
+        variables |= {"keras_env_root": str(tmp / "root"), "keras_env_venv": str(tmp / "venv")}
     done = ansible_playbook(
         "setup.yml",
         "--check",
         "--tags",
-        "preflight,nvidia_driver,cuda",
+        "preflight,nvidia_driver,cuda" + (",keras_env" if tmp is not None else ""),
         "-e",
         json.dumps(variables),
         json_output=True,
@@ -147,9 +160,12 @@ def check_mode(overrides: dict[str, Any], extra: dict[str, Any] | None = None) -
 
 
 def task_args(report: dict[str, Any], name: str) -> dict[str, Any] | None:
-    """The module arguments a task ran with on localhost, or None if it was skipped or absent."""
+    """The module arguments a task (its name, or the start of it) ran with on localhost.
+
+    None if it was skipped or absent.
+    """
     for task in report["plays"][0]["tasks"]:
-        if task["task"]["name"].split(" : ", 1)[-1] == name:
+        if task["task"]["name"].split(" : ", 1)[-1].startswith(name):
             result = task["hosts"]["localhost"]
             if result.get("skipped"):
                 return None
@@ -158,22 +174,75 @@ def task_args(report: dict[str, Any], name: str) -> dict[str, Any] | None:
     return None
 
 
+def messages(report: dict[str, Any], name: str) -> str:
+    """What a debug task said on localhost, all loop items together."""
+    said = []
+    for task in report["plays"][0]["tasks"]:
+        if task["task"]["name"].split(" : ", 1)[-1] == name:
+            result = task["hosts"]["localhost"]
+            said += [str(r.get("msg", "")) for r in result.get("results", [result])]
+    return " ".join(" ".join(said).split())
+
+
+BACKENDS = ["tensorflow", "jax", "torch"]
+
+
+def planned_venv(report: dict[str, Any]) -> list[str]:
+    """The requirements keras_env would pip install, without dlstation's own tools."""
+    args = task_args(report, "Install Keras and the backends")
+    assert args is not None, "keras_env planned no venv"
+    return [name for name in args["name"] if name != "nvidia-ml-py"]
+
+
 GPU_HOST = {"gpu_present": True, "driver_working": False, "dlami": False, "secure_boot": False}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("distribution", "version", "repo"),
+    ("platform", "repo", "venv"),
     [
-        ("Ubuntu", "22.04", "ubuntu2204"),
-        ("Ubuntu", "24.04", "ubuntu2404"),
-        ("Debian", "12", "debian12"),
+        (
+            "Ubuntu-22.04",
+            "ubuntu2204",
+            [
+                "keras==3.12.4",
+                "tensorflow[and-cuda]==2.21.0",
+                "jax[cuda12]==0.6.2",
+                "torch==2.13.0",
+            ],
+        ),
+        (
+            "Ubuntu-24.04",
+            "ubuntu2404",
+            [
+                "keras==3.15.1",
+                "tensorflow[and-cuda]==2.21.0",
+                "jax[cuda12]==0.10.2",
+                "torch==2.13.0",
+            ],
+        ),
+        (
+            "Debian-12",
+            "debian12",
+            [
+                "keras==3.15.1",
+                "tensorflow[and-cuda]==2.21.0",
+                "jax[cuda12]==0.10.2",
+                "torch==2.13.0",
+            ],
+        ),
     ],
 )
-def test_gpu_paths_in_check_mode(distribution: str, version: str, repo: str) -> None:
+def test_each_platform_in_check_mode(
+    platform: str, repo: str, venv: list[str], tmp_path: Path
+) -> None:
+    """A bare GPU host of each platform: driver, CUDA, and the venv for its Python."""
+    distribution, version = platform.split("-")
+    python = platforms.matrix()["platforms"][platform]["python"]
     report = check_mode(
-        {**GPU_HOST, "distribution": distribution, "version": version},
-        {"cuda_install_toolkit": True, "cuda_version": "12.8"},
+        {**GPU_HOST, "distribution": distribution, "version": version, "python": python},
+        {"cuda_install_toolkit": True, "cuda_version": "12.8", "keras_env_backends": BACKENDS},
+        tmp_path,
     )
     keyring = task_args(report, "Download cuda-keyring")
     assert keyring is not None
@@ -186,6 +255,9 @@ def test_gpu_paths_in_check_mode(distribution: str, version: str, repo: str) -> 
     assert cuda is not None and cuda["name"] == ["cuda-toolkit-12-8", "cudnn9-cuda-12"]
     blacklist = task_args(report, "Keep Nouveau away from the GPU")
     assert blacklist is not None and blacklist["dest"] == "/etc/modprobe.d/blacklist-nouveau.conf"
+    assert planned_venv(report) == venv
+    assert planned_venv(report) == platforms.requirements(python, "gpu", BACKENDS)
+    assert not tmp_path.joinpath("root").exists()
 
 
 @pytest.mark.slow
@@ -206,26 +278,35 @@ def test_driver_choices_in_check_mode() -> None:
 
 
 @pytest.mark.slow
-def test_dlami_installs_nothing_in_check_mode() -> None:
+def test_dlami_installs_nothing_in_check_mode(tmp_path: Path) -> None:
+    """A 22.04 DLAMI: no driver or CUDA; its venv from Python 3.10's row, jax as the user asked."""
     report = check_mode(
         {
             "distribution": "Ubuntu",
             "version": "22.04",
+            "python": "3.10",
             "gpu_present": True,
             "driver_working": True,
             "dlami": True,
         },
-        {"cuda_install_toolkit": True},
+        {
+            "cuda_install_toolkit": True,
+            "keras_env_backends": ["jax"],
+            "keras_env_versions": {"jax": "0.10.2"},
+        },
+        tmp_path,
     )
     for task in report["plays"][0]["tasks"]:
-        role = task["task"]["name"]
-        result = task["hosts"]["localhost"]
-        if result.get("action") == "ansible.builtin.apt" or "apt" in str(
-            result.get("invocation", {})
-        ):
-            assert result.get("skipped"), f"{role} would install on a DLAMI"
+        name = task["task"]["name"]
+        result = task["hosts"].get("localhost", {})
+        if name.startswith(("nvidia_driver :", "cuda :")) and "apt" in str(result):
+            assert result.get("skipped"), f"{name} would install on a DLAMI"
     assert task_args(report, "Install the driver") is None
     assert task_args(report, "Download cuda-keyring") is None
+    assert planned_venv(report) == ["keras==3.12.4", "jax[cuda12]==0.10.2"], "the user's jax wins"
+    said = messages(report, "Say where explicit versions leave the table")
+    assert "keras_env_versions asks jax 0.10.2; the table gives Python 3.10 jax 0.6.2" in said
+    assert "and jax 0.10.2 from Python 3.11" in said
 
 
 @pytest.mark.slow
@@ -234,16 +315,11 @@ def test_dlami_installs_nothing_in_check_mode() -> None:
     [
         (
             {"preflight_overrides": {"distribution": "Fedora", "version": "40"}},
-            "Fedora 40 is not supported: dlstation sets up Ubuntu 22.04/24.04, Debian 12",
+            "Fedora 40 is not supported: dlstation sets up Ubuntu 22.04, Debian 12, Ubuntu 24.04",
         ),
         (
             {"keras_env_backends": ["tensorflow", "theano"]},
             "keras_env_backends has theano: set it to a list of tensorflow, jax, torch",
-        ),
-        (
-            {"cuda_version": "11.2"},
-            "cuda_version 11.2 is not one dlstation knows packages for: "
-            "set cuda_version to one of 12.6, 12.8, 13.0",
         ),
     ],
 )
@@ -255,6 +331,28 @@ def test_bad_input_fails_in_preflight(variables: dict[str, Any], message: str) -
     flat = " ".join((done.stdout + done.stderr).split())
     assert message in flat
     assert "preflight : Check" in done.stdout
+
+
+def test_unknown_cuda_version_fails_in_the_cuda_roles_arguments() -> None:
+    variables = {
+        "preflight_overrides": GPU_HOST | {"distribution": "Ubuntu", "version": "24.04"},
+        "cuda_version": "11.2",
+    }
+    done = ansible_playbook(
+        "setup.yml", "--check", "--tags", "preflight", "-e", json.dumps(variables), timeout=300
+    )
+    assert done.returncode != 0
+    flat = " ".join((done.stdout + done.stderr).split())
+    assert "value of cuda_version must be one of: 12.6, 12.8, 13.0, got: 11.2" in flat
+    assert "cuda : Validating arguments" in done.stdout
+
+
+def test_every_platform_has_its_os_data() -> None:
+    """vars/<distribution>-<version>.yml in each role with OS data, one per table platform."""
+    expected = {f"{p}.yml" for p in platforms.matrix()["platforms"]}
+    for role in ("nvidia_driver", "keras_env"):
+        found = {p.name for p in (ROLES / role / "vars").glob("*-*.yml")}
+        assert found == expected, role
 
 
 def test_role_defaults_match_their_argument_specs() -> None:

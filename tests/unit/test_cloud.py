@@ -203,7 +203,7 @@ def test_ami_from_ssm_then_fallback_then_error(aws: Aws) -> None:
     answer(ssm, "GetParameter", {"Parameter": {"Value": "ami-0123456789abcdef0"}})
     found, source = ami.resolve(ssm, ec2, ami.DEFAULT_AMI_TYPE)
     assert found == "ami-0123456789abcdef0"
-    parameter = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04"
+    parameter = f"/aws/service/deeplearning/ami/x86_64/{ami.DEFAULT_AMI_TYPE}"
     assert source == f"SSM {parameter}/latest/ami-id"
 
 
