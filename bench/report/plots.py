@@ -15,6 +15,7 @@ from bench.report.model import Group
 
 PHASE_COLOURS = {
     "startup": "#eeeeee",
+    "backend_start": "#e6e6e6",
     "data_load": "#dde8f5",
     "build": "#f5eedd",
     "first_epoch": "#f5dde0",
