@@ -16,6 +16,8 @@ from bench import data, fingerprint, hostinfo, nvml, results, verify
 from bench.backends import BACKENDS, DEFAULT_GPU_MEMORY, GPU_MEMORY_POLICIES
 from bench.cost import resolve_pricing
 from bench.modes import MODES
+from bench.modes.options import OPTIONS, OptionError
+from bench.modes.options import check as check_options
 from bench.progress import Progress
 from bench.runner import Runner, RunPlan, run_plan, short_check_plan
 from bench.telemetry import DEFAULT_INTERVAL_S, Sampler
@@ -125,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=GPU_MEMORY_POLICIES,
         help="on-demand: take GPU memory as needed; framework-default: JAX's 75 %% of the card "
         "up front, TensorFlow's nearly all (default: on-demand)",
+    )
+    run.add_argument(
+        "--opt-in",
+        action="append",
+        default=[],
+        choices=sorted(OPTIONS),
+        metavar="CHANGE",
+        help="a change that is off until measured, recorded in the result; repeatable: "
+        + "; ".join(f"{name}: {what}" for name, what in OPTIONS.items()),
     )
     add_price_options(run)
 
@@ -269,6 +280,10 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             f"--mode compiled is implemented for the jax and tensorflow backends, not "
             f"{args.backend}: use one of those, or --mode fit (the text's model.fit)"
         )
+    try:
+        check_options(args.opt_in, args.mode, args.backend)
+    except OptionError as error:
+        raise UsageError(str(error)) from None
     workloads = chosen_workloads(args)
     keras_home = keras_home_for(workloads, args)
     output = output_path(args)
@@ -285,6 +300,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         output=output,
         telemetry_interval_s=args.telemetry_interval,
         gpu_memory=args.gpu_memory,
+        options=tuple(dict.fromkeys(args.opt_in)),
     )
     document = results.new_document(
         ["dlbench", *argv],

@@ -55,6 +55,7 @@ class RunPlan:
     output: Path
     telemetry_interval_s: float = DEFAULT_INTERVAL_S
     gpu_memory: str = DEFAULT_GPU_MEMORY
+    options: tuple[str, ...] = ()  # opt-in compiled-mode changes (bench/modes/options.py)
 
     def job(self, workload: Workload, repeat: int) -> dict[str, Any]:
         """The worker's instructions for one repeat of one workload."""
@@ -70,6 +71,7 @@ class RunPlan:
             "synthetic": self.synthetic,
             "cache_dir": str(self.cache_dir),
             "gpu_memory": self.gpu_memory,
+            "options": list(self.options),
         }
 
     def settings(self, data_dir: Path | None = None) -> dict[str, Any]:
@@ -83,6 +85,7 @@ class RunPlan:
             "data_dir": None if self.synthetic or data_dir is None else str(data_dir),
             "seed": self.seed,
             "gpu_memory": self.gpu_memory,
+            "options": list(self.options),
         }
 
     def worker_env(self) -> dict[str, str]:
@@ -184,8 +187,12 @@ class RunRecorder:
         self.run["epochs"].append(event)
 
     def on_evaluated(self, event: dict[str, Any]) -> None:
+        self.run["evaluation"] = {"method": event["method"], "eval_s": event["eval_s"]}
         if (self.run["data"] or {}).get("source") != "synthetic":
             self.run["test"] = {"loss": event["loss"], "accuracy": event["accuracy"]}
+
+    def on_options(self, event: dict[str, Any]) -> None:
+        self.run["options"] = event
 
     def on_gpu_memory(self, event: dict[str, Any]) -> None:
         self.run["gpu_memory"] = event

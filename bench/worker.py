@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import backends, data
-from bench.modes import TrainSettings, get_trainer
+from bench.modes import TrainSettings, get_trainer, options
 from bench.process import EVENT_FD_ENV, EventWriter
 from bench.workloads import get_workload
 
@@ -37,13 +37,8 @@ def skip_unused_imports() -> None:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
-def run(job: dict[str, Any], emit: EventWriter) -> None:
-    """Import the backend, load data, build, train, evaluate; report each step as an event."""
-    workload = dataclasses.replace(get_workload(job["workload"]), **job["overrides"])
-    settings = TrainSettings(
-        epochs=workload.epochs, batch_size=workload.batch_size, seed=job["seed"]
-    )
-
+def start_backend(job: dict[str, Any], emit: EventWriter) -> Any:
+    """Memory policy and options set, Keras imported, the backend's client started: keras."""
     # STARTED is on the system's monotonic clock, as the parent's: its spawn to here is the
     # interpreter's own start.
     emit("started", clock_s=STARTED)
@@ -51,16 +46,38 @@ def run(job: dict[str, Any], emit: EventWriter) -> None:
     # Before the backend's import: JAX and TensorFlow read these when their GPU client starts.
     policy = job.get("gpu_memory", backends.DEFAULT_GPU_MEMORY)
     emit("gpu_memory", **backends.apply_gpu_memory_policy(policy))
+    chosen = job.get("options", [])
+    emit("options", **options.apply(chosen, os.environ.get("KERAS_BACKEND", "tensorflow")))
     skip_unused_imports()
     import keras
 
-    keras.utils.set_random_seed(settings.seed)
     emit("imported", import_s=_since_start())
-
     # The backend's client (on a GPU: the driver context, the allocator) starts at its first
     # device query; asked here, it is not counted as model build.
     emit("phase", phase="backend_start", at_s=_since_start())
     backends.start_client(keras.backend.backend())
+    return keras
+
+
+def score(keras: Any, model: Any, loaded: Any, method: str) -> tuple[float, float]:
+    """Test loss and accuracy, by Keras's evaluate or the compiled program."""
+    if method == "compiled":
+        from bench.modes.compiled import evaluate_jax
+
+        return evaluate_jax(keras, model, loaded.x_test, loaded.y_test)
+    loss, accuracy = model.evaluate(loaded.x_test, loaded.y_test, verbose=0)
+    return float(loss), float(accuracy)
+
+
+def run(job: dict[str, Any], emit: EventWriter) -> None:
+    """Import the backend, load data, build, train, evaluate; report each step as an event."""
+    workload = dataclasses.replace(get_workload(job["workload"]), **job["overrides"])
+    settings = TrainSettings(
+        epochs=workload.epochs, batch_size=workload.batch_size, seed=job["seed"]
+    )
+
+    keras = start_backend(job, emit)
+    keras.utils.set_random_seed(settings.seed)
 
     emit("phase", phase="data_load", at_s=_since_start())
     # The compiled mode takes its 0/1 inputs as uint8; fit gets float32, as the text builds them.
@@ -87,6 +104,9 @@ def run(job: dict[str, Any], emit: EventWriter) -> None:
 
         # Before the build: the weights' initialisers are small XLA programs too.
         enable_compilation_cache(Path(job["cache_dir"]) / "jax-compilation")
+    chosen = job.get("options", [])
+    if "bf16" in chosen:
+        keras.config.set_dtype_policy("mixed_bfloat16")
     model = build_model(keras, workload)
     trainer = get_trainer(job["mode"])
     emit("built", at_s=_since_start(), parameters=int(model.count_params()))
@@ -101,16 +121,20 @@ def run(job: dict[str, Any], emit: EventWriter) -> None:
     trainer(keras, model, loaded, settings, on_epoch)
 
     emit("phase", phase="evaluation", at_s=_since_start())
+    described = backends.describe(keras, model)
+    backend = keras.backend.backend()
+    method = options.evaluation_method(job["mode"], backend, described["device_type"], chosen)
     eval_started = time.perf_counter()
-    test_loss, test_accuracy = model.evaluate(loaded.x_test, loaded.y_test, verbose=0)
+    test_loss, test_accuracy = score(keras, model, loaded, method)
     emit(
         "evaluated",
         at_s=_since_start(),
         loss=float(test_loss),
         accuracy=float(test_accuracy),
         eval_s=time.perf_counter() - eval_started,
+        method=method,
     )
-    emit("backend", **backends.describe(keras, model))
+    emit("backend", **described)
     # ru_maxrss is in KiB on Linux.
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     emit("done", at_s=_since_start(), peak_rss_mb=round(peak_mb, 1))
