@@ -29,11 +29,18 @@ def _since_start() -> float:
 # matplotlib.pyplot alone was 0.35 of the 1.3 s `import keras` took (JAX backend, -X importtime).
 # Keras catches the ImportError and goes on without plotting.
 UNUSED_IMPORTS = ("matplotlib",)
+# keras.utils.set_random_seed imports TensorFlow whenever it is installed, to seed tf.data
+# pipelines, which a worker of another backend never uses: 6 to 12 s of every JAX run on a
+# loaded build machine. Keras asks for it through a lazy module that takes ImportError as
+# "not installed".
+OTHER_BACKENDS_UNUSED = ("tensorflow",)
 
 
-def skip_unused_imports() -> None:
-    """Make the UNUSED_IMPORTS fail fast in this process (a None entry is Python's 'not here')."""
-    for name in UNUSED_IMPORTS:
+def skip_unused_imports(backend: str) -> None:
+    """Make the imports this worker never uses fail fast (a None entry in sys.modules is
+    Python's 'not here')."""
+    names = UNUSED_IMPORTS + (OTHER_BACKENDS_UNUSED if backend != "tensorflow" else ())
+    for name in names:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
@@ -46,11 +53,12 @@ def start_backend(job: dict[str, Any], emit: EventWriter) -> Any:
     # Before the backend's import: JAX and TensorFlow read these when their GPU client starts.
     policy = job.get("gpu_memory", backends.DEFAULT_GPU_MEMORY)
     emit("gpu_memory", **backends.apply_gpu_memory_policy(policy))
-    chosen = job.get("options", [])
-    emit("options", **options.apply(chosen, os.environ.get("KERAS_BACKEND", "tensorflow")))
-    skip_unused_imports()
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    emit("options", **options.apply(job.get("options", []), backend))
+    skip_unused_imports(backend)
     import keras
 
+    keras.utils.set_random_seed(job["seed"])
     emit("imported", import_s=_since_start())
     # The backend's client (on a GPU: the driver context, the allocator) starts at its first
     # device query; asked here, it is not counted as model build.
@@ -77,7 +85,6 @@ def run(job: dict[str, Any], emit: EventWriter) -> None:
     )
 
     keras = start_backend(job, emit)
-    keras.utils.set_random_seed(settings.seed)
 
     emit("phase", phase="data_load", at_s=_since_start())
     # The compiled mode takes its 0/1 inputs as uint8; fit gets float32, as the text builds them.
