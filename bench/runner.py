@@ -195,7 +195,8 @@ class RunRecorder:
         self.run["options"] = event
 
     def on_gpu_memory(self, event: dict[str, Any]) -> None:
-        self.run["gpu_memory"] = event
+        # The peak comes from the telemetry when the run closes.
+        self.run["gpu_memory"] = {**event, "peak_mib": None, "run_peak_mib": None}
 
     def on_backend(self, event: dict[str, Any]) -> None:
         self.run["backend"] = event
