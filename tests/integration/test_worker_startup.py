@@ -4,12 +4,17 @@ the backend's import and recorded, the peak memory read from the fake NVML."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bench import nvml, results
 from bench.runner import run_plan, short_check_plan
+from tests.conftest import REPO
 from tests.fakes.nvml import FakeNvml
 
 PARTS = (
@@ -73,3 +78,29 @@ def test_framework_default_leaves_the_frameworks_alone(tmp_path: Path) -> None:
     assert memory["policy"] == "framework-default"
     assert "XLA_PYTHON_CLIENT_PREALLOCATE" not in memory["env"]
     assert "TF_FORCE_GPU_ALLOW_GROWTH" not in memory["env"]
+
+
+SEEDED_IMPORTS = """
+import json, sys
+from bench.worker import skip_unused_imports
+skip_unused_imports({backend!r})
+import keras
+keras.utils.set_random_seed(0)
+loaded = [n for n in ("tensorflow", "matplotlib") if sys.modules.get(n) is not None]
+print(json.dumps(loaded))
+"""
+
+
+@pytest.mark.parametrize(("backend", "expected"), [("jax", []), ("tensorflow", ["tensorflow"])])
+def test_a_worker_imports_only_its_own_backend(backend: str, expected: list[str]) -> None:
+    """Keras's set_random_seed would import TensorFlow for any backend, and Keras matplotlib."""
+    done = subprocess.run(
+        [sys.executable, "-c", SEEDED_IMPORTS.format(backend=backend)],
+        env={**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
