@@ -56,6 +56,9 @@ def build_programs(keras: Any, model: Any, loss_name: str, batch_size: int) -> d
         predictions, non_trainable = model.stateless_call(
             trainable, non_trainable, x.astype(jnp.float32), training=True
         )
+        # The loss in float32 whatever the compute dtype: in bfloat16, Keras's 1 - 1e-7 clip
+        # rounds to 1 and the cross-entropy's log gives NaN (--opt-in bf16).
+        predictions = predictions.astype(jnp.float32)
         target = y[:, None] if binary else y
         # The mean over the rows whose weight is 1: padding rows (weight 0) change nothing.
         # (These models have no layer whose state a padding row could move, e.g. BatchNorm.)
@@ -92,6 +95,7 @@ def build_programs(keras: Any, model: Any, loss_name: str, batch_size: int) -> d
     def validate(state: Any, x: Any, y: Any) -> Any:
         trainable, non_trainable, _ = state
         predictions, _ = model.stateless_call(trainable, non_trainable, x.astype(jnp.float32))
+        predictions = predictions.astype(jnp.float32)
         target = y[:, None] if binary else y
         return {
             "val_loss": jnp.mean(loss_fn(target, predictions)),
@@ -127,6 +131,7 @@ def evaluate_jax(keras: Any, model: Any, x: Any, y: Any) -> tuple[float, float]:
             index, w = batch
             xb, yb = x[index], y[index]
             predictions, _ = model.stateless_call(trainable, non_trainable, xb.astype(jnp.float32))
+            predictions = predictions.astype(jnp.float32)
             target = yb[:, None] if binary else yb
             losses = jnp.sum(loss_fn(target, predictions) * w)
             return carry, (losses, jnp.sum(correct(yb, predictions) * w))
