@@ -11,9 +11,9 @@ and compiled warm (alternating, so a busy machine slows both alike; figures are 
 the bare JAX loop, and with --changes the compiled mode warm once more per opt-in change
 (bench/modes/options.py; each after a run that fills the compilation cache) and with the
 frameworks' GPU memory default. --quick skips the cold runs and the bare loop. Prints the
-machine, date and versions, one table, and the ratios the compiled mode is held to. Steady epochs count
-training and validation for fit and compiled; samples/s count training only; the bare loop
-trains only, which favours it. --keep DIR keeps every run's result file.
+machine, date and versions, one table, and the ratios the compiled mode is held to. Steady
+epochs count training and validation for fit and compiled; samples/s count training only; the
+bare loop trains only, which favours it. --keep DIR keeps every run's result file.
 """
 
 from __future__ import annotations
