@@ -31,7 +31,7 @@ def _since_start() -> float:
 UNUSED_IMPORTS = ("matplotlib",)
 # keras.utils.set_random_seed imports TensorFlow whenever it is installed, to seed tf.data
 # pipelines, which a worker of another backend never uses: 6 to 12 s of every JAX run on a
-# loaded build machine. Keras asks for it through a lazy module that takes ImportError as
+# loaded 2-core machine. Keras asks for it through a lazy module that takes ImportError as
 # "not installed".
 OTHER_BACKENDS_UNUSED = ("tensorflow",)
 

@@ -30,7 +30,7 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         # JAX dispatches steps asynchronously: validation begins while the last training steps
-        # still run (0.4 to 0.5 s of a 1.4 s IMDB epoch, measured on a build machine's CPU),
+        # still run (0.4 to 0.5 s of a 1.4 s IMDB epoch, measured on a 2-core CPU),
         # which credited them to validation. Training ends when its last update has landed.
         wait_for(self.model.trainable_variables[-1])
         self.train_ended = time.perf_counter()
