@@ -4,11 +4,57 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+from collections.abc import MutableMapping
 from typing import Any
 
 BACKENDS = ("tensorflow", "jax", "torch")
 # The distribution whose version names the backend (tensorflow-cpu installs module `tensorflow`).
 _MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+# How much GPU memory the frameworks take. JAX reserves 75 % of the card at its first GPU call
+# and TensorFlow nearly all of it: 60 GB on an H100 for models of a few MB, which fails or evicts
+# a notebook that already holds the GPU. "on-demand" lets both grow as they need; set before
+# the framework is imported, for every framework a worker may import, whichever is the backend.
+GPU_MEMORY_POLICIES = ("on-demand", "framework-default")
+DEFAULT_GPU_MEMORY = "on-demand"
+ON_DEMAND_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+# torch's caching allocator already grows on demand; its setting is only read, not set.
+GPU_MEMORY_ENV_NAMES = (*ON_DEMAND_ENV, "XLA_PYTHON_CLIENT_MEM_FRACTION", "PYTORCH_CUDA_ALLOC_CONF")
+
+
+def apply_gpu_memory_policy(
+    policy: str, environ: MutableMapping[str, str] = os.environ
+) -> dict[str, Any]:
+    """Set the policy's variables where the user has not set them; what is now in effect."""
+    if policy not in GPU_MEMORY_POLICIES:
+        raise ValueError(f"unknown GPU memory policy {policy!r}: one of {GPU_MEMORY_POLICIES}")
+    if policy == "on-demand":
+        for name, value in ON_DEMAND_ENV.items():
+            environ.setdefault(name, value)  # a user's own setting wins
+    return {
+        "policy": policy,
+        "env": {name: environ[name] for name in GPU_MEMORY_ENV_NAMES if name in environ},
+    }
+
+
+def start_client(name: str) -> list[str]:
+    """Start the backend's device client (on a GPU: driver context and allocator) by asking
+    for its devices; their names."""
+    if name == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices()]
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_logical_devices()]
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.init()
+    return ["cpu", *[f"cuda:{i}" for i in range(torch.cuda.device_count())]]
 
 
 def _importable(module: str) -> bool:

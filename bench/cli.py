@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from bench import backends, data, nvml, verify, verify_measure
-from bench.backends import BACKENDS
+from bench.backends import BACKENDS, DEFAULT_GPU_MEMORY, GPU_MEMORY_POLICIES
 from bench.cost import PriceInputs, resolve_pricing
 from bench.modes import MODES
+from bench.modes.options import OPTIONS, OptionError
+from bench.modes.options import check as check_options
 from bench.progress import Progress
 from bench.runner import Runner, RunPlan, new_document
 from bench.telemetry import DEFAULT_INTERVAL_S
@@ -152,6 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative,
         default=DEFAULT_INTERVAL_S,
         help="seconds between GPU samples; 0 turns telemetry off (default: 0.2)",
+    )
+    run.add_argument(
+        "--gpu-memory",
+        default=DEFAULT_GPU_MEMORY,
+        choices=GPU_MEMORY_POLICIES,
+        help="on-demand: take GPU memory as needed; framework-default: JAX's 75 %% of the card "
+        "up front, TensorFlow's nearly all (default: on-demand)",
+    )
+    run.add_argument(
+        "--opt-in",
+        action="append",
+        default=[],
+        choices=sorted(OPTIONS),
+        metavar="CHANGE",
+        help="a change that is off until measured, recorded in the result; repeatable: "
+        + "; ".join(f"{name}: {what}" for name, what in OPTIONS.items()),
     )
     add_price_options(run)
 
@@ -298,6 +316,10 @@ def check_run_inputs(args: argparse.Namespace) -> None:
             f"--seed {args.seed} with --repeats {args.repeats} runs past 2**32-1 ({MAX_SEED}); "
             f"the largest seed for {args.repeats} repeats is {MAX_SEED - args.repeats + 1}"
         )
+    try:
+        check_options(args.opt_in, args.mode, args.backend)
+    except OptionError as error:
+        raise UsageError(str(error)) from None
     if not backends.installed(args.backend):
         raise UsageError(
             f"the {args.backend} backend is not installed here: "
@@ -399,6 +421,8 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         keras_home=keras_home,
         output=output,
         telemetry_interval_s=args.telemetry_interval,
+        gpu_memory=args.gpu_memory,
+        options=tuple(dict.fromkeys(args.opt_in)),
     )
     session = nvml.open_nvml()
     pricing = resolve_pricing(prices)

@@ -18,18 +18,22 @@ from types import FrameType
 from typing import Any
 
 from bench import hostinfo, results
+from bench.backends import DEFAULT_GPU_MEMORY
 from bench.cost import Pricing, run_cost
 from bench.fingerprint import diagnose
 from bench.fingerprint import gpus as fingerprint_gpus
 from bench.nvml import NvmlSession
 from bench.process import WorkerProcess
 from bench.progress import Progress
-from bench.telemetry import DEFAULT_INTERVAL_S, Sampler, unavailable
+from bench.telemetry import DEFAULT_INTERVAL_S, Sampler, memory_peak, unavailable
 from bench.workloads import get_workload
 from bench.workloads.spec import Workload
 
+# Parts of the first epoch a mode reports apart (the compiled mode; fit's are inside its epoch).
+FIRST_EPOCH_PARTS = ("transfer_s", "trace_s", "compile_s")
 PHASE_TIMINGS = {
     "startup": "import_s",
+    "backend_start": "backend_start_s",
     "data_load": "data_s",
     "build": "build_s",
     "evaluation": "eval_s",
@@ -50,6 +54,8 @@ class RunPlan:
     keras_home: Path | None
     output: Path
     telemetry_interval_s: float = DEFAULT_INTERVAL_S
+    gpu_memory: str = DEFAULT_GPU_MEMORY
+    options: tuple[str, ...] = ()  # opt-in compiled-mode changes (bench/modes/options.py)
 
     def job(self, workload: Workload, repeat: int) -> dict[str, Any]:
         """The worker's instructions for one repeat of one workload."""
@@ -64,6 +70,8 @@ class RunPlan:
             "mode": self.mode,
             "synthetic": self.synthetic,
             "cache_dir": str(self.cache_dir),
+            "gpu_memory": self.gpu_memory,
+            "options": list(self.options),
         }
 
     def settings(self, data_dir: Path | None = None) -> dict[str, Any]:
@@ -76,6 +84,8 @@ class RunPlan:
             "synthetic": self.synthetic,
             "data_dir": None if self.synthetic or data_dir is None else str(data_dir),
             "seed": self.seed,
+            "gpu_memory": self.gpu_memory,
+            "options": list(self.options),
         }
 
     def worker_env(self) -> dict[str, str]:
@@ -140,12 +150,17 @@ class RunRecorder:
         self.started = started
         self.sampler = sampler
         self.done = False
+        self.done_at: float | None = None
 
     def apply(self, event: dict[str, Any]) -> None:
         kind = event.pop("event")
         handler: Callable[[dict[str, Any]], None] | None = getattr(self, f"on_{kind}", None)
         if handler is not None:
             handler(event)
+
+    def on_started(self, event: dict[str, Any]) -> None:
+        # Both clocks are the system's monotonic one: spawn to the worker's first line.
+        self.run["timing"]["interpreter_s"] = event["clock_s"] - self.started
 
     def on_phase(self, event: dict[str, Any]) -> None:
         if self.sampler is not None:
@@ -172,8 +187,16 @@ class RunRecorder:
         self.run["epochs"].append(event)
 
     def on_evaluated(self, event: dict[str, Any]) -> None:
+        self.run["evaluation"] = {"method": event["method"], "eval_s": event["eval_s"]}
         if (self.run["data"] or {}).get("source") != "synthetic":
             self.run["test"] = {"loss": event["loss"], "accuracy": event["accuracy"]}
+
+    def on_options(self, event: dict[str, Any]) -> None:
+        self.run["options"] = event
+
+    def on_gpu_memory(self, event: dict[str, Any]) -> None:
+        # The peak comes from the telemetry when the run closes.
+        self.run["gpu_memory"] = {**event, "peak_mib": None, "run_peak_mib": None}
 
     def on_backend(self, event: dict[str, Any]) -> None:
         self.run["backend"] = event
@@ -181,6 +204,7 @@ class RunRecorder:
     def on_done(self, event: dict[str, Any]) -> None:
         self.run["peak_rss_mb"] = event["peak_rss_mb"]
         self.done = True
+        self.done_at = time.perf_counter()
         if self.run["phases"]:
             self.run["phases"][-1]["end_s"] = event["at_s"]
 
@@ -196,8 +220,16 @@ class RunRecorder:
             name = PHASE_TIMINGS.get(phase["phase"])
             if name and "end_s" in phase:
                 timing[name] = phase["end_s"] - phase["start_s"]
-        timing["end_to_end_s"] = time.perf_counter() - self.started
+        ended = time.perf_counter()
+        if self.done_at is not None:
+            timing["exit_s"] = ended - self.done_at  # the worker's teardown after its report
+        timing["end_to_end_s"] = ended - self.started
         results.derive_figures(run)
+        first = run["epochs"][0] if run["epochs"] else {}
+        parts = {f"first_epoch_{k}": first[k] for k in FIRST_EPOCH_PARTS if k in first}
+        if parts:
+            timing.update(parts)
+            timing["first_epoch_run_s"] = first["wall_s"] - sum(parts.values())
 
 
 class Runner:
@@ -232,6 +264,10 @@ class Runner:
             run["telemetry"] = unavailable(self.nvml)
         else:
             run["telemetry"] = unavailable("telemetry disabled (--telemetry-interval 0)")
+        run["gpu_memory"] = {
+            **(run.get("gpu_memory") or {"policy": self.plan.gpu_memory, "env": {}}),
+            **memory_peak(run["telemetry"]),
+        }
         run["diagnosis"] = diagnose(self.document["gpus"], run["backend"])
         run["cost"] = run_cost(run, self.pricing)
 
@@ -286,7 +322,13 @@ class Runner:
                 if kind == "epoch":
                     results.derive_figures(run)
                     self.progress.epoch(run)
+                    writing = time.perf_counter()
                     self.save()
+                    # In the parent, beside the worker's next epoch: a cost, not on its path.
+                    timing = run["timing"]
+                    timing["result_write_s"] = (
+                        timing.get("result_write_s", 0.0) + time.perf_counter() - writing
+                    )
         except RunInterruptedError:
             worker.terminate()
             self.close_run(recorder, "incomplete")

@@ -44,6 +44,28 @@ def _integrate_power(samples: list[dict[str, Any]]) -> float | None:
     return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in itertools.pairwise(points))
 
 
+def memory_peak(telemetry: dict[str, Any]) -> dict[str, Any]:
+    """The GPU memory a run took at its peak, from the sampler's NVML readings: the largest
+    rise over the reading taken before the worker started, over the GPUs sampled."""
+    devices = [
+        d
+        for d in telemetry.get("devices") or []
+        if d.get("mem_used_mib_peak") is not None and d.get("mem_used_mib_first") is not None
+    ]
+    if not telemetry.get("available") or not devices:
+        reason = telemetry.get("reason") or "no GPU memory readings"
+        return {"peak_mib": None, "before_mib": None, "run_peak_mib": None, "reason": reason}
+    top = max(devices, key=lambda d: d["mem_used_mib_peak"] - d["mem_used_mib_first"])
+    return {
+        "gpu": top["index"],
+        "peak_mib": top["mem_used_mib_peak"],
+        "before_mib": top["mem_used_mib_first"],
+        "run_peak_mib": top["mem_used_mib_peak"] - top["mem_used_mib_first"],
+        "source": f"NVML memory used, sampled every {telemetry['interval_s']} s",
+        "reason": None,
+    }
+
+
 class Sampler:
     """Samples every GPU each interval on a daemon thread until stop()."""
 
@@ -130,10 +152,14 @@ class Sampler:
             else:
                 energy, source = _integrate_power(mine), "integrated_power"
             seen = sorted({r for s in mine for r in (s["throttle"] or [])})
+            memory = [s["mem_used_mib"] for s in mine if s["mem_used_mib"] is not None]
             devices.append(
                 {
                     "index": index,
                     "samples": len(mine),
+                    # The first reading is taken before the worker starts: what others held.
+                    "mem_used_mib_first": memory[0] if memory else None,
+                    "mem_used_mib_peak": max(memory) if memory else None,
                     "phases": phases,
                     "energy_j": energy,
                     "energy_source": source if energy is not None else None,

@@ -16,13 +16,65 @@ from pathlib import Path
 from typing import Any
 
 from bench import backends, data
-from bench.modes import TrainSettings, get_trainer
+from bench.modes import TrainSettings, get_trainer, options
 from bench.process import EVENT_FD_ENV, EventWriter
 from bench.workloads import get_workload
 
 
 def _since_start() -> float:
     return time.perf_counter() - STARTED
+
+
+# Imported by Keras at its own import only to offer plotting, which a worker never calls:
+# matplotlib.pyplot alone was 0.35 of the 1.3 s `import keras` took (JAX backend, -X importtime).
+# Keras catches the ImportError and goes on without plotting.
+UNUSED_IMPORTS = ("matplotlib",)
+# keras.utils.set_random_seed imports TensorFlow whenever it is installed, to seed tf.data
+# pipelines, which a worker of another backend never uses: 6 to 12 s of every JAX run on a
+# loaded 2-core machine. Keras asks for it through a lazy module that takes ImportError as
+# "not installed".
+OTHER_BACKENDS_UNUSED = ("tensorflow",)
+
+
+def skip_unused_imports(backend: str) -> None:
+    """Make the imports this worker never uses fail fast (a None entry in sys.modules is
+    Python's 'not here')."""
+    names = UNUSED_IMPORTS + (OTHER_BACKENDS_UNUSED if backend != "tensorflow" else ())
+    for name in names:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
+def start_backend(job: dict[str, Any], emit: EventWriter) -> Any:
+    """Memory policy and options set, Keras imported, the backend's client started: keras."""
+    # STARTED is on the system's monotonic clock, as the parent's: its spawn to here is the
+    # interpreter's own start.
+    emit("started", clock_s=STARTED)
+    emit("phase", phase="startup", at_s=_since_start())
+    # Before the backend's import: JAX and TensorFlow read these when their GPU client starts.
+    policy = job.get("gpu_memory", backends.DEFAULT_GPU_MEMORY)
+    emit("gpu_memory", **backends.apply_gpu_memory_policy(policy))
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    emit("options", **options.apply(job.get("options", []), backend))
+    skip_unused_imports(backend)
+    import keras
+
+    keras.utils.set_random_seed(job["seed"])
+    emit("imported", import_s=_since_start())
+    # The backend's client (on a GPU: the driver context, the allocator) starts at its first
+    # device query; asked here, it is not counted as model build.
+    emit("phase", phase="backend_start", at_s=_since_start())
+    backends.start_client(keras.backend.backend())
+    return keras
+
+
+def score(keras: Any, model: Any, loaded: Any, method: str) -> tuple[float, float]:
+    """Test loss and accuracy, by Keras's evaluate or the compiled program."""
+    if method == "compiled":
+        from bench.modes.compiled import evaluate_jax
+
+        return evaluate_jax(keras, model, loaded.x_test, loaded.y_test)
+    loss, accuracy = model.evaluate(loaded.x_test, loaded.y_test, verbose=0)
+    return float(loss), float(accuracy)
 
 
 def run(job: dict[str, Any], emit: EventWriter) -> None:
@@ -32,11 +84,7 @@ def run(job: dict[str, Any], emit: EventWriter) -> None:
         epochs=workload.epochs, batch_size=workload.batch_size, seed=job["seed"]
     )
 
-    emit("phase", phase="startup", at_s=_since_start())
-    import keras
-
-    keras.utils.set_random_seed(settings.seed)
-    emit("imported", import_s=_since_start())
+    keras = start_backend(job, emit)
 
     emit("phase", phase="data_load", at_s=_since_start())
     # The compiled mode takes its 0/1 inputs as uint8; fit gets float32, as the text builds them.
@@ -63,6 +111,9 @@ def run(job: dict[str, Any], emit: EventWriter) -> None:
 
         # Before the build: the weights' initialisers are small XLA programs too.
         enable_compilation_cache(Path(job["cache_dir"]) / "jax-compilation")
+    chosen = job.get("options", [])
+    if "bf16" in chosen:
+        keras.config.set_dtype_policy("mixed_bfloat16")
     model = build_model(keras, workload)
     trainer = get_trainer(job["mode"])
     emit("built", at_s=_since_start(), parameters=int(model.count_params()))
@@ -77,16 +128,20 @@ def run(job: dict[str, Any], emit: EventWriter) -> None:
     trainer(keras, model, loaded, settings, on_epoch)
 
     emit("phase", phase="evaluation", at_s=_since_start())
+    described = backends.describe(keras, model)
+    backend = keras.backend.backend()
+    method = options.evaluation_method(job["mode"], backend, described["device_type"], chosen)
     eval_started = time.perf_counter()
-    test_loss, test_accuracy = model.evaluate(loaded.x_test, loaded.y_test, verbose=0)
+    test_loss, test_accuracy = score(keras, model, loaded, method)
     emit(
         "evaluated",
         at_s=_since_start(),
         loss=float(test_loss),
         accuracy=float(test_accuracy),
         eval_s=time.perf_counter() - eval_started,
+        method=method,
     )
-    emit("backend", **backends.describe(keras, model))
+    emit("backend", **described)
     # ru_maxrss is in KiB on Linux.
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     emit("done", at_s=_since_start(), peak_rss_mb=round(peak_mb, 1))
@@ -112,5 +167,13 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown of the backend's runtime, which the parent
+    would wait for: everything was reported and every file closed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    exit_now(main(sys.argv))

@@ -6,9 +6,10 @@ training only (no validation pass). Prints one JSON object with its timings.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from bench import data
 from bench.workloads import get_workload
 
 
-def main(name: str, data_dir: str | None) -> None:
+def main(name: str, data_dir: str | None, epochs: int | None = None) -> None:
     started = time.perf_counter()
     # Keras only loads the data here; left unset it would import TensorFlow, its default.
     os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -27,6 +28,8 @@ def main(name: str, data_dir: str | None) -> None:
     import jax.numpy as jnp
 
     workload = get_workload(name)
+    if epochs is not None:
+        workload = dataclasses.replace(workload, epochs=epochs)
     if data_dir:
         cache_dir = data.resolve_cache_dir(None)
         # As dlbench does: Keras's loader reads the verified file through a private KERAS_HOME.
@@ -101,4 +104,9 @@ def main(name: str, data_dir: str | None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workload")
+    parser.add_argument("data_dir", nargs="?")
+    parser.add_argument("--epochs", type=int, help="default: the workload's")
+    args = parser.parse_args()
+    main(args.workload, args.data_dir, args.epochs)

@@ -1,13 +1,19 @@
-"""Benchmark: fit against compiled against a bare JAX loop, for both workloads, in one run.
+"""Benchmark: fit against compiled against a bare JAX loop, and the compiled mode with and
+without each opt-in change, in one run.
 
     python -m bench.perf.modes [--backend jax|tensorflow] [--data-dir DIR] [--epochs 20]
-                               [--keep DIR]
+                               [--workloads imdb reuters] [--repeats 1] [--quick]
+                               [--changes] [--keep DIR]
 
 Every run is its own process (as dlbench runs them), in this order per workload: fit with a
-cold encode cache, fit warm, compiled with a cold compilation cache, compiled warm, bare JAX.
-Prints one table and the ratios the compiled mode is held to. Steady epochs count training and
-validation for fit and compiled; the bare loop trains only, which favours it. --keep DIR keeps
-every run's result file (bench/reference/ holds the warm ones of a GPU run).
+cold encode cache, compiled with a cold compilation cache, then --repeats rounds of fit warm
+and compiled warm (alternating, so a busy machine slows both alike; figures are the medians),
+the bare JAX loop, and with --changes the compiled mode warm once more per opt-in change
+(bench/modes/options.py; each after a run that fills the compilation cache) and with the
+frameworks' GPU memory default. --quick skips the cold runs and the bare loop. Prints the
+machine, date and versions, one table, and the ratios the compiled mode is held to. Steady
+epochs count training and validation for fit and compiled; samples/s count training only; the
+bare loop trains only, which favours it. --keep DIR keeps every run's result file.
 """
 
 from __future__ import annotations
@@ -15,15 +21,39 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bench import results
 from bench.progress import table
+
+# The changes measured with --changes, each alone against the compiled mode's default: the
+# opt-in ones (bench/modes/options.py), and the frameworks' own GPU memory handling.
+CHANGES = {
+    "command-buffers": ("--opt-in", "command-buffers"),
+    "bf16": ("--opt-in", "bf16"),
+    "compiled-evaluation": ("--opt-in", "compiled-evaluation"),
+    "gpu-memory framework-default": ("--gpu-memory", "framework-default"),
+}
+# Process start to the first training step: the parts before the first epoch's run.
+TO_FIRST_STEP = (
+    "interpreter_s",
+    "import_s",
+    "backend_start_s",
+    "data_s",
+    "build_s",
+    "first_epoch_transfer_s",
+    "first_epoch_trace_s",
+    "first_epoch_compile_s",
+)
 
 
 def run_child(command: list[str], env: dict[str, str] | None = None) -> str:
@@ -35,48 +65,116 @@ def run_child(command: list[str], env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-def dlbench_run(
-    workload: str, mode: str, cache: Path, out: Path, extra: list[str], *, backend: str
-) -> dict[str, Any]:
-    cold = not list(out.glob(f"{workload}-{backend}-{mode}-*.json"))
-    output = out / f"{workload}-{backend}-{mode}-{'cold' if cold else 'warm'}.json"
-    run_child(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "run",
-            workload,
-            "--backend",
-            backend,
-            "--mode",
-            mode,
-            "--cache-dir",
-            str(cache),
-            "--output",
-            str(output),
-            "--quiet",
-            "--no-imds",
-            *extra,
-        ],
-    )
-    run: dict[str, Any] = results.load(output)["runs"][0]
-    # Progress on stderr: on a lent GPU machine a run cut short should still show what it did.
-    print(f"{workload} {mode}: {run['timing']['end_to_end_s']:.1f} s end to end", file=sys.stderr)
+def figures(run: dict[str, Any]) -> dict[str, Any]:
+    """What the tables show, from one run record."""
+    timing = run["timing"]
+    parts = [timing.get(p) for p in TO_FIRST_STEP]
     return {
-        "first_epoch_s": run["timing"]["first_epoch_s"],
-        "steady_epoch_s": run["timing"]["steady_epoch_s"],
+        "first_epoch_s": timing["first_epoch_s"],
+        "steady_epoch_s": timing["steady_epoch_s"],
         "steady_samples_per_s": run["throughput"]["steady_samples_per_s"],
-        "end_to_end_s": run["timing"]["end_to_end_s"],
-        "data_s": run["timing"].get("data_s"),
+        "end_to_end_s": timing["end_to_end_s"],
+        "import_s": timing.get("import_s"),
+        "data_s": timing.get("data_s"),
+        "eval_s": timing.get("eval_s"),
+        # fit traces and compiles inside its first epoch: no figure for it.
+        "to_first_step_s": sum(p for p in parts if p)
+        if timing.get("first_epoch_trace_s")
+        else None,
         "test_accuracy": (run.get("test") or {}).get("accuracy"),
+        "gpu_run_peak_mib": (run.get("gpu_memory") or {}).get("run_peak_mib"),
+        "fallbacks": (run.get("options") or {}).get("fallbacks") or {},
         "device": (run.get("backend") or {}).get("device_name"),
+        "versions": run.get("backend") or {},
     }
 
 
-def bare(workload: str, data_dir: str | None) -> dict[str, Any]:
+@dataclass
+class Bench:
+    """One benchmark's settings and its scratch folder."""
+
+    args: argparse.Namespace
+    root: Path
+
+    def extra(self) -> list[str]:
+        data = ["--data-dir", self.args.data_dir] if self.args.data_dir else ["--synthetic"]
+        return ["--epochs", str(self.args.epochs), *data]
+
+    def run(self, workload: str, mode: str, label: str, more: tuple[str, ...] = ()) -> dict:
+        """One dlbench run in its own process; its figures."""
+        cache, out = self.root / f"cache-{workload}", self.root / f"out-{workload}"
+        out.mkdir(parents=True, exist_ok=True)
+        output = out / f"{workload}-{self.args.backend}-{mode}-{label}.json"
+        run_child(
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "run",
+                workload,
+                "--backend",
+                self.args.backend,
+                "--mode",
+                mode,
+                "--cache-dir",
+                str(cache),
+                "--output",
+                str(output),
+                "--quiet",
+                "--no-imds",
+                *self.extra(),
+                *more,
+            ],
+        )
+        run: dict[str, Any] = results.load(output)["runs"][0]
+        # On stderr: on a lent GPU machine a run cut short should still show what it did.
+        end_to_end = run["timing"]["end_to_end_s"]
+        print(f"{workload} {mode} {label}: {end_to_end:.1f} s", file=sys.stderr)
+        return figures(run)
+
+    def measure(self, workload: str) -> dict[str, dict[str, Any]]:
+        """Every run of one workload, by label."""
+        measured: dict[str, dict[str, Any]] = {}
+        if self.args.quick:
+            self.run(workload, "fit", "cache-fill")  # the encode cache: every run below is warm
+            self.run(workload, "compiled", "cache-fill")
+        else:
+            measured["fit (cold)"] = self.run(workload, "fit", "cold")
+            measured["compiled (cold)"] = self.run(workload, "compiled", "cold")
+        warm: dict[str, list[dict[str, Any]]] = {"fit": [], "compiled": []}
+        for repeat in range(self.args.repeats):
+            for mode in ("fit", "compiled"):
+                warm[mode].append(self.run(workload, mode, f"warm-{repeat}"))
+        measured["fit (warm)"] = median_of(warm["fit"])
+        measured["compiled (warm)"] = median_of(warm["compiled"])
+        if not self.args.quick:
+            measured["bare jax"] = bare(workload, self.args.data_dir, self.args.epochs)
+        if self.args.changes:
+            for change, more in CHANGES.items():
+                label = change.replace(" ", "-")
+                if more[0] == "--opt-in":
+                    # A change to the programs compiles anew: a first run fills the cache, so
+                    # that the measured one is warm like compiled (warm).
+                    self.run(workload, "compiled", f"{label}-cache-fill", more)
+                measured[f"compiled +{change}"] = self.run(workload, "compiled", label, more)
+        if self.args.keep:
+            self.args.keep.mkdir(parents=True, exist_ok=True)
+            for kept in (self.root / f"out-{workload}").glob("*.json"):
+                shutil.copy2(kept, self.args.keep / kept.name)
+        return measured
+
+
+def bare(workload: str, data_dir: str | None, epochs: int) -> dict[str, Any]:
     stdout = run_child(
-        [sys.executable, "-m", "bench.perf.bare_jax", workload, *([data_dir] if data_dir else [])],
+        [
+            sys.executable,
+            "-m",
+            "bench.perf.bare_jax",
+            workload,
+            *([data_dir] if data_dir else []),
+            "--epochs",
+            str(epochs),
+        ],
         env={**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "")},
     )
     measured: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
@@ -84,10 +182,174 @@ def bare(workload: str, data_dir: str | None) -> dict[str, Any]:
     return measured
 
 
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per figure, the median over repeats (numbers); the first run's value otherwise."""
+    merged = dict(runs[0])
+    for key, value in runs[0].items():
+        values = [r[key] for r in runs if isinstance(r.get(key), int | float)]
+        if isinstance(value, int | float) and len(values) == len(runs):
+            merged[key] = statistics.median(values)
+    merged["repeats"] = len(runs)
+    merged["samples_each"] = [r["steady_samples_per_s"] for r in runs]
+    return merged
+
+
+def cell(value: Any, digits: int, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:,.{digits}f}{suffix}"
+
+
+def row(workload: str, label: str, m: dict[str, Any]) -> list[str]:
+    return [
+        workload,
+        label + (f" x{m['repeats']}" if m.get("repeats", 1) > 1 else ""),
+        cell(m["first_epoch_s"], 3),
+        cell(m["steady_epoch_s"], 4),
+        cell(m["steady_samples_per_s"], 0),
+        cell(m["end_to_end_s"], 1),
+        cell(m.get("to_first_step_s"), 2),
+        cell(m.get("import_s"), 2),
+        cell(m.get("eval_s"), 2),
+        cell(m.get("gpu_run_peak_mib"), 0),
+        cell(m.get("test_accuracy"), 3),
+    ]
+
+
+HEADER = [
+    "workload",
+    "run",
+    "first epoch s",
+    "steady epoch s",
+    "samples/s",
+    "end-to-end s",
+    "to 1st step s",
+    "import s",
+    "eval s",
+    "GPU MiB",
+    "test acc",
+]
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def mode_ratios(workload: str, measured: dict[str, dict[str, Any]]) -> list[list[str]]:
+    fit, compiled = measured["fit (warm)"], measured["compiled (warm)"]
+    rows = [
+        [
+            workload,
+            "steady epoch: fit / compiled",
+            ratio(fit["steady_epoch_s"], compiled["steady_epoch_s"]),
+            ">= 40x (GPU), >= 1x (CPU)",
+        ],
+        [
+            workload,
+            "training samples/s: compiled / fit",
+            ratio(compiled["steady_samples_per_s"], fit["steady_samples_per_s"]),
+            ">= 1x (CPU)",
+        ],
+        [
+            workload,
+            "end to end, warm: fit / compiled",
+            ratio(fit["end_to_end_s"], compiled["end_to_end_s"]),
+            ">= 5x (GPU)",
+        ],
+        [
+            workload,
+            "first epoch, compiled warm",
+            cell(compiled["first_epoch_s"], 2, " s"),
+            "< 1 s (GPU)",
+        ],
+        [
+            workload,
+            "process start to first step, compiled warm",
+            cell(compiled["to_first_step_s"], 2, " s"),
+            "<= 3 s (GPU)",
+        ],
+        [
+            workload,
+            "GPU memory peak, compiled warm",
+            cell(compiled["gpu_run_peak_mib"], 0, " MiB"),
+            "<= 2048 MiB (GPU)",
+        ],
+    ]
+    if "bare jax" in measured:
+        rows.insert(
+            1,
+            [
+                workload,
+                "steady epoch: compiled / bare jax",
+                ratio(compiled["steady_epoch_s"], measured["bare jax"]["steady_epoch_s"]),
+                "<= 2x (GPU)",
+            ],
+        )
+    if fit.get("repeats", 1) > 1:
+        each = " | ".join(" ".join(f"{v:,.0f}" for v in m["samples_each"]) for m in (compiled, fit))
+        rows.insert(2, [workload, "training samples/s each: compiled | fit", each, "reported"])
+    if "fit (cold)" in measured:
+        rows.append(
+            [
+                workload,
+                "end to end, cold: fit / compiled",
+                ratio(
+                    measured["fit (cold)"]["end_to_end_s"],
+                    measured["compiled (cold)"]["end_to_end_s"],
+                ),
+                "reported",
+            ]
+        )
+    return rows
+
+
+def change_ratios(workload: str, measured: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """Each change against the compiled mode's default: > 1x is faster (or smaller)."""
+    base = measured["compiled (warm)"]
+    rows = []
+    for change in CHANGES:
+        m = measured.get(f"compiled +{change}")
+        if m is None:
+            continue
+        fell_back = "; ".join(f"{k}: {v}" for k, v in m["fallbacks"].items())
+        rows.append(
+            [
+                workload,
+                change,
+                ratio(base["steady_epoch_s"], m["steady_epoch_s"]),
+                ratio(base["first_epoch_s"], m["first_epoch_s"]),
+                ratio(base["eval_s"], m["eval_s"]),
+                ratio(base["end_to_end_s"], m["end_to_end_s"]),
+                cell(m["test_accuracy"], 3) + " vs " + cell(base["test_accuracy"], 3),
+                cell(m["gpu_run_peak_mib"], 0) + " vs " + cell(base["gpu_run_peak_mib"], 0),
+                fell_back or "applied",
+            ]
+        )
+    return rows
+
+
+def versions_line(measured: dict[str, Any], backend: str) -> str:
+    found = measured["versions"]
+    return ", ".join(
+        [
+            f"{datetime.now(timezone.utc):%Y-%m-%d}",
+            platform.node(),
+            f"{os.cpu_count()} CPUs",
+            f"{found.get('name', backend)} {found.get('version', '?')}",
+            f"keras {found.get('keras_version', '?')}",
+            f"python {platform.python_version()}",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("DLSTATION_DATA_DIR"))
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--workloads", nargs="+", default=["imdb", "reuters"])
+    parser.add_argument("--repeats", type=int, default=1, help="warm fit/compiled rounds")
+    parser.add_argument("--quick", action="store_true", help="no cold runs, no bare loop")
+    parser.add_argument(
+        "--changes", action="store_true", help=f"also compiled with each of: {', '.join(CHANGES)}"
+    )
     parser.add_argument(
         "--backend",
         default="jax",
@@ -98,113 +360,39 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", type=Path, help="copy every run's result file into this folder (reference data)"
     )
     args = parser.parse_args(argv)
-    extra = ["--epochs", str(args.epochs)]
-    extra += ["--data-dir", args.data_dir] if args.data_dir else ["--synthetic"]
-    rows, ratios = [], []
+    rows, ratios, changes = [], [], []
     with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        for workload in ("imdb", "reuters"):
-            cache, out = root / f"cache-{workload}", root / f"out-{workload}"
-            out.mkdir()
-            measured = {
-                "fit (cold)": dlbench_run(workload, "fit", cache, out, extra, backend=args.backend),
-                "fit (warm)": dlbench_run(workload, "fit", cache, out, extra, backend=args.backend),
-                "compiled (cold)": dlbench_run(
-                    workload, "compiled", cache, out, extra, backend=args.backend
-                ),
-                "compiled (warm)": dlbench_run(
-                    workload, "compiled", cache, out, extra, backend=args.backend
-                ),
-                "bare jax": bare(workload, args.data_dir),
-            }
-            for label, m in measured.items():
-                rows.append(
-                    [
-                        workload,
-                        label,
-                        f"{m['first_epoch_s']:.3f}",
-                        f"{m['steady_epoch_s']:.4f}",
-                        f"{m['steady_samples_per_s']:,.0f}",
-                        f"{m['end_to_end_s']:.1f}",
-                        "-" if m.get("data_s") is None else f"{m['data_s']:.2f}",
-                        "-" if m.get("test_accuracy") is None else f"{m['test_accuracy']:.3f}",
-                    ]
-                )
-            fit, compiled, floor = (
-                measured["fit (warm)"],
-                measured["compiled (warm)"],
-                measured["bare jax"],
-            )
-            cold_fit, cold_compiled = measured["fit (cold)"], measured["compiled (cold)"]
-            ratios += [
-                [
-                    workload,
-                    "steady epoch: fit / compiled",
-                    f"{fit['steady_epoch_s'] / compiled['steady_epoch_s']:.2f}x",
-                    ">= 40x (GPU)",
-                ],
-                [
-                    workload,
-                    "steady epoch: compiled / bare jax",
-                    f"{compiled['steady_epoch_s'] / floor['steady_epoch_s']:.2f}x",
-                    "<= 2x (GPU)",
-                ],
-                [
-                    workload,
-                    "end to end, warm: fit / compiled",
-                    f"{fit['end_to_end_s'] / compiled['end_to_end_s']:.2f}x",
-                    ">= 5x (GPU)",
-                ],
-                [
-                    workload,
-                    "end to end, cold: fit / compiled",
-                    f"{cold_fit['end_to_end_s'] / cold_compiled['end_to_end_s']:.2f}x",
-                    "reported",
-                ],
-                [
-                    workload,
-                    "first epoch, compiled warm",
-                    f"{compiled['first_epoch_s']:.2f} s",
-                    "< 1 s (GPU)",
-                ],
-                [
-                    workload,
-                    "data load, warm: compiled (uint8) | fit (float32)",
-                    f"{compiled['data_s']:.2f} s | {fit['data_s']:.2f} s",
-                    "< 1 s (imdb)",
-                ],
-                [
-                    workload,
-                    "steady epoch: compiled / fit (CPU goal >= 1x)",
-                    f"{fit['steady_epoch_s'] / compiled['steady_epoch_s']:.2f}x",
-                    ">= 1x (CPU)",
-                ],
-            ]
-            if args.keep:
-                args.keep.mkdir(parents=True, exist_ok=True)
-                for kept in out.glob("*.json"):
-                    shutil.copy2(kept, args.keep / kept.name)
-        device = measured["fit (warm)"]["device"]
+        bench = Bench(args, Path(folder))
+        for workload in args.workloads:
+            measured = bench.measure(workload)
+            rows += [row(workload, label, m) for label, m in measured.items()]
+            ratios += mode_ratios(workload, measured)
+            changes += change_ratios(workload, measured)
+    report(args, measured["fit (warm)"], rows, ratios, changes)
+    return 0
+
+
+def report(
+    args: argparse.Namespace,
+    warm_fit: dict[str, Any],
+    rows: list[list[str]],
+    ratios: list[list[str]],
+    changes: list[list[str]],
+) -> None:
     source = f"real data from {args.data_dir}" if args.data_dir else "synthetic data"
+    device = warm_fit["device"]
     print(f"modes benchmark: {args.backend} backend on {device}, {args.epochs} epochs, {source}")
-    print(
-        table(
-            [
-                "workload",
-                "run",
-                "first epoch s",
-                "steady epoch s",
-                "samples/s",
-                "end-to-end s",
-                "data s",
-                "test acc",
-            ],
-            rows,
-        )
-    )
+    print(versions_line(warm_fit, args.backend))
+    print(table(HEADER, rows))
+    if args.repeats > 1:
+        print("(xN: medians of N fresh processes each, samples/s alternating fit and compiled)")
     print()
     print(table(["workload", "ratio", "measured", "goal"], ratios))
-    return 0
+    if changes:
+        print()
+        print("opt-in changes against compiled (warm) without them: default / with, > 1x faster")
+        header = ["workload", "change", "steady epoch", "first epoch", "eval", "end to end"]
+        print(table([*header, "test acc", "GPU MiB", "status"], changes))
 
 
 if __name__ == "__main__":

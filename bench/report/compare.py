@@ -1,4 +1,5 @@
-"""`dlbench compare A B`: per shared workload, B's figures as ratios of A's, with their spread."""
+"""`dlbench compare A B`: per shared workload, B's figures as ratios of A's, with their spread;
+settings that differ between the sides are named on every row."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import results
-from bench.report.model import Collection
+from bench.report.model import Collection, Setup, setup_of
 from bench.textfmt import format_spread, table
 
 FIGURES = (
@@ -20,7 +21,7 @@ FIGURES = (
 
 
 class CompareError(ValueError):
-    """Sides that cannot be compared honestly (mixed modes, nothing shared)."""
+    """Sides that cannot be compared honestly (mixed modes or settings, nothing shared)."""
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Side:
     label: str
     mode: str
     summary: dict[str, dict[str, Any]]
+    setups: dict[str, Setup]
 
 
 def side(collection: Collection, label: str) -> Side:
@@ -38,7 +40,25 @@ def side(collection: Collection, label: str) -> Side:
     if len(modes) > 1:
         raise CompareError(f"{label} mixes modes {sorted(modes)}: compare one mode at a time")
     runs = [run for r in collection.results for run in r.document["runs"]]
-    return Side(label, modes.pop(), results.summarize(runs))
+    setups: dict[str, set[Setup]] = {}
+    for loaded in collection.results:
+        for run in loaded.document["runs"]:
+            setups.setdefault(run["workload"], set()).add(
+                setup_of(run, loaded.document["settings"])
+            )
+    for workload, found in setups.items():
+        if len(found) > 1:
+            labels = "; ".join(sorted(s.label() for s in found))
+            raise CompareError(
+                f"{label} mixes settings for {workload} ({labels}): "
+                "compare runs of one setting at a time"
+            )
+    return Side(
+        label,
+        modes.pop(),
+        results.summarize(runs),
+        {workload: found.pop() for workload, found in setups.items()},
+    )
 
 
 def noise_note(a: dict[str, Any], b: dict[str, Any]) -> str:
@@ -59,6 +79,8 @@ def compare(a: Side, b: Side) -> list[list[str]]:
         raise CompareError(f"no workload in both: A has {sorted(a.summary)}, B {sorted(b.summary)}")
     rows = []
     for workload in shared:
+        differ = a.setups[workload].differences(b.setups[workload])
+        flag = f"; settings differ: {', '.join(differ)}" if differ else ""
         for name, label, digits in FIGURES:
             fa, fb = a.summary[workload].get(name) or {}, b.summary[workload].get(name) or {}
             if not fa.get("median") or not fb.get("median"):
@@ -70,7 +92,7 @@ def compare(a: Side, b: Side) -> list[list[str]]:
                     format_spread(fa, digits),
                     format_spread(fb, digits),
                     f"{fb['median'] / fa['median']:.3f}",
-                    noise_note(fa, fb),
+                    noise_note(fa, fb) + flag,
                 ]
             )
     return rows

@@ -1,4 +1,5 @@
-"""Results gathered for a report: loaded, refused with reasons, grouped without mixing modes."""
+"""Results gathered for a report: loaded, refused with reasons, grouped without mixing modes
+or settings."""
 
 from __future__ import annotations
 
@@ -73,20 +74,67 @@ def collect(paths: Iterable[Path]) -> Collection:
     return collection
 
 
+@dataclass(frozen=True)
+class Setup:
+    """The settings that change what a run's figures mean: runs that differ in one are never
+    pooled (epochs change end to end and test accuracy, synthetic data has no accuracy)."""
+
+    epochs: int
+    batch_size: int
+    seed: int | None  # the base seed: repeat i uses seed + i
+    data: str  # "synthetic", or the data file's name and the start of its sha256
+
+    @property
+    def synthetic(self) -> bool:
+        return self.data == "synthetic"
+
+    def label(self) -> str:
+        seed = "-" if self.seed is None else f"{self.seed}+i"
+        return f"{self.epochs} epochs, batch {self.batch_size}, seed {seed}, {self.data}"
+
+    def differences(self, other: Setup) -> list[str]:
+        """'epochs 4 vs 20' for each setting that differs."""
+        return [
+            f"{name} {mine} vs {theirs}"
+            for name, mine, theirs in (
+                ("epochs", self.epochs, other.epochs),
+                ("batch", self.batch_size, other.batch_size),
+                ("seed", self.seed, other.seed),
+                ("data", self.data, other.data),
+            )
+            if mine != theirs
+        ]
+
+
+def setup_of(run: dict[str, Any], settings: dict[str, Any]) -> Setup:
+    """A run's Setup from what it recorded; the definition's data file where no data was loaded."""
+    definition = run["definition"]
+    data = run.get("data") or {}
+    if data.get("source") == "synthetic" or (not data and settings.get("synthetic")):
+        source = "synthetic"
+    else:
+        expected = definition.get("data_file") or {}
+        name = data.get("file") or expected.get("name") or "?"
+        sha = data.get("sha256") or expected.get("sha256") or ""
+        source = f"{name} {sha[:8]}".strip()
+    return Setup(definition["epochs"], definition["batch_size"], settings.get("seed"), source)
+
+
 @dataclass
 class Group:
-    """Runs of one workload on one machine with one backend and one mode."""
+    """Runs of one workload on one machine with one backend, one mode and one Setup."""
 
     machine: str
     backend: str
     mode: str
     workload: str
+    setup: Setup
     runs: list[dict[str, Any]]
     sources: list[LoadedResult]
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.machine, self.backend, self.mode, self.workload)
+    def key(self) -> tuple[str, str, str, str, Setup]:
+        return (self.machine, self.backend, self.mode, self.workload, self.setup)
 
     @property
     def complete(self) -> list[dict[str, Any]]:
@@ -94,20 +142,23 @@ class Group:
 
     @property
     def synthetic(self) -> bool:
-        return any((r.get("data") or {}).get("source") == "synthetic" for r in self.runs)
+        return self.setup.synthetic
 
     def summary(self) -> dict[str, dict[str, Any]]:
         return results.summarize(self.complete)[self.workload] if self.complete else {}
 
 
 def groups(collection: Collection) -> list[Group]:
-    found: dict[tuple[str, str, str, str], Group] = {}
+    found: dict[tuple[str, str, str, str, Setup], Group] = {}
     for loaded in collection.results:
         settings = loaded.document["settings"]
         for run in loaded.document["runs"]:
-            key = (loaded.machine, settings["backend"], settings["mode"], run["workload"])
+            setup = setup_of(run, settings)
+            key = (loaded.machine, settings["backend"], settings["mode"], run["workload"], setup)
             group = found.setdefault(key, Group(*key, runs=[], sources=[]))
             group.runs.append(run)
             if loaded not in group.sources:
                 group.sources.append(loaded)
-    return sorted(found.values(), key=lambda g: (g.workload, g.mode, g.backend, g.machine))
+    return sorted(
+        found.values(), key=lambda g: (g.workload, g.mode, g.backend, g.machine, g.setup.label())
+    )

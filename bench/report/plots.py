@@ -15,6 +15,7 @@ from bench.report.model import Group
 
 PHASE_COLOURS = {
     "startup": "#eeeeee",
+    "backend_start": "#e6e6e6",
     "data_load": "#dde8f5",
     "build": "#f5eedd",
     "first_epoch": "#f5dde0",
@@ -64,12 +65,15 @@ def learning_curves(run: dict[str, Any], title: str) -> bytes:
 
 
 def bars(groups: list[Group], figure_name: str, label: str, title: str) -> bytes:
-    """One bar per machine/backend, sorted, error bars from repeats (min to max)."""
+    """One bar per machine/backend (and settings, where they differ), sorted, error bars from
+    repeats (min to max)."""
     rows = []
+    several_setups = len({group.setup for group in groups}) > 1
     for group in groups:
         spread = group.summary().get(figure_name) or {}
         if spread.get("median") is not None:
-            rows.append((f"{group.machine}\n{group.backend}", spread))
+            name = f"{group.machine}\n{group.backend}"
+            rows.append((name + (f", {group.setup.label()}" if several_setups else ""), spread))
     rows.sort(key=lambda row: row[1]["median"])
     figure, axis = plt.subplots(figsize=(8, 0.5 + 0.55 * max(len(rows), 1)))
     medians = [s["median"] for _, s in rows]

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench import results
 from bench.report import plots
-from bench.report.model import Collection, Group, groups
+from bench.report.model import Collection, Group, groups, setup_of
 from bench.textfmt import format_spread
 
 CSV_FIELDS = [
@@ -28,6 +28,7 @@ CSV_FIELDS = [
     "device",
     "epochs",
     "batch_size",
+    "settings",
     "first_epoch_s",
     "steady_epoch_s",
     "steady_samples_per_s",
@@ -75,6 +76,7 @@ def summary_rows(found: list[Group]) -> list[list[str]]:
                 group.backend,
                 group.mode,
                 group.workload + (" (synthetic)" if synthetic else ""),
+                group.setup.label(),
                 f"{len(group.complete)}/{len(group.runs)}",
                 cell("steady_samples_per_s", 0),
                 cell("steady_epoch_s", 3),
@@ -96,6 +98,7 @@ SUMMARY_HEADER = [
     "backend",
     "mode",
     "workload",
+    "settings",
     "runs",
     "samples/s",
     "steady epoch s",
@@ -118,9 +121,11 @@ def build(collection: Collection, title: str = "dlbench report") -> list[Block]:
         Block(
             "p",
             f"{len(collection.results)} result file(s), {len(found)} machine x backend x "
-            f"mode x workload group(s); written {stamp}. Figures are medians over complete "
-            "runs with [min-max] when there were repeats; modes are never mixed. GPU util is GPU "
-            "0's mean over the steady epochs, '-' where they took under two sampling intervals.",
+            f"mode x workload x settings group(s); written {stamp}. Figures are medians over "
+            "complete runs with [min-max] when there were repeats; modes are never mixed, and "
+            "runs that differ in epochs, batch size, seed or data are separate rows. GPU util "
+            "is GPU 0's mean over the steady epochs, '-' where they took under two sampling "
+            "intervals.",
         ),
         Block("h2", "Summary"),
         Block("table", header=SUMMARY_HEADER, rows=summary_rows(found)),
@@ -132,7 +137,7 @@ def build(collection: Collection, title: str = "dlbench report") -> list[Block]:
                 "list",
                 "Runs not in the figures",
                 items=[
-                    f"{g.machine} {g.backend} {g.mode} {g.workload} "
+                    f"{g.machine} {g.backend} {g.mode} {g.workload} ({g.setup.label()}) "
                     f"repeat {r['repeat']}: {r['status']}"
                     + (f" ({r['error']['message']})" if r.get("error") else "")
                     for g, r in incomplete
@@ -191,7 +196,10 @@ def curve_blocks(found: list[Group]) -> list[Block]:
         if not runs or group.synthetic:
             continue
         run = runs[0]
-        title = f"{group.workload} on {group.machine}, {group.backend}, {group.mode}"
+        title = (
+            f"{group.workload} on {group.machine}, {group.backend}, {group.mode}, "
+            f"{group.setup.epochs} epochs"
+        )
         blocks.append(Block("img", title, image=plots.learning_curves(run, title)))
     if len(blocks) == 1:
         blocks.append(Block("p", "No complete run on real data."))
@@ -207,7 +215,10 @@ def telemetry_blocks(found: list[Group]) -> list[Block]:
             if not telemetry.get("available"):
                 reasons.add(f"{group.machine}: {telemetry.get('reason', 'no telemetry recorded')}")
                 continue
-            title = f"{group.workload} on {group.machine}, {group.backend}, {group.mode}"
+            title = (
+                f"{group.workload} on {group.machine}, {group.backend}, {group.mode}, "
+                f"{group.setup.label()}"
+            )
             image = plots.telemetry_timeline(run, title)
             if image is not None:
                 blocks.append(Block("img", f"Telemetry: {title}", image=image))
@@ -382,6 +393,7 @@ def csv_rows(collection: Collection) -> list[dict[str, Any]]:
                     "device": (run.get("backend") or {}).get("device_name"),
                     "epochs": len(run["epochs"]),
                     "batch_size": run["definition"]["batch_size"],
+                    "settings": setup_of(run, settings).label(),
                     "first_epoch_s": timing.get("first_epoch_s"),
                     "steady_epoch_s": timing.get("steady_epoch_s"),
                     "steady_samples_per_s": (run.get("throughput") or {}).get(

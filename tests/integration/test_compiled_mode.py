@@ -107,3 +107,82 @@ def test_compiled_mode_reaches_the_texts_accuracy(
     if backend == "jax":
         assert first["compile_s"] > 0
     assert runs["imdb"]["definition"]["mode"] == "compiled"
+
+
+COMPILED_EVALUATION_CHECK = """
+import json
+import keras
+from bench import data
+from bench.model import build_model
+from bench.modes import compiled
+from bench.workloads import get_workload
+
+compiled.EVALUATION_CHUNK = 1000  # three chunks, the last one padded with weight-0 rows
+workload = get_workload("reuters")
+loaded = data.load_synthetic(workload, 0, "uint8")
+keras.utils.set_random_seed(0)
+model = build_model(keras, workload)
+model.fit(loaded.x_train[:2000], loaded.y_train[:2000], epochs=1, batch_size=512, verbose=0)
+ours = compiled.evaluate_jax(keras, model, loaded.x_test, loaded.y_test)
+theirs = model.evaluate(loaded.x_test, loaded.y_test, verbose=0)
+print(json.dumps({"compiled": ours, "keras": [float(v) for v in theirs], "n": len(loaded.x_test)}))
+"""
+
+
+def test_compiled_evaluation_scores_as_keras_evaluate_does() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", COMPILED_EVALUATION_CHECK],
+        env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["n"] % 1000 != 0, "the padding must be exercised"
+    assert report["compiled"][0] == pytest.approx(report["keras"][0], rel=1e-5)
+    assert report["compiled"][1] == pytest.approx(report["keras"][1], abs=0.5 / report["n"])
+
+
+def test_opt_in_changes_are_recorded_in_the_result(tmp_path: Path) -> None:
+    out = tmp_path / "opt-in.json"
+    done = dlbench(
+        "run",
+        "reuters",
+        "--synthetic",
+        "--epochs",
+        "2",
+        "--backend",
+        "jax",
+        "--mode",
+        "compiled",
+        "--opt-in",
+        "compiled-evaluation",
+        "--opt-in",
+        "command-buffers",
+        "--output",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = results.load(out)
+    run = document["runs"][0]
+    assert document["settings"]["options"] == ["compiled-evaluation", "command-buffers"]
+    assert run["evaluation"]["method"] == "compiled"
+    recorded = run["options"]
+    assert "compiled-evaluation" in recorded["applied"]
+    # Applied, with the flags in the record, or fallen back with the reason: never silent.
+    if "command-buffers" in recorded["applied"]:
+        assert "WHILE" in recorded["xla_flags"] and not recorded["fallbacks"]
+    else:
+        assert recorded["fallbacks"]["command-buffers"]
+
+
+def test_opt_in_that_the_mode_cannot_use_is_refused(tmp_path: Path) -> None:
+    done = dlbench(
+        "run", "reuters", "--synthetic", "--opt-in", "compiled-evaluation", "--out", str(tmp_path)
+    )
+    assert done.returncode == 2
+    assert "compiled-evaluation needs --mode compiled --backend jax" in done.stderr

@@ -197,3 +197,83 @@ def test_report_of_nothing_readable_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text("[]")
     done = dlbench("report", str(tmp_path), "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and "nothing to report" in done.stderr
+
+
+def with_setup(document: dict, epochs: int, synthetic: bool) -> dict:
+    """The recorded Reuters runs re-labelled as `epochs`-epoch runs on real or synthetic data."""
+    changed = copy.deepcopy(document)
+    changed["settings"]["synthetic"] = synthetic
+    if synthetic:
+        changed["settings"]["data_dir"] = None
+    for run in changed["runs"]:
+        run["definition"]["epochs"] = epochs
+        run["epochs"] = run["epochs"][:epochs]
+        if synthetic:
+            sizes = ("train_samples", "val_samples", "test_samples", "input_shape")
+            run["data"] = {"source": "synthetic", "seed": 0, "cache_hit": False, "load_s": 0.1}
+            run["data"].update({key: document["runs"][0]["data"][key] for key in sizes})
+            run["test"] = None
+        results.derive_figures(run)
+    changed["summary"] = results.summarize(changed["runs"])
+    return changed
+
+
+def test_report_keeps_runs_of_different_settings_apart(tmp_path: Path) -> None:
+    """Two synthetic Reuters runs (2 and 3 epochs) and a real-data one: three rows, none merged."""
+    from bench.report import model, render
+
+    base = recorded("fixture-cpu-b")
+    for name, epochs, synthetic in (("s2", 2, True), ("s3", 3, True), ("r2", 2, False)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(with_setup(base, epochs, synthetic)))
+    found = model.groups(model.collect([tmp_path]))
+    setups = sorted((g.setup.epochs, g.setup.data, len(g.runs)) for g in found)
+    sha = base["runs"][0]["data"]["sha256"][:8]
+    assert setups == [(2, f"reuters.npz {sha}", 2), (2, "synthetic", 2), (3, "synthetic", 2)]
+    rows = {(row[3], row[4]): row for row in render.summary_rows(found)}
+    assert set(rows) == {
+        ("reuters", f"2 epochs, batch 512, seed 0+i, reuters.npz {sha}"),
+        ("reuters (synthetic)", "2 epochs, batch 512, seed 0+i, synthetic"),
+        ("reuters (synthetic)", "3 epochs, batch 512, seed 0+i, synthetic"),
+    }
+    real = rows[("reuters", f"2 epochs, batch 512, seed 0+i, reuters.npz {sha}")]
+    assert real[5] == "2/2" and real[10] != "n/a", "the real runs keep their test accuracy"
+
+
+def test_report_separates_seeds_and_batch_sizes(tmp_path: Path) -> None:
+    from bench.report import model
+
+    base = recorded("fixture-cpu-b")
+    other_seed = copy.deepcopy(base)
+    other_seed["settings"]["seed"] = 7
+    other_batch = copy.deepcopy(base)
+    for run in other_batch["runs"]:
+        run["definition"]["batch_size"] = 128
+    for name, document in (("a", base), ("b", other_seed), ("c", other_batch)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(document))
+    found = model.groups(model.collect([tmp_path]))
+    assert sorted((g.setup.seed, g.setup.batch_size) for g in found) == [
+        (0, 128),
+        (0, 512),
+        (7, 512),
+    ]
+
+
+def test_compare_names_differing_settings_on_every_row(tmp_path: Path) -> None:
+    base = recorded("fixture-cpu-b")
+    (tmp_path / "a.json").write_text(json.dumps(base))
+    (tmp_path / "b.json").write_text(json.dumps(with_setup(base, 2, synthetic=False)))
+    done = dlbench("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
+    assert done.returncode == 0, done.stderr
+    rows = done.stdout.splitlines()[2:]
+    assert rows and all("settings differ: epochs 4 vs 2" in row for row in rows)
+
+
+def test_compare_refuses_a_side_that_mixes_settings(tmp_path: Path) -> None:
+    base = recorded("fixture-cpu-b")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "s2.json").write_text(json.dumps(with_setup(base, 2, synthetic=True)))
+    (tmp_path / "a" / "r2.json").write_text(json.dumps(with_setup(base, 2, synthetic=False)))
+    (tmp_path / "b.json").write_text(json.dumps(base))
+    done = dlbench("compare", str(tmp_path / "a"), str(tmp_path / "b.json"))
+    assert done.returncode == 2
+    assert "mixes settings for reuters" in done.stderr and "synthetic" in done.stderr
