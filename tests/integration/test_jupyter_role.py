@@ -40,6 +40,8 @@ def play(folders: dict[str, Path]) -> subprocess.CompletedProcess[str]:
         "keras_env_venv": sys.prefix,
         "keras_env_root": str(folders["pristine"].parent),
         "preflight_facts": {"local": False},
+        # The role alone: its keras_env dependency (and preflight under it) is this venv.
+        "dlstation_configure_keras_env": False,
         "ansible_python_interpreter": sys.executable,
         # The role's derived paths, moved out of the home and the venv for the test.
         "__jupyter_notebook_dir": str(folders["notebooks"]),

@@ -44,6 +44,7 @@ def play(folder: Path, venv: Path) -> subprocess.CompletedProcess[str]:
     keras_env_venv: {venv}
     keras_env_backends: [jax]
     keras_env_root: {folder}
+    dlstation_configure_keras_env: false  # the role alone; its keras_env is the stand-in venv
     ansible_python_interpreter: {sys.executable}
   roles:
     - role: verify
