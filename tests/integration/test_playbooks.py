@@ -71,6 +71,8 @@ def test_setup_provisions_this_machine(provisioned: dict[str, Any]) -> None:
     assert "NVIDIA GPU: none found" in output
     assert "verdict: PASS" in output
     assert "systemd is not running here" in output, "the play says the unit was not started"
+    last_task = output[output.rindex("TASK [") : output.index("PLAY RECAP")]
+    assert "Say where the notebooks are" in last_task and "imdb.ipynb" in last_task
     venv = Path("/opt/dlstation/venv")
     assert (venv / "bin" / "dlbench").is_file() and (venv / "bin" / "jupyter").is_file()
     version = subprocess.run(
