@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -318,6 +319,11 @@ class Runner:
         try:
             for event in worker.events():
                 kind = event["event"]
+                if kind in ("epoch", "evaluated") and (diverged := non_finite(event)):
+                    # JSON has no NaN: keep the finite epochs and say where training broke.
+                    worker.terminate()
+                    run["error"] = {"type": "Diverged", "message": diverged}
+                    break
                 recorder.apply(event)
                 if kind == "epoch":
                     results.derive_figures(run)
@@ -347,6 +353,18 @@ class Runner:
             self.close_run(recorder, "failed")
         self.progress.run_finished(run)
         self.save()
+
+
+def non_finite(event: dict[str, Any]) -> str | None:
+    """Why an epoch's or the evaluation's figures cannot be recorded (NaN or infinite), or None."""
+    for key, value in event.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            where = f"at epoch {event['epoch']}" if "epoch" in event else "in the evaluation"
+            return (
+                f"training diverged: {key} is {value} {where}; the epochs before it are kept "
+                "(a smaller learning rate, or without --opt-in bf16, may train)"
+            )
+    return None
 
 
 def new_document(
