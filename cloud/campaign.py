@@ -352,6 +352,7 @@ class Campaign:
         self.stopping = threading.Event()  # set on the way out: threads stop waiting
         self.executor: ThreadPoolExecutor | None = None
         self.phase = ""  # the role or task ansible is in, for progress lines
+        self.writing = threading.Lock()  # state.json and the inventory, from launch threads
         self.bills: list[str] = []  # one line per terminated instance: how long, what it cost
 
     # -- progress --------------------------------------------------------------------------
@@ -535,7 +536,7 @@ class Campaign:
             # On Ctrl-C the threads still starting instances finish before the sweep runs.
             executor.shutdown(wait=False, cancel_futures=True)
             self.executor = executor
-        return ready
+        return [p.request.instance_type for p in plans if p.request.instance_type in ready]
 
     def bring_up(self, plan: Plan) -> str | None:
         """Launch one type and wait for SSH; a failure becomes its row's reason."""
@@ -554,15 +555,17 @@ class Campaign:
                         "ended_at": "",
                     }
                 )
-            save_state(self.folder, self.hosts)
             key_name = instance.get("KeyName") or plan.request.key_name or ""
-            inventory.add_host(
-                self.inventory,
-                host.host,
-                instance,
-                self.aws.region,
-                self.launcher.key_folder / f"{key_name}.pem",
-            )
+            # Launches end at the same moment: one writer at a time, or an update is lost.
+            with self.writing:
+                save_state(self.folder, self.hosts)
+                inventory.add_host(
+                    self.inventory,
+                    host.host,
+                    instance,
+                    self.aws.region,
+                    self.launcher.key_folder / f"{key_name}.pem",
+                )
             address = instance.get("PublicIpAddress") or instance.get("PrivateIpAddress", "")
             self.progress(host.host, f"{instance['InstanceId']} running at {address}; waiting SSH")
             host.status = stage = "ssh"
@@ -716,7 +719,8 @@ class Campaign:
                 self.bills += done.bills  # printed with the report, at the very end
                 removed = replace(done, bills=[]).lines()
                 self.say("\n".join(f"  {line}" for line in removed))
-                inventory.remove_hosts(self.inventory, set(done.instances))
+                with self.writing:  # a launch thread may still be adding its host
+                    inventory.remove_hosts(self.inventory, set(done.instances))
             if attempt == 0 and executor is not None:
                 executor.shutdown(wait=True)  # a launch still under way ends now; sweep again
         ended = self.now().isoformat()

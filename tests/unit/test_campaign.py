@@ -47,6 +47,8 @@ class FakePlaybooks:
         if "--limit" not in argv:
             return 0  # dlbench report
         hosts = argv[argv.index("--limit") + 1].split(",")
+        # Every host ansible is limited to is in the inventory: no launch lost another's entry.
+        assert set(hosts) <= set(inventory.read(inventory.default_path()))
         variables = json.loads(argv[argv.index("-e") + 1])
         task = (
             "Run dlbench verify"
@@ -164,6 +166,17 @@ def test_no_capacity_for_one_type_is_its_reason(aws: Aws, tmp_path: Path) -> Non
     live = fleet.project_instances(aws.client("ec2"), ["pending", "running", "stopped"])
     assert live == []
     assert inventory.read(inventory.default_path()) == {}
+
+
+def test_every_type_launches_at_once_and_reaches_ansible(aws: Aws, tmp_path: Path) -> None:
+    run = FakePlaybooks()
+    types = ["g4dn.xlarge", "g5.xlarge", "g6.xlarge", "g6e.xlarge"]
+    assert make(aws, tmp_path, run, types).execute() == 0
+    limits = [argv[argv.index("--limit") + 1] for argv in run.calls if "--limit" in argv]
+    assert limits == [",".join(f"unit-{t.replace('.', '-')}" for t in types)] * 2
+    state = json.loads((tmp_path / "unit" / "state.json").read_text())
+    assert all(len(host["instances"]) == 1 for host in state["hosts"])
+    assert fleet.project_instances(aws.client("ec2"), ["pending", "running"]) == []
 
 
 def test_resume_launches_only_what_is_missing(aws: Aws, tmp_path: Path) -> None:
