@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ SUMMARY_FILE = "campaign.json"
 SSH_PROBE_ENV = "DLCLOUD_SSH_PROBE"  # host:port to probe instead of each instance's port 22
 SSH_TIMEOUT_S = 600
 HEARTBEAT_S = 60  # a progress line at least this often, even in a long step
-NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+HOST_NAME_MAX = 63  # guard.check_name's limit: a DNS label
 VERDICT = re.compile(r"verdict: (PASS|WARN|FAIL)")
 DONE, REUSED, FAILED = "done", "reused", "failed"
 
@@ -70,10 +70,12 @@ class Options:
     key_name: str | None = None
     ssh_cidr: str | None = None
     volume_gb: int = 100
+    idle_stop: str = "30m"
     yes: bool = False
 
     def host(self, instance_type: str) -> str:
-        return f"{self.name}-{instance_type.replace('.', '-')}"
+        """NAME-<type>, a host-name-like label: g5.xlarge becomes g5-xlarge."""
+        return f"{self.name}-{re.sub(r'[^A-Za-z0-9]+', '-', instance_type).strip('-')}"
 
     def dlbench_args(self) -> list[str]:
         """What `dlbench run` gets on every host, before its price."""
@@ -118,21 +120,21 @@ def add_parser(commands: Any) -> None:
     bench.add_argument("--key-name", help="existing key pair whose .pem is in the key folder")
     bench.add_argument("--ssh-cidr", help="who may SSH in (default: your public IP /32)")
     bench.add_argument("--volume-gb", type=int, default=100, help="root disk GiB (default 100)")
+    bench.add_argument(
+        "--idle-stop",
+        default="30m",
+        help="each instance powers off (and terminates) after this long with nothing in use, "
+        "should this controller die; off to rely on the TTL only (default: 30m)",
+    )
     bench.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
 
 def options_from(args: argparse.Namespace, now: datetime) -> Options:
-    name = args.name or f"bench-{now:%Y%m%d-%H%M%S}"
-    if not NAME.match(name):
-        raise CloudError(
-            f"--name {name!r}: use lower-case letters, digits and hyphens (at most 40), "
-            "e.g. --name l4-vs-a10g",
-            2,
-        )
+    name = guard.check_name(args.name or f"bench-{now:%Y%m%d-%H%M%S}")
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     if not types or len(set(types)) != len(types):
         raise CloudError("--types: name each instance type once, e.g. g5.xlarge,g6.xlarge", 2)
-    return Options(
+    options = Options(
         types=types,
         name=name,
         folder=(args.out or CLONE / "results" / "campaigns" / name).resolve(),
@@ -149,8 +151,19 @@ def options_from(args: argparse.Namespace, now: datetime) -> Options:
         key_name=args.key_name,
         ssh_cidr=args.ssh_cidr,
         volume_gb=args.volume_gb,
+        idle_stop=args.idle_stop,
         yes=args.yes,
     )
+    longest = max((options.host(t) for t in types), key=len)
+    if len(longest) > HOST_NAME_MAX:
+        room = HOST_NAME_MAX - (len(longest) - len(name))
+        raise CloudError(
+            f"--name {name!r}: the host {longest!r} would be {len(longest)} characters, over "
+            f"{HOST_NAME_MAX}; use a --name of at most {room} characters",
+            2,
+        )
+    guard.parse_idle(options.idle_stop)  # refused here, before any plan or question
+    return options
 
 
 # -- state -----------------------------------------------------------------------------------
@@ -310,6 +323,8 @@ class Campaign:
         run: RunLogged = run_logged,
         ssh_ready: Callable[[str, threading.Event], None] = wait_for_ssh,
         say: Say = say_now,
+        key_folder: Path | None = None,
+        waiter_config: dict[str, int] | None = None,
     ) -> None:
         self.options = options
         self.aws = aws
@@ -319,7 +334,15 @@ class Campaign:
         self.run = run
         self.ssh_ready = ssh_ready
         self.say = say
-        self.launcher = Launcher(aws, catalog, now=now, checkip=checkip)
+        self.launcher = Launcher(
+            aws,
+            catalog,
+            now=now,
+            checkip=checkip,
+            key_folder=key_folder or guard.key_dir(),
+            waiter_config=waiter_config,
+            say=say,
+        )
         self.folder = options.folder
         self.inventory = inventory.default_path()
         self.started = time.monotonic()
@@ -329,6 +352,8 @@ class Campaign:
         self.stopping = threading.Event()  # set on the way out: threads stop waiting
         self.executor: ThreadPoolExecutor | None = None
         self.phase = ""  # the role or task ansible is in, for progress lines
+        self.writing = threading.Lock()  # state.json and the inventory, from launch threads
+        self.bills: list[str] = []  # one line per terminated instance: how long, what it cost
 
     # -- progress --------------------------------------------------------------------------
 
@@ -389,6 +414,7 @@ class Campaign:
             key_name=o.key_name,
             ssh_cidr=o.ssh_cidr,
             volume_gb=o.volume_gb,
+            idle_stop=o.idle_stop,
         )
 
     def plan(self, kinds: list[str]) -> list[Plan]:
@@ -419,6 +445,9 @@ class Campaign:
             f"  most possible cost: {money(most, 2)} (TTL {self.options.ttl_text} x price, "
             f"all {len(plans)} types); every instance is terminated when the campaign ends"
         )
+        idle = self.options.idle_stop
+        stops = "only the TTL" if guard.parse_idle(idle) is None else f"{idle} idle, or the TTL,"
+        lines.append(f"  should this controller die, {stops} stops each instance")
         lines.append(f"  dlbench run {shlex.join(self.options.dlbench_args())}")
         self.say("\n".join(lines))
         return plans
@@ -484,26 +513,30 @@ class Campaign:
         return 1 if failed else 0
 
     def launch_all(self, plans: list[Plan]) -> list[str]:
-        """Every type at once; the first alone, as it may create the key pair and SSH group."""
+        """Every type at once, once the key pair and SSH group they share exist."""
         ready: list[str] = []
+        try:
+            # Made once here: two launches creating them at the same moment would rely on
+            # the AWS API refusing the second, which not every endpoint (moto) guarantees.
+            self.launcher.access(plans[0])
+        except CloudError as error:
+            for plan in plans:
+                self.hosts[plan.request.instance_type].fail(f"launch: {str(error).splitlines()[0]}")
+            self.progress("campaign", f"no key pair or SSH group: {error}")
+            return ready
         executor = ThreadPoolExecutor(max_workers=len(plans))
         try:
-            first, rest = plans[0], plans[1:]
-            pending: set[Future[str | None]] = {executor.submit(self.bring_up, first)}
-            started_rest = False
+            pending: set[Future[str | None]] = {executor.submit(self.bring_up, p) for p in plans}
             while pending:
                 done, pending = wait(pending, timeout=HEARTBEAT_S, return_when=FIRST_COMPLETED)
                 if not done:
                     self.progress("campaign", "waiting for instances")
                 ready += [kind for kind in (f.result() for f in done) if kind]
-                if not started_rest:
-                    pending |= {executor.submit(self.bring_up, plan) for plan in rest}
-                    started_rest = True
         finally:
             # On Ctrl-C the threads still starting instances finish before the sweep runs.
             executor.shutdown(wait=False, cancel_futures=True)
             self.executor = executor
-        return ready
+        return [p.request.instance_type for p in plans if p.request.instance_type in ready]
 
     def bring_up(self, plan: Plan) -> str | None:
         """Launch one type and wait for SSH; a failure becomes its row's reason."""
@@ -513,11 +546,7 @@ class Campaign:
         try:
             self.progress(host.host, f"launching {kind}")
             host.status = "launching"
-            existing = self.launcher.find_existing(plan.request.name)
-            if existing is not None and existing["State"]["Name"] == "running":
-                instance = existing  # left by a campaign run whose controller died: reuse it
-            else:
-                instance = self.launcher.launch(plan)
+            instance = self.ready_instance(plan.request)
             if instance["InstanceId"] not in {r["id"] for r in host.instances}:
                 host.instances.append(
                     {
@@ -526,15 +555,17 @@ class Campaign:
                         "ended_at": "",
                     }
                 )
-            save_state(self.folder, self.hosts)
             key_name = instance.get("KeyName") or plan.request.key_name or ""
-            inventory.add_host(
-                self.inventory,
-                host.host,
-                instance,
-                self.aws.region,
-                self.launcher.key_folder / f"{key_name}.pem",
-            )
+            # Launches end at the same moment: one writer at a time, or an update is lost.
+            with self.writing:
+                save_state(self.folder, self.hosts)
+                inventory.add_host(
+                    self.inventory,
+                    host.host,
+                    instance,
+                    self.aws.region,
+                    self.launcher.key_folder / f"{key_name}.pem",
+                )
             address = instance.get("PublicIpAddress") or instance.get("PrivateIpAddress", "")
             self.progress(host.host, f"{instance['InstanceId']} running at {address}; waiting SSH")
             host.status = stage = "ssh"
@@ -545,6 +576,19 @@ class Campaign:
             return None
         self.progress(host.host, "SSH answers")
         return kind
+
+    def ready_instance(self, request: LaunchRequest) -> dict[str, Any]:
+        """Launched, or the one of that name a run whose controller died left: running."""
+        instance = self.launcher.ensure(request)
+        state = instance["State"]["Name"]
+        if state == "pending":
+            return self.launcher.wait_until_ready(instance["InstanceId"])
+        if state != "running":
+            raise CloudError(
+                f"{instance['InstanceId']} of that name is {state}; this campaign terminates it, "
+                "run it again"
+            )
+        return instance
 
     # -- ansible ---------------------------------------------------------------------------
 
@@ -671,9 +715,12 @@ class Campaign:
             ]
             if live:
                 self.progress("campaign", f"terminating {', '.join(i['InstanceId'] for i in live)}")
-                done = fleet.terminate(ec2, live, self.launcher.key_folder)
-                self.say("\n".join(f"  {line}" for line in done.lines()))
-                inventory.remove_hosts(self.inventory, set(done.instances))
+                done = fleet.terminate(ec2, live, self.launcher.key_folder, now=self.now())
+                self.bills += done.bills  # printed with the report, at the very end
+                removed = replace(done, bills=[]).lines()
+                self.say("\n".join(f"  {line}" for line in removed))
+                with self.writing:  # a launch thread may still be adding its host
+                    inventory.remove_hosts(self.inventory, set(done.instances))
             if attempt == 0 and executor is not None:
                 executor.shutdown(wait=True)  # a launch still under way ends now; sweep again
         ended = self.now().isoformat()
@@ -757,6 +804,8 @@ class Campaign:
             f"campaign cost: {summary['instance_hours']:.3f} instance-hours, "
             f"{money(summary['cost_usd'], 2)} at the planned prices"
         )
+        if self.bills:
+            self.say("\n".join(f"  cost: {bill}" for bill in self.bills))
         if code == 0 and (out / "report.md").is_file():
             self.say(ranking_section((out / "report.md").read_text()))
             self.say(f"report: {out / 'report.html'} (also report.md)")

@@ -272,8 +272,8 @@ class Launcher:
             if error_code(error) != "DryRunOperation":
                 raise explain(error, "checking launch permission (dry run)") from error
 
-    def launch(self, plan: Plan) -> dict[str, Any]:
-        """Key, firewall, then run_instances zone by zone; waits until status checks pass."""
+    def access(self, plan: Plan) -> tuple[str, str, str]:
+        """The key pair and SSH group the launch uses, created if missing: key, group id, VPC."""
         request = plan.request
         labels = guard.Labels(request.name, plan.owner, plan.expires_at, request.ttl_text)
         key_name, _ = guard.ensure_key_pair(
@@ -282,6 +282,13 @@ class Launcher:
         cidr = guard.check_cidr(request.ssh_cidr or guard.caller_cidr(self.checkip))
         vpc = guard.default_vpc(self.ec2)
         group_id = guard.ensure_security_group(self.ec2, SECURITY_GROUP, vpc, cidr, labels)
+        return key_name, group_id, vpc
+
+    def launch(self, plan: Plan) -> dict[str, Any]:
+        """Key, firewall, then run_instances zone by zone; waits until status checks pass."""
+        request = plan.request
+        labels = guard.Labels(request.name, plan.owner, plan.expires_at, request.ttl_text)
+        key_name, group_id, vpc = self.access(plan)
         tags = guard.tag_list(
             {
                 **labels.instance(request.ami_type, key_name, group_id),

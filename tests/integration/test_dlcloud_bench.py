@@ -236,7 +236,7 @@ def test_one_host_failing_is_its_rows_reason(world: dict[str, Any]) -> None:
     done = bench(world, "fail", variables)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
     found = rows(world["tmp"] / "fail")
-    assert found["g5.xlarge"]["status"] == "done"
+    assert found["g5.xlarge"]["status"] == "done", done.stdout[-3000:]
     assert found["g6.xlarge"]["status"] == "failed"
     assert "bench: Run dlbench" in found["g6.xlarge"]["reason"]
     assert "--epochs" in found["g6.xlarge"]["reason"] and "(exit 2)" in found["g6.xlarge"]["reason"]
@@ -264,7 +264,7 @@ def test_ctrl_c_terminates_everything_and_writes_the_partial_report(
         seen.append(line)
         if "bench.yml: Run dlbench" in line:
             break
-    assert live(world["ec2"]), "instances were running when Ctrl-C came"
+    assert live(world["ec2"]), "instances were running when Ctrl-C came:\n" + "".join(seen)
     process.send_signal(signal.SIGINT)
     rest, errors = process.communicate(timeout=120)
     assert process.returncode == 130, "".join(seen) + rest + errors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -12,9 +13,10 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from cloud import campaign, fleet, inventory
+from cloud import campaign, fleet, guard, inventory
 from cloud.aws import Aws, CloudError
 from cloud.catalog import Catalog
+from cloud.cli import build_parser
 from tests.fakes.aws import FAKE_CREDENTIALS, answer, fail
 
 CIDR = "203.0.113.7/32"
@@ -45,6 +47,8 @@ class FakePlaybooks:
         if "--limit" not in argv:
             return 0  # dlbench report
         hosts = argv[argv.index("--limit") + 1].split(",")
+        # Every host ansible is limited to is in the inventory: no launch lost another's entry.
+        assert set(hosts) <= set(inventory.read(inventory.default_path()))
         variables = json.loads(argv[argv.index("-e") + 1])
         task = (
             "Run dlbench verify"
@@ -67,7 +71,13 @@ class FakePlaybooks:
         return 0
 
 
-def make(aws: Aws, tmp_path: Path, run: FakePlaybooks, types: list[str]) -> campaign.Campaign:
+def make(
+    aws: Aws,
+    tmp_path: Path,
+    run: FakePlaybooks,
+    types: list[str],
+    said: list[str] | None = None,
+) -> campaign.Campaign:
     image = aws.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     options = campaign.Options(
         types=types, name="unit", folder=tmp_path / "unit", ami_id=image, ssh_cidr=CIDR, yes=True
@@ -85,8 +95,28 @@ def make(aws: Aws, tmp_path: Path, run: FakePlaybooks, types: list[str]) -> camp
         confirm=lambda _: False,
         run=run,
         ssh_ready=ssh_ready,
-        say=lambda line: None,
+        say=(said if said is not None else []).append,
     )
+
+
+def options(*argv: str) -> campaign.Options:
+    args = build_parser().parse_args(["bench", *argv])
+    return campaign.options_from(args, datetime(2026, 11, 27, tzinfo=timezone.utc))
+
+
+def test_hosts_are_host_name_labels_and_long_names_are_refused() -> None:
+    chosen = options("--types", "g5.xlarge,p4de.24xlarge", "--name", "L4-vs-A10G")
+    assert chosen.host("g5.xlarge") == "L4-vs-A10G-g5-xlarge"
+    assert guard.check_name(chosen.host("p4de.24xlarge")) == "L4-vs-A10G-p4de-24xlarge"
+    assert options("--types", "g5.xlarge").name == "bench-20261127-000000"
+    with pytest.raises(CloudError, match="letters, digits and hyphens"):
+        options("--types", "g5.xlarge", "--name", "l4_vs_a10g")
+    # 49 + len("-p4de-24xlarge") = 63 fits; one more does not.
+    assert options("--types", "p4de.24xlarge", "--name", "x" * 49).name == "x" * 49
+    with pytest.raises(CloudError, match="64 characters, over 63; use a --name of at most 49"):
+        options("--types", "g5.xlarge,p4de.24xlarge", "--name", "x" * 50)
+    with pytest.raises(CloudError, match="--idle-stop"):
+        options("--types", "g5.xlarge", "--idle-stop", "1m")
 
 
 def test_types_of_one_family_share_its_quota(aws: Aws, tmp_path: Path) -> None:
@@ -109,8 +139,21 @@ def test_no_capacity_for_one_type_is_its_reason(aws: Aws, tmp_path: Path) -> Non
         when=lambda p: p["InstanceType"] == "g6.xlarge" and not p.get("DryRun"),
     )
     run = FakePlaybooks()
-    chosen = make(aws, tmp_path, run, ["g5.xlarge", "g6.xlarge"])
+    said: list[str] = []
+    chosen = make(aws, tmp_path, run, ["g5.xlarge", "g6.xlarge"], said)
     assert chosen.execute() == 1
+    # Each instance's bill comes once, after the campaign's cost, at the price tagged at launch.
+    bills = [line for line in said if "cost: unit-" in line]
+    assert len(bills) == 1
+    assert re.fullmatch(
+        r"  cost: unit-g5-xlarge \(i-\w+\): ran 0h00m, \$0\.00 at \$\d+\.\d{4}/h \(on-demand, .*\)",
+        bills[0],
+    )
+    assert said.index(bills[0]) > next(
+        i for i, s in enumerate(said) if s.startswith("campaign cost")
+    )
+    (instance,) = fleet.project_instances(aws.client("ec2"))
+    assert guard.tags_of(instance)[guard.TAG_IDLE] == "30m", "--idle-stop reaches the instance"
     summary = json.loads((tmp_path / "unit" / "campaign.json").read_text())
     rows = {row["instance_type"]: row for row in summary["types"]}
     assert rows["g5.xlarge"]["status"] == "done" and rows["g5.xlarge"]["verdict"] == "PASS"
@@ -123,6 +166,17 @@ def test_no_capacity_for_one_type_is_its_reason(aws: Aws, tmp_path: Path) -> Non
     live = fleet.project_instances(aws.client("ec2"), ["pending", "running", "stopped"])
     assert live == []
     assert inventory.read(inventory.default_path()) == {}
+
+
+def test_every_type_launches_at_once_and_reaches_ansible(aws: Aws, tmp_path: Path) -> None:
+    run = FakePlaybooks()
+    types = ["g4dn.xlarge", "g5.xlarge", "g6.xlarge", "g6e.xlarge"]
+    assert make(aws, tmp_path, run, types).execute() == 0
+    limits = [argv[argv.index("--limit") + 1] for argv in run.calls if "--limit" in argv]
+    assert limits == [",".join(f"unit-{t.replace('.', '-')}" for t in types)] * 2
+    state = json.loads((tmp_path / "unit" / "state.json").read_text())
+    assert all(len(host["instances"]) == 1 for host in state["hosts"])
+    assert fleet.project_instances(aws.client("ec2"), ["pending", "running"]) == []
 
 
 def test_resume_launches_only_what_is_missing(aws: Aws, tmp_path: Path) -> None:
