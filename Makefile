@@ -11,7 +11,7 @@ EXTRAS ?= $(TF_EXTRA),jax,dev
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # Keras's data files: $DLSTATION_DATA_DIR, else a shared/datasets folder beside the clone if
-# there is one (as on our build machines), else Keras downloads them.
+# there is one (as in CI), else Keras downloads them.
 DLSTATION_DATA_DIR ?= $(abspath $(wildcard ../shared/datasets))
 export DLSTATION_DATA_DIR
 REPORT_DIR ?= reports/$(shell date -u +%Y%m%dT%H%M%SZ)

@@ -87,7 +87,7 @@ def build_programs(keras: Any, model: Any, loss_name: str, batch_size: int) -> d
         order = jnp.where(shuffle, jax.random.permutation(key, samples), jnp.arange(samples))
         # The last, smaller batch (as fit takes it) is padded to full size with weight-0 rows,
         # so that one traced step serves every batch: tracing the step a second time for it
-        # made tracing the epoch 20 to 25 % slower (0.33 against 0.27 s on a build machine).
+        # made tracing the epoch 20 to 25 % slower (0.33 against 0.27 s on a 2-core CPU).
         padding = steps * batch_size - samples
         order = jnp.concatenate([order, jnp.zeros(padding, dtype=order.dtype)])
         weights = (jnp.arange(steps * batch_size) < samples).astype(jnp.float32)

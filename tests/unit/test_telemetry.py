@@ -36,7 +36,7 @@ def test_missing_binding_gives_a_reason() -> None:
 
 
 def test_real_nvml_here_says_why_it_is_missing() -> None:
-    """The build machines have no NVIDIA driver: the real binding must say so, not crash."""
+    """Machines without an NVIDIA driver: the real binding must say so, not crash."""
     opened = nvml.open_nvml()
     if isinstance(opened, nvml.NvmlSession):  # a GPU machine: then it must see a GPU
         assert opened.device_count() >= 1
