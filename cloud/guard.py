@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import ipaddress
 import os
 import re
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import resources
@@ -228,12 +230,36 @@ def key_dir() -> Path:
     return Path(os.environ.get("DLCLOUD_KEY_DIR", Path.home() / ".ssh" / "dlstation"))
 
 
+KEY_LOCK = ".dlcloud.lock"
+
+
+@contextmanager
+def key_folder_lock(folder: Path) -> Iterator[None]:
+    """One dlcloud at a time looks up, creates and writes key pairs in this folder.
+
+    Concurrent launches on one machine would otherwise see a key pair another has just made
+    before its private key is on disk.
+    """
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with (folder / KEY_LOCK).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_key_pair(ec2: Any, name: str, labels: Labels, folder: Path) -> tuple[str, Path]:
     """Reuse a key pair whose private key we hold, or create an ed25519 one saved 0600.
 
     Never overwrites a file: if one is at the target path but AWS has no such key pair,
     the user decides what it is.
     """
+    with key_folder_lock(folder):
+        return _ensure_key_pair(ec2, name, labels, folder)
+
+
+def _ensure_key_pair(ec2: Any, name: str, labels: Labels, folder: Path) -> tuple[str, Path]:
     path = folder / f"{name}.pem"
     found = find_key_pair(ec2, name)
     if found is None and path.exists():
