@@ -403,7 +403,7 @@ def test_jupyterlab_lists_the_notebooks_and_runs_the_machine_check(lab: Server) 
         outputs.append(done)
     printed = "\n".join(o["text"] for o in outputs)
     assert f"kernel:  {sys.executable}" in printed and "device:  CPU" in printed
-    assert "dlbench verify (tensorflow backend, GPU optional)" in printed
+    assert "dlbench verify (tensorflow backend, full level, no GPU count expected)" in printed
     assert re.search(r"^verdict: (PASS|WARN)$", printed, re.MULTILINE), printed
     assert "fit: complete" in printed and "compiled: complete" in printed
     assert re.search(r"^steady epoch s\s+[\d.]+\s+[\d.]+$", printed, re.MULTILINE), printed
