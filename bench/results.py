@@ -32,14 +32,19 @@ SUMMARY_FIGURES: dict[str, tuple[str, ...]] = {
 }
 
 
-class Epoch(TypedDict, total=False):
-    """One epoch as Keras's history reports it, with our clocks (schema: $defs/epoch)."""
+class EpochRequired(TypedDict):
+    """The keys every epoch has (schema: $defs/epoch's required)."""
 
     epoch: int
     wall_s: float
     train_s: float
     val_s: float
     loss: float
+
+
+class Epoch(EpochRequired, total=False):
+    """One epoch as Keras's history reports it, with our clocks (schema: $defs/epoch)."""
+
     accuracy: float
     val_loss: float
     val_accuracy: float
@@ -62,8 +67,8 @@ class Timing(TypedDict, total=False):
 RunStatus = Literal["complete", "incomplete", "failed"]
 
 
-class Run(TypedDict):
-    """One training run in its own process (schema: $defs/run)."""
+class RunRequired(TypedDict):
+    """The keys every run has (schema: $defs/run's required)."""
 
     workload: str
     repeat: int
@@ -82,6 +87,14 @@ class Run(TypedDict):
     diagnosis: dict[str, str] | None
     cost: dict[str, Any] | None
     error: dict[str, Any] | None
+
+
+class Run(RunRequired, total=False):
+    """One training run in its own process (schema: $defs/run)."""
+
+    options: dict[str, Any]
+    evaluation: dict[str, Any]
+    gpu_memory: dict[str, Any]
 
 
 class Document(TypedDict):

@@ -234,14 +234,14 @@ KEY_LOCK = ".dlcloud.lock"
 
 
 @contextmanager
-def key_folder_lock(folder: Path) -> Iterator[None]:
-    """One dlcloud at a time looks up, creates and writes key pairs in this folder.
+def folder_lock(folder: Path, name: str = KEY_LOCK) -> Iterator[None]:
+    """One dlcloud at a time on this machine inside: an exclusive lock on folder/name.
 
     Concurrent launches on one machine would otherwise see a key pair another has just made
-    before its private key is on disk.
+    before its private key is on disk, or miss an instance another is about to start.
     """
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with (folder / KEY_LOCK).open("a") as handle:
+    with (folder / name).open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -255,7 +255,7 @@ def ensure_key_pair(ec2: Any, name: str, labels: Labels, folder: Path) -> tuple[
     Never overwrites a file: if one is at the target path but AWS has no such key pair,
     the user decides what it is.
     """
-    with key_folder_lock(folder):
+    with folder_lock(folder):
         return _ensure_key_pair(ec2, name, labels, folder)
 
 

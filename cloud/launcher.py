@@ -246,17 +246,36 @@ class Launcher:
     # -- launch ----------------------------------------------------------------------------
 
     def find_existing(self, name: str) -> dict[str, Any] | None:
-        """A live instance of this project with this name: launching again reuses it."""
-        with aws_errors("looking for an instance of that name"):
+        """The live instance of this project with this name (the oldest, should there be more)."""
+        instances = self.live_named(name)
+        return min(instances, key=age_order) if instances else None
+
+    def live_named(self, name: str) -> list[dict[str, Any]]:
+        with aws_errors("looking for instances of that name"):
             reservations = self.ec2.describe_instances(
                 Filters=[
-                    *guard.project_filter(),
-                    {"Name": f"tag:{guard.TAG_NAME}", "Values": [name]},
+                    *self.name_filters(name),
                     {"Name": "instance-state-name", "Values": LIVE_STATES},
                 ]
             )["Reservations"]
-        instances = [i for r in reservations for i in r["Instances"]]
-        return instances[0] if instances else None
+        return [i for r in reservations for i in r["Instances"]]
+
+    @staticmethod
+    def name_filters(name: str) -> list[dict[str, Any]]:
+        return [*guard.project_filter(), {"Name": f"tag:{guard.TAG_NAME}", "Values": [name]}]
+
+    def follow(self, name: str) -> dict[str, Any]:
+        """Wait for the instance of that name another launch started; the survivor if two did."""
+        first = self.find_existing(name)
+        if first is None:
+            raise CloudError(
+                f"the instance {name!r} that another launch started is gone; launch again"
+            )
+        ready = self.wait_until_ready(first["InstanceId"])
+        now = self.find_existing(name)
+        if now is not None and now["InstanceId"] != first["InstanceId"]:
+            return self.wait_until_ready(now["InstanceId"])
+        return ready
 
     def check_permissions(self, plan: Plan) -> None:
         """run_instances with DryRun: AWS says whether we may, without launching."""
@@ -285,7 +304,31 @@ class Launcher:
         return key_name, group_id, vpc
 
     def launch(self, plan: Plan) -> dict[str, Any]:
-        """Key, firewall, then run_instances zone by zone; waits until status checks pass."""
+        """Key, firewall, then run_instances zone by zone; waits until status checks pass.
+
+        Launches of one name on this machine take turns, and each holds its turn until AWS
+        lists its instance, so the next one finds it instead of starting a second; launches
+        from other machines are settled by one_per_name.
+        """
+        name = plan.request.name
+        with guard.folder_lock(self.key_folder, f".launch-{plan.region}-{name}.lock"):
+            existing = self.find_existing(name)
+            if existing is not None:
+                self.say(
+                    f"{name!r} was launched meanwhile ({existing['InstanceId']}); "
+                    "not starting a second one"
+                )
+                return self.follow(name)
+            own = self.start(plan)
+            with aws_errors("waiting for AWS to list the instance"):
+                self.ec2.get_waiter("instance_exists").wait(
+                    Filters=[*self.name_filters(name), {"Name": "instance-id", "Values": [own]}],
+                    WaiterConfig={"Delay": 1, "MaxAttempts": 60},
+                )
+        return self.one_per_name(name, own)
+
+    def start(self, plan: Plan) -> str:
+        """Key, firewall and run_instances, zone by zone until one has capacity: the id."""
         request = plan.request
         labels = guard.Labels(request.name, plan.owner, plan.expires_at, request.ttl_text)
         key_name, group_id, vpc = self.access(plan)
@@ -310,7 +353,7 @@ class Launcher:
                 if error_code(error) != "InsufficientInstanceCapacity":
                     raise explain(error, "launching the instance") from error
                 continue
-            return self.one_per_name(request.name, instance["InstanceId"])
+            return str(instance["InstanceId"])
         raise CloudError(
             f"no capacity for {request.instance_type} in any zone of {plan.region} "
             f"({', '.join(plan.zones)}); try later, --spot, another type or region"
@@ -347,18 +390,10 @@ class Launcher:
             raise
 
     def keep_oldest(self, name: str, own: str) -> str:
-        with aws_errors("looking for instances of the same name"):
-            reservations = self.ec2.describe_instances(
-                Filters=[
-                    *guard.project_filter(),
-                    {"Name": f"tag:{guard.TAG_NAME}", "Values": [name]},
-                    {"Name": "instance-state-name", "Values": LIVE_STATES},
-                ]
-            )["Reservations"]
-        found = {i["InstanceId"]: i["LaunchTime"] for r in reservations for i in r["Instances"]}
+        found = {i["InstanceId"]: i for i in self.live_named(name)}
         if own not in found:
             return own  # our own launch is not listed yet: nothing to compare it with
-        winner = min(found, key=lambda instance_id: (found[instance_id], instance_id))
+        winner = min(found.values(), key=age_order)["InstanceId"]
         if winner != own:
             with aws_errors("terminating the duplicate"):
                 self.ec2.terminate_instances(InstanceIds=[own])
@@ -438,6 +473,11 @@ class Launcher:
             described = self.ec2.describe_instances(InstanceIds=[instance_id])
         instance: dict[str, Any] = described["Reservations"][0]["Instances"][0]
         return instance
+
+
+def age_order(instance: dict[str, Any]) -> tuple[Any, str]:
+    """Oldest first (launch time, then id): every launch of a name agrees on the survivor."""
+    return instance["LaunchTime"], instance["InstanceId"]
 
 
 def ssh_argv(instance: dict[str, Any], key_path: Path) -> list[str]:

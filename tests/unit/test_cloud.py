@@ -771,6 +771,23 @@ def test_two_same_name_launches_agree_on_the_one_to_keep(
     assert states[loser] in ("shutting-down", "terminated")
 
 
+def test_a_launch_planned_before_another_started_follows_it(
+    aws: Aws, tmp_path: Path, image_id: str
+) -> None:
+    said: list[str] = []
+    late = Launcher(
+        aws, Catalog.load(), now=lambda: NOW, key_folder=tmp_path / "keys", say=said.append
+    )
+    plan = late.preflight(request(image_id, name="race"))  # nothing named race yet
+    first = launch(aws, tmp_path, image_id, name="race")  # another launch got there first
+    followed = late.launch(plan)
+    assert followed["InstanceId"] == first["InstanceId"]
+    assert said == [
+        f"'race' was launched meanwhile ({first['InstanceId']}); not starting a second one"
+    ]
+    assert [i["InstanceId"] for i in late.live_named("race")] == [first["InstanceId"]]
+
+
 def test_ensure_returns_the_existing_instance(aws: Aws, tmp_path: Path, image_id: str) -> None:
     first = launch(aws, tmp_path, image_id)
     again = launcher(aws, tmp_path).ensure(request(image_id))
