@@ -53,14 +53,22 @@ class Epoch(EpochRequired, total=False):
 class Timing(TypedDict, total=False):
     """Seconds per phase of a run; None where the run did not get that far."""
 
+    interpreter_s: float | None
+    import_s: float | None
+    backend_start_s: float | None
+    data_s: float | None
+    build_s: float | None
     first_epoch_s: float | None
+    first_epoch_transfer_s: float | None
+    first_epoch_trace_s: float | None
+    first_epoch_compile_s: float | None
+    first_epoch_run_s: float | None
     steady_epoch_s: float | None
     steady_train_s: float | None
     train_s: float | None
-    import_s: float | None
-    data_s: float | None
-    build_s: float | None
     eval_s: float | None
+    result_write_s: float | None
+    exit_s: float | None
     end_to_end_s: float | None
 
 

@@ -235,6 +235,7 @@ def test_synthetic_run_reports_no_accuracy(tmp_path: Path) -> None:
     document = results.load(next(tmp_path.glob("*.json")))
     run = document["runs"][0]
     assert run["data"]["source"] == "synthetic"
+    assert set(run["timing"]) <= set(results.Timing.__annotations__), "the typed record lags"
     assert run["test"] is None
     assert run["target"] is None
     assert document["settings"]["synthetic"] is True

@@ -74,6 +74,7 @@ def test_tensorflow_compiled_run_records_its_start_up(tmp_path: Path) -> None:
     assert run["definition"]["mode"] == "compiled" and run["backend"]["name"] == "tensorflow"
     assert run["epochs"][0]["trace_s"] > 0 and run["epochs"][0]["transfer_s"] > 0
     assert len(run["epochs"]) == 3
+    assert set(run["timing"]) <= set(results.Timing.__annotations__), "the typed record lags"
 
 
 @pytest.mark.slow
