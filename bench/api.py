@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import backends, data, fingerprint, nvml
+from bench.results import Document
 from bench.runner import RunPlan, run_plan
 from bench.verify import Check
 from bench.workloads import WORKLOADS, get_workload
@@ -164,7 +165,7 @@ def run(
     seed: int = 0,
     output: Path | None = None,
     telemetry_interval_s: float = 0.2,
-) -> dict[str, Any]:
+) -> Document:
     """One `dlbench run` of one workload in a fresh worker process; the result document.
 
     The document is kept in `output` when given, else only returned. Nothing asks EC2 for a

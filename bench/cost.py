@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,7 @@ def resolve_pricing(
     )
 
 
-def run_cost(run: dict[str, Any], pricing: Pricing | str) -> dict[str, Any]:
+def run_cost(run: Mapping[str, Any], pricing: Pricing | str) -> dict[str, Any]:
     """$ per run, per epoch, per million training samples and to the target accuracy."""
     if isinstance(pricing, str):
         return {"available": False, "reason": pricing}

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from bench.results import Document, Run
 from bench.textfmt import format_spread, table
 from bench.workloads.spec import Workload
 
@@ -14,7 +15,7 @@ def _num(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def summary_table(document: dict[str, Any]) -> str:
+def summary_table(document: Document) -> str:
     """One row per workload: accuracy, epoch times, throughput, time to target."""
     header = [
         "workload",
@@ -75,7 +76,7 @@ class Progress:
             f"batch {workload.batch_size} (starting backend, loading data)"
         )
 
-    def epoch(self, run: dict[str, Any]) -> None:
+    def epoch(self, run: Run) -> None:
         e = run["epochs"][-1]
         total = run["definition"]["epochs"]
         self.say(
@@ -84,7 +85,7 @@ class Progress:
             f"val_loss {_num(e.get('val_loss'), 4)} val_acc {_num(e.get('val_accuracy'), 4)}"
         )
 
-    def run_finished(self, run: dict[str, Any]) -> None:
+    def run_finished(self, run: Run) -> None:
         if run["status"] == "complete":
             test = run["test"]
             acc = f"test accuracy {test['accuracy']:.4f}" if test else "synthetic data: no accuracy"
@@ -104,7 +105,7 @@ class Progress:
     def interrupted(self, reason: str, output: Path) -> None:
         print(f"dlbench: {reason}; partial result saved to {output}", file=sys.stderr)
 
-    def finished(self, document: dict[str, Any], output: Path) -> None:
+    def finished(self, document: Document, output: Path) -> None:
         if self.quiet:
             print(output, file=self.stream)
             return

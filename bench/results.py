@@ -6,10 +6,11 @@ import json
 import os
 import statistics
 import tempfile
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 import jsonschema
 
@@ -136,12 +137,13 @@ def utc_now() -> str:
 
 def new_document(
     command: list[str], settings: dict[str, Any], host: dict[str, Any], code: dict[str, Any]
-) -> dict[str, Any]:
+) -> Document:
     """An empty result marked incomplete until the last run finishes."""
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": "dlbench",
-        **code,
+        "dlstation_version": code["dlstation_version"],
+        "git_commit": code["git_commit"],
         "created": utc_now(),
         "finished": None,
         "status": "incomplete",
@@ -157,7 +159,7 @@ def new_document(
     }
 
 
-def new_run(workload: str, repeat: int, definition: dict[str, Any]) -> dict[str, Any]:
+def new_run(workload: str, repeat: int, definition: dict[str, Any]) -> Run:
     """A run record that is valid from its first moment, filled in as events arrive."""
     return {
         "workload": workload,
@@ -184,7 +186,7 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def derive_figures(run: dict[str, Any]) -> None:
+def derive_figures(run: Run) -> None:
     """First epoch, steady state, time to target: computed from the epochs that finished."""
     epochs = run["epochs"]
     data = run["data"] or {}
@@ -223,7 +225,7 @@ def derive_figures(run: dict[str, Any]) -> None:
     }
 
 
-def _dig(record: dict[str, Any], path: tuple[str, ...]) -> Any:
+def _dig(record: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = record
     for key in path:
         if not isinstance(value, dict):
@@ -232,7 +234,7 @@ def _dig(record: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def telemetry_figures(run: dict[str, Any]) -> dict[str, float | None]:
+def telemetry_figures(run: Mapping[str, Any]) -> dict[str, float | None]:
     """Energy of all GPUs, and GPU 0's mean utilisation over the steady epochs.
 
     The utilisation is None when fewer than two readings fell in the steady epochs (the
@@ -263,7 +265,7 @@ def spread(values: list[float]) -> dict[str, Any]:
     }
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def summarize(runs: list[Run]) -> dict[str, dict[str, Any]]:
     """Per workload, the spread of each figure over its complete runs."""
     summary: dict[str, dict[str, Any]] = {}
     for name in dict.fromkeys(run["workload"] for run in runs):
@@ -277,7 +279,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def write_atomic(path: Path, document: dict[str, Any]) -> None:
+def write_atomic(path: Path, document: Mapping[str, Any]) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file.
 
     With $DLSTATION_VALIDATE_RESULTS=1 (the tests) a document that breaks the schema is refused.
@@ -304,12 +306,12 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
-def validate(document: dict[str, Any]) -> None:
+def validate(document: Mapping[str, Any]) -> None:
     """Raise jsonschema.ValidationError if the document breaks the schema."""
     jsonschema.validate(document, schema())
 
 
-def load(path: Path) -> dict[str, Any]:
+def load(path: Path) -> Document:
     """Read a result file, refusing what is not a dlbench result of a version we know."""
     try:
         document = json.loads(path.read_text())
@@ -327,4 +329,4 @@ def load(path: Path) -> dict[str, Any]:
         validate(document)
     except jsonschema.ValidationError as error:
         raise ResultError(f"{path}: invalid dlbench result: {error.message}") from error
-    return document
+    return cast(Document, document)

@@ -11,12 +11,12 @@ import io
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal, cast
 
 from bench import hostinfo, results
 from bench.backends import DEFAULT_GPU_MEMORY
@@ -31,8 +31,14 @@ from bench.workloads import get_workload
 from bench.workloads.spec import Workload
 
 # Parts of the first epoch a mode reports apart (the compiled mode; fit's are inside its epoch).
-FIRST_EPOCH_PARTS = ("transfer_s", "trace_s", "compile_s")
-PHASE_TIMINGS = {
+FIRST_EPOCH_PARTS: dict[
+    str, Literal["first_epoch_transfer_s", "first_epoch_trace_s", "first_epoch_compile_s"]
+] = {
+    "transfer_s": "first_epoch_transfer_s",
+    "trace_s": "first_epoch_trace_s",
+    "compile_s": "first_epoch_compile_s",
+}
+PHASE_TIMINGS: dict[str, Literal["import_s", "backend_start_s", "data_s", "build_s", "eval_s"]] = {
     "startup": "import_s",
     "backend_start": "backend_start_s",
     "data_load": "data_s",
@@ -146,7 +152,7 @@ def signals_raise() -> Iterator[None]:
 class RunRecorder:
     """Applies a worker's events to its run record (and its phases to the GPU sampler)."""
 
-    def __init__(self, run: dict[str, Any], started: float, sampler: Sampler | None) -> None:
+    def __init__(self, run: results.Run, started: float, sampler: Sampler | None) -> None:
         self.run = run
         self.started = started
         self.sampler = sampler
@@ -185,7 +191,9 @@ class RunRecorder:
 
     def on_epoch(self, event: dict[str, Any]) -> None:
         event.pop("at_s", None)
-        self.run["epochs"].append(event)
+        # Kept whole: besides the schema's keys it carries Keras's other metrics and, on the
+        # first epoch, the compiled mode's start-up parts (the schema allows extra keys).
+        self.run["epochs"].append(cast(results.Epoch, event))
 
     def on_evaluated(self, event: dict[str, Any]) -> None:
         self.run["evaluation"] = {"method": event["method"], "eval_s": event["eval_s"]}
@@ -212,7 +220,7 @@ class RunRecorder:
     def on_error(self, event: dict[str, Any]) -> None:
         self.run["error"] = event
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: results.RunStatus) -> None:
         """Close the record: status, phase timings, end-to-end time and derived figures."""
         run = self.run
         run["status"] = status
@@ -226,10 +234,12 @@ class RunRecorder:
             timing["exit_s"] = ended - self.done_at  # the worker's teardown after its report
         timing["end_to_end_s"] = ended - self.started
         results.derive_figures(run)
-        first = run["epochs"][0] if run["epochs"] else {}
-        parts = {f"first_epoch_{k}": first[k] for k in FIRST_EPOCH_PARTS if k in first}
+        # The parts are keys beyond the typed epoch's (see on_epoch), so read it as a mapping.
+        first: Mapping[str, Any] = run["epochs"][0] if run["epochs"] else {}
+        parts = {part: first[k] for k, part in FIRST_EPOCH_PARTS.items() if k in first}
         if parts:
-            timing.update(parts)
+            for part, seconds in parts.items():
+                timing[part] = seconds
             timing["first_epoch_run_s"] = first["wall_s"] - sum(parts.values())
 
 
@@ -239,7 +249,7 @@ class Runner:
     def __init__(
         self,
         plan: RunPlan,
-        document: dict[str, Any],
+        document: results.Document,
         progress: Progress,
         nvml: NvmlSession | str,
         pricing: Pricing | str,
@@ -255,19 +265,20 @@ class Runner:
             return None
         return Sampler(self.nvml, self.plan.telemetry_interval_s).start()
 
-    def close_run(self, recorder: RunRecorder, status: str) -> None:
+    def close_run(self, recorder: RunRecorder, status: results.RunStatus) -> None:
         """Finish the record: figures, telemetry (or why none), diagnosis and cost."""
         run = recorder.run
         recorder.finish(status)
         if recorder.sampler is not None:
-            run["telemetry"] = recorder.sampler.stop()
+            telemetry = recorder.sampler.stop()
         elif isinstance(self.nvml, str):
-            run["telemetry"] = unavailable(self.nvml)
+            telemetry = unavailable(self.nvml)
         else:
-            run["telemetry"] = unavailable("telemetry disabled (--telemetry-interval 0)")
+            telemetry = unavailable("telemetry disabled (--telemetry-interval 0)")
+        run["telemetry"] = telemetry
         run["gpu_memory"] = {
             **(run.get("gpu_memory") or {"policy": self.plan.gpu_memory, "env": {}}),
-            **memory_peak(run["telemetry"]),
+            **memory_peak(telemetry),
         }
         run["diagnosis"] = diagnose(self.document["gpus"], run["backend"])
         run["cost"] = run_cost(run, self.pricing)
@@ -333,7 +344,7 @@ class Runner:
                     # In the parent, beside the worker's next epoch: a cost, not on its path.
                     timing = run["timing"]
                     timing["result_write_s"] = (
-                        timing.get("result_write_s", 0.0) + time.perf_counter() - writing
+                        (timing.get("result_write_s") or 0.0) + time.perf_counter() - writing
                     )
         except RunInterruptedError:
             worker.terminate()
@@ -344,12 +355,14 @@ class Runner:
         if recorder.done and code == 0:
             self.close_run(recorder, "complete")
         else:
-            if run["error"] is None:
-                run["error"] = {
+            error = run["error"]
+            if error is None:
+                error = {
                     "type": "WorkerExited",
                     "message": f"worker exited with code {code}: {worker.log_tail(5)}",
                 }
-            run["error"]["log"] = str(log)
+                run["error"] = error
+            error["log"] = str(log)
             self.close_run(recorder, "failed")
         self.progress.run_finished(run)
         self.save()
@@ -375,7 +388,7 @@ def new_document(
     *,
     data_dir: Path | None = None,
     host: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> results.Document:
     """The result document a plan starts from: settings, host, code, GPUs and price."""
     document = results.new_document(
         command, plan.settings(data_dir), host or hostinfo.describe_host(), hostinfo.describe_code()
@@ -395,7 +408,7 @@ def run_plan(
     data_dir: Path | None = None,
     host: dict[str, Any] | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> results.Document:
     """Execute a plan with a fresh document (fingerprint and price filled in); the document."""
     document = new_document(plan, nvml, pricing, command, data_dir=data_dir, host=host)
     quiet = progress or Progress(quiet=True, stream=io.StringIO())

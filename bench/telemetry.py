@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bench.nvml import HARMFUL_THROTTLE, GpuLostError, NvmlSession
@@ -44,7 +44,7 @@ def _integrate_power(samples: list[dict[str, Any]]) -> float | None:
     return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in itertools.pairwise(points))
 
 
-def memory_peak(telemetry: dict[str, Any]) -> dict[str, Any]:
+def memory_peak(telemetry: Mapping[str, Any]) -> dict[str, Any]:
     """The GPU memory a run took at its peak, from the sampler's NVML readings: the largest
     rise over the reading taken before the worker started, over the GPUs sampled."""
     devices = [

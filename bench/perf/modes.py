@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,7 +66,7 @@ def run_child(command: list[str], env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-def figures(run: dict[str, Any]) -> dict[str, Any]:
+def figures(run: Mapping[str, Any]) -> dict[str, Any]:
     """What the tables show, from one run record."""
     timing = run["timing"]
     parts = [timing.get(p) for p in TO_FIRST_STEP]
@@ -126,7 +127,7 @@ class Bench:
                 *more,
             ],
         )
-        run: dict[str, Any] = results.load(output)["runs"][0]
+        run = results.load(output)["runs"][0]
         # On stderr: on a lent GPU machine a run cut short should still show what it did.
         end_to_end = run["timing"]["end_to_end_s"]
         print(f"{workload} {mode} {label}: {end_to_end:.1f} s", file=sys.stderr)

@@ -87,6 +87,7 @@ def one_run(
     if steady is None:
         raise SystemExit(f"the {backend} run did not finish: {run.get('error') or run['status']}")
     telemetry = run["telemetry"]
+    assert telemetry is not None  # every closed run records its telemetry, or why there is none
     share = telemetry["sampler_cpu_s"] / telemetry["duration_s"] if telemetry["available"] else None
     return float(steady), share
 

@@ -4,7 +4,7 @@ or settings."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from bench import results
 @dataclass
 class LoadedResult:
     path: Path
-    document: dict[str, Any]
+    document: results.Document
 
     @property
     def machine(self) -> str:
@@ -106,7 +106,7 @@ class Setup:
         ]
 
 
-def setup_of(run: dict[str, Any], settings: dict[str, Any]) -> Setup:
+def setup_of(run: Mapping[str, Any], settings: Mapping[str, Any]) -> Setup:
     """A run's Setup from what it recorded; the definition's data file where no data was loaded."""
     definition = run["definition"]
     data = run.get("data") or {}
@@ -129,7 +129,7 @@ class Group:
     mode: str
     workload: str
     setup: Setup
-    runs: list[dict[str, Any]]
+    runs: list[results.Run]
     sources: list[LoadedResult]
 
     @property
@@ -137,7 +137,7 @@ class Group:
         return (self.machine, self.backend, self.mode, self.workload, self.setup)
 
     @property
-    def complete(self) -> list[dict[str, Any]]:
+    def complete(self) -> list[results.Run]:
         return [r for r in self.runs if r["status"] == "complete"]
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Any
 
 import matplotlib
@@ -31,7 +32,7 @@ def png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def learning_curves(run: dict[str, Any], title: str) -> bytes:
+def learning_curves(run: Mapping[str, Any], title: str) -> bytes:
     """Training vs validation loss and accuracy per epoch; the best validation loss marked."""
     epochs = run["epochs"]
     x = [e["epoch"] for e in epochs]
@@ -94,7 +95,7 @@ def bars(groups: list[Group], figure_name: str, label: str, title: str) -> bytes
     return png(figure)
 
 
-def telemetry_timeline(run: dict[str, Any], title: str) -> bytes | None:
+def telemetry_timeline(run: Mapping[str, Any], title: str) -> bytes | None:
     """Utilisation, power and memory of GPU 0 over the run, phases shaded."""
     samples = [s for s in (run.get("telemetry") or {}).get("samples", []) if s["gpu"] == 0]
     if len(samples) < 2:

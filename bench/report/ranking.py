@@ -7,6 +7,7 @@ and puts one ranking table per workload above the usual report.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -71,7 +72,7 @@ def median(figures: dict[str, Any], name: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def ran_on(document: dict[str, Any] | None) -> str:
+def ran_on(document: Mapping[str, Any] | None) -> str:
     """The device the result was measured on: a type whose GPU went unused shows it here."""
     if document is None:
         return "-"
@@ -80,7 +81,7 @@ def ran_on(document: dict[str, Any] | None) -> str:
 
 
 def workload_rows(
-    campaign: CampaignSummary, documents: dict[str, dict[str, Any]], workload: str
+    campaign: CampaignSummary, documents: Mapping[str, Mapping[str, Any]], workload: str
 ) -> list[list[str]]:
     """Types with a result for this workload, cheapest run first; the others last, with why."""
     ranked: list[tuple[float, list[str]]] = []

@@ -139,7 +139,7 @@ def build(collection: Collection, title: str = "dlbench report") -> list[Block]:
                 items=[
                     f"{g.machine} {g.backend} {g.mode} {g.workload} ({g.setup.label()}) "
                     f"repeat {r['repeat']}: {r['status']}"
-                    + (f" ({r['error']['message']})" if r.get("error") else "")
+                    + (f" ({r['error']['message']})" if r["error"] else "")
                     for g, r in incomplete
                 ],
             )
@@ -234,7 +234,7 @@ def machine_blocks(collection: Collection) -> list[Block]:
         document = loaded.document
         gpu: dict[str, Any] = (document.get("gpus") or [{}])[0]
         backend: dict[str, Any] = next(
-            (r["backend"] for r in document["runs"] if r.get("backend")), {}
+            (found for found in (r["backend"] for r in document["runs"]) if found), {}
         )
         pricing = document.get("pricing")
         price = (

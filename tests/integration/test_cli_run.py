@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -233,7 +235,7 @@ def test_synthetic_run_reports_no_accuracy(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "n/a (synthetic)" in done.stdout
     document = results.load(next(tmp_path.glob("*.json")))
-    run = document["runs"][0]
+    run: Mapping[str, Any] = document["runs"][0]
     assert run["data"]["source"] == "synthetic"
     assert set(run["timing"]) <= set(results.Timing.__annotations__), "the typed record lags"
     assert run["test"] is None
@@ -260,7 +262,7 @@ def test_text_workloads_on_real_data_reach_the_texts_accuracy(
     assert done.returncode == 0, done.stderr + done.stdout
     document = results.load(out)
     assert document["status"] == "complete"
-    runs = {r["workload"]: r for r in document["runs"]}
+    runs: dict[str, Mapping[str, Any]] = {r["workload"]: r for r in document["runs"]}
     assert runs["imdb"]["test"]["accuracy"] >= 0.84
     assert runs["reuters"]["test"]["accuracy"] >= 0.76
     for run in runs.values():
@@ -293,7 +295,8 @@ def test_second_run_reads_the_encode_cache_and_a_truncated_one_is_rebuilt(
         done = dlbench("run", "reuters", "--epochs", "1", "--output", str(out), "--quiet", env=env)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == str(out)
-        assert results.load(out)["runs"][0]["data"]["cache_hit"] is expected_hit
+        data = results.load(out)["runs"][0]["data"]
+        assert data is not None and data["cache_hit"] is expected_hit
     assert f"dlbench: encode cache {cached} was unreadable" in done.stderr
     assert "rebuilding it" in done.stderr
 

@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,7 +72,7 @@ def test_tensorflow_compiled_run_records_its_start_up(tmp_path: Path) -> None:
         str(tmp_path / "cache"),
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    run = results.load(out)["runs"][0]
+    run: Mapping[str, Any] = results.load(out)["runs"][0]
     assert run["definition"]["mode"] == "compiled" and run["backend"]["name"] == "tensorflow"
     assert run["epochs"][0]["trace_s"] > 0 and run["epochs"][0]["transfer_s"] > 0
     assert len(run["epochs"]) == 3
@@ -100,7 +102,7 @@ def test_compiled_mode_reaches_the_texts_accuracy(
     assert done.returncode == 0, done.stderr[-3000:]
     document = results.load(out)
     assert document["settings"]["mode"] == "compiled"
-    runs = {r["workload"]: r for r in document["runs"]}
+    runs: dict[str, Mapping[str, Any]] = {r["workload"]: r for r in document["runs"]}
     assert runs["imdb"]["test"]["accuracy"] >= 0.84
     assert runs["reuters"]["test"]["accuracy"] >= 0.76
     first = runs["imdb"]["epochs"][0]

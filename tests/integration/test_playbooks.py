@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ def test_setup_provisions_this_machine(provisioned: dict[str, Any]) -> None:
     assert token.stat().st_mode & 0o077 == 0
     keras_json = json.loads((Path.home() / ".keras" / "keras.json").read_text())
     assert keras_json["backend"] == "tensorflow"
-    result = results.load(provisioned["fetched"] / "localhost.json")
+    result: Mapping[str, Any] = results.load(provisioned["fetched"] / "localhost.json")
     assert result["status"] == "complete"
     assert result["runs"][0]["backend"]["device_type"] == "CPU"
 

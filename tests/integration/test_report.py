@@ -34,7 +34,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def recorded(name: str) -> dict:
+def recorded(name: str) -> results.Document:
     return results.load(RECORDED / f"{name}.json")
 
 
@@ -158,7 +158,7 @@ def test_report_of_the_committed_gpu_reference_results(tmp_path: Path) -> None:
     assert_rendered(out / "report.html", min_images=8)
 
 
-def scaled(document: dict, factor: float) -> dict:
+def scaled(document: results.Document, factor: float) -> results.Document:
     """The same results with every epoch `factor` times slower: known ratios."""
     slower = copy.deepcopy(document)
     for run in slower["runs"]:
@@ -199,7 +199,7 @@ def test_report_of_nothing_readable_is_an_error(tmp_path: Path) -> None:
     assert done.returncode == 2 and "nothing to report" in done.stderr
 
 
-def with_setup(document: dict, epochs: int, synthetic: bool) -> dict:
+def with_setup(document: results.Document, epochs: int, synthetic: bool) -> results.Document:
     """The recorded Reuters runs re-labelled as `epochs`-epoch runs on real or synthetic data."""
     changed = copy.deepcopy(document)
     changed["settings"]["synthetic"] = synthetic
@@ -210,8 +210,15 @@ def with_setup(document: dict, epochs: int, synthetic: bool) -> dict:
         run["epochs"] = run["epochs"][:epochs]
         if synthetic:
             sizes = ("train_samples", "val_samples", "test_samples", "input_shape")
-            run["data"] = {"source": "synthetic", "seed": 0, "cache_hit": False, "load_s": 0.1}
-            run["data"].update({key: document["runs"][0]["data"][key] for key in sizes})
+            recorded_data = document["runs"][0]["data"]
+            assert recorded_data is not None
+            run["data"] = {
+                "source": "synthetic",
+                "seed": 0,
+                "cache_hit": False,
+                "load_s": 0.1,
+                **{key: recorded_data[key] for key in sizes},
+            }
             run["test"] = None
         results.derive_figures(run)
     changed["summary"] = results.summarize(changed["runs"])
@@ -227,7 +234,9 @@ def test_report_keeps_runs_of_different_settings_apart(tmp_path: Path) -> None:
         (tmp_path / f"{name}.json").write_text(json.dumps(with_setup(base, epochs, synthetic)))
     found = model.groups(model.collect([tmp_path]))
     setups = sorted((g.setup.epochs, g.setup.data, len(g.runs)) for g in found)
-    sha = base["runs"][0]["data"]["sha256"][:8]
+    base_data = base["runs"][0]["data"]
+    assert base_data is not None
+    sha = base_data["sha256"][:8]
     assert setups == [(2, f"reuters.npz {sha}", 2), (2, "synthetic", 2), (3, "synthetic", 2)]
     rows = {(row[3], row[4]): row for row in render.summary_rows(found)}
     assert set(rows) == {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +14,7 @@ from bench.runner import run_plan, short_check_plan
 from tests.fakes.nvml import FakeNvml
 
 
-def run_with(tmp_path: Path, scenario: str) -> dict:
+def run_with(tmp_path: Path, scenario: str) -> Mapping[str, Any]:
     session = nvml.open_nvml(lambda: FakeNvml(scenario, lose_after=4))
     assert isinstance(session, nvml.NvmlSession)
     plan = short_check_plan(

@@ -8,7 +8,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +34,7 @@ PARTS = (
 )
 
 
-def run(tmp_path: Path, gpu_memory: str) -> dict:
+def run(tmp_path: Path, gpu_memory: str) -> Mapping[str, Any]:
     session = nvml.open_nvml(lambda: FakeNvml("healthy"))
     assert isinstance(session, nvml.NvmlSession)
     plan = dataclasses.replace(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ def test_a_nan_loss_ends_the_run_as_diverged(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setattr(runner, "WorkerProcess", NanWorker)
     plan = runner.short_check_plan("tensorflow", 3, tmp_path / "cache", tmp_path / "r.json", 0)
     document = runner.run_plan(plan, "no NVML in this test", "not priced", ["dlbench", "run"])
-    run = document["runs"][0]
+    run: Mapping[str, Any] = document["runs"][0]
     assert NanWorker.terminated
     assert run["status"] == "failed" and run["error"]["type"] == "Diverged"
     assert "loss is nan at epoch 2" in run["error"]["message"]
