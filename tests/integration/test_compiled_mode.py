@@ -132,6 +132,7 @@ print(json.dumps({"compiled": ours, "keras": [float(v) for v in theirs], "n": le
 """
 
 
+@pytest.mark.slow
 def test_compiled_evaluation_scores_as_keras_evaluate_does() -> None:
     done = subprocess.run(
         [sys.executable, "-c", COMPILED_EVALUATION_CHECK],
@@ -148,6 +149,7 @@ def test_compiled_evaluation_scores_as_keras_evaluate_does() -> None:
     assert report["compiled"][1] == pytest.approx(report["keras"][1], abs=0.5 / report["n"])
 
 
+@pytest.mark.slow
 def test_opt_in_changes_are_recorded_in_the_result(tmp_path: Path) -> None:
     out = tmp_path / "opt-in.json"
     done = dlbench(

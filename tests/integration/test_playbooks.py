@@ -336,6 +336,7 @@ def test_bad_input_fails_in_preflight(variables: dict[str, Any], message: str) -
     assert "preflight : Check" in done.stdout
 
 
+@pytest.mark.slow
 def test_unknown_cuda_version_fails_in_the_cuda_roles_arguments() -> None:
     variables = {
         "preflight_overrides": GPU_HOST | {"distribution": "Ubuntu", "version": "24.04"},

@@ -54,6 +54,7 @@ def no_memory_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.mark.slow
 def test_on_demand_memory_and_start_up_in_parts(tmp_path: Path) -> None:
     document = run(tmp_path, "on-demand")
     run_record = document["runs"][0]
@@ -75,6 +76,7 @@ def test_on_demand_memory_and_start_up_in_parts(tmp_path: Path) -> None:
     assert phases[:3] == ["startup", "backend_start", "data_load"]
 
 
+@pytest.mark.slow
 def test_framework_default_leaves_the_frameworks_alone(tmp_path: Path) -> None:
     memory = run(tmp_path, "framework-default")["runs"][0]["gpu_memory"]
     assert memory["policy"] == "framework-default"
@@ -93,6 +95,7 @@ print(json.dumps(loaded))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("backend", "expected"), [("jax", []), ("tensorflow", ["tensorflow"])])
 def test_a_worker_imports_only_its_own_backend(backend: str, expected: list[str]) -> None:
     """Keras's set_random_seed would import TensorFlow for any backend, and Keras matplotlib."""
