@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import backends, data, fingerprint, nvml
-from bench.results import Document
-from bench.runner import RunPlan, run_plan
-from bench.verify import Check
-from bench.workloads import WORKLOADS, get_workload
+from bench.machine import fingerprint, nvml
+from bench.machine.verify import Check
+from bench.results.document import Document
+from bench.training import backends, data
+from bench.training.runner import RunPlan, run_plan
+from bench.training.workloads import WORKLOADS, get_workload
 
 KERAS_HOME_ENV = "KERAS_HOME"
 # Runs started from Python have no instance type or price to ask for: nothing queries EC2.
@@ -137,8 +138,8 @@ class VerifyReport:
 
 def verify(backend: str, expect_gpu: bool = False, workload: bool = True) -> VerifyReport:
     """Run `dlbench verify` (probes and, unless workload=False, its short Reuters run)."""
-    from bench import verify as judging
-    from bench import verify_measure
+    from bench.machine import verify as judging
+    from bench.machine import verify_measure
 
     options = verify_measure.Options(backend=backend, expect_gpu=expect_gpu, workload=workload)
     seen = verify_measure.measure(options, say=lambda _text: None)

@@ -14,18 +14,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
-from bench import backends, data, nvml, verify, verify_measure
-from bench.backends import BACKENDS, DEFAULT_GPU_MEMORY, GPU_MEMORY_POLICIES
-from bench.cost import PriceInputs, resolve_pricing
-from bench.modes import MODES
-from bench.modes.options import OPTIONS, OptionError
-from bench.modes.options import check as check_options
-from bench.progress import Progress
-from bench.runner import Runner, RunPlan, new_document
-from bench.telemetry import DEFAULT_INTERVAL_S
-from bench.workloads import WORKLOADS, UnknownWorkloadError, get_workload
-from bench.workloads.spec import Workload
-from cloud.catalog import Catalog, CatalogError
+from bench.facts.catalog import Catalog, CatalogError
+from bench.machine import nvml, verify, verify_measure
+from bench.machine.telemetry import DEFAULT_INTERVAL_S
+from bench.results.cost import PriceInputs, resolve_pricing
+from bench.training import backends, data
+from bench.training.backends import BACKENDS, DEFAULT_GPU_MEMORY, GPU_MEMORY_POLICIES
+from bench.training.modes import MODES
+from bench.training.modes.options import OPTIONS, OptionError
+from bench.training.modes.options import check as check_options
+from bench.training.progress import Progress
+from bench.training.runner import Runner, RunPlan, new_document
+from bench.training.workloads import WORKLOADS, UnknownWorkloadError, get_workload
+from bench.training.workloads.spec import Workload
 
 EXIT_USAGE = 2
 # numpy's and the backends' seeds are unsigned 32-bit; repeat i uses seed + i.

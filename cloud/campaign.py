@@ -28,9 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.facts.catalog import Catalog
 from cloud import ami, fleet, guard, inventory
 from cloud.aws import Aws, CloudError, aws_errors
-from cloud.catalog import Catalog
 from cloud.launcher import LIVE_STATES, Launcher, LaunchRequest, Plan
 
 CLONE = Path(__file__).resolve().parent.parent

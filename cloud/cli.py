@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.facts.catalog import Catalog, user_catalog_path
 from bench.textfmt import table
 from cloud import ami, campaign, fleet, guard, inventory, prices
 from cloud.aws import AWS_FAILURES, Aws, CloudError, aws_errors, check_region, explain
-from cloud.catalog import Catalog, user_catalog_path
 from cloud.launcher import Launcher, LaunchRequest, ssh_argv, ssh_command, tunnel_command
 
 Confirm = Callable[[str], bool]

@@ -11,9 +11,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bench.facts.catalog import Catalog, CatalogError
 from cloud import guard
 from cloud.aws import CloudError, aws_errors, error_code, explain
-from cloud.catalog import Catalog, CatalogError
 
 TERMINATE_WAIT = {"Delay": 5, "MaxAttempts": 120}
 IN_USE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]

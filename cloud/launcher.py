@@ -12,10 +12,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from bench import platforms
+from bench.facts import platforms
+from bench.facts.catalog import Catalog, CatalogError, Price
 from cloud import ami, guard
 from cloud.aws import Aws, CloudError, aws_errors, error_code, explain
-from cloud.catalog import Catalog, CatalogError, Price
 
 SSH_USER = "ubuntu"  # the Deep Learning AMIs on Ubuntu log in as ubuntu
 JUPYTER_PORT = 8888

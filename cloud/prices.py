@@ -10,8 +10,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bench.facts.catalog import Catalog
 from cloud.aws import Aws, explain
-from cloud.catalog import Catalog
 
 PRICING_REGION = "us-east-1"  # the Pricing API answers only in a few regions
 SPOT_WINDOW = timedelta(days=7)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from bench import data
-from bench.workloads import get_workload
+from bench.training import data
+from bench.training.workloads import get_workload
 
 
 def main(name: str, data_dir: str | None, epochs: int | None = None) -> None:

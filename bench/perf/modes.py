@@ -9,7 +9,7 @@ Every run is its own process (as dlbench runs them), in this order per workload:
 cold encode cache, compiled with a cold compilation cache, then --repeats rounds of fit warm
 and compiled warm (alternating, so a busy machine slows both alike; figures are the medians),
 the bare JAX loop, and with --changes the compiled mode warm once more per opt-in change
-(bench/modes/options.py; each after a run that fills the compilation cache) and with the
+(bench/training/modes/options.py; each after a run that fills the compilation cache) and with the
 frameworks' GPU memory default. --quick skips the cold runs and the bare loop. Prints the
 machine, date and versions, one table, and the ratios the compiled mode is held to. Steady
 epochs count training and validation for fit and compiled; samples/s count training only; the
@@ -33,11 +33,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import results
-from bench.progress import table
+from bench.results import document as results
+from bench.training.progress import table
 
 # The changes measured with --changes, each alone against the compiled mode's default: the
-# opt-in ones (bench/modes/options.py), and the frameworks' own GPU memory handling.
+# opt-in ones (bench/training/modes/options.py), and the frameworks' own GPU memory handling.
 CHANGES = {
     "command-buffers": ("--opt-in", "command-buffers"),
     "bf16": ("--opt-in", "bf16"),

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import nvml
-from bench.progress import table
-from bench.runner import run_plan, short_check_plan
-from bench.telemetry import Sampler
+from bench.machine import nvml
+from bench.machine.telemetry import Sampler
+from bench.training.progress import table
+from bench.training.runner import run_plan, short_check_plan
 
 
 def open_session() -> nvml.NvmlSession:

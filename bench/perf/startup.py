@@ -5,7 +5,7 @@ it never uses.
 
 Each measurement is a fresh interpreter, alternating the variants so that a busy machine
 slows both alike; prints medians of wall and CPU time (CPU time: less disturbed by other work on
-a shared machine) and the ratios. The worker skips bench.worker.UNUSED_IMPORTS.
+a shared machine) and the ratios. The worker skips bench.training.worker.UNUSED_IMPORTS.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 
-from bench.progress import table
+from bench.training.progress import table
 
 TIMED = """
 import time
@@ -25,7 +25,7 @@ started, cpu = time.perf_counter(), time.process_time()
 {statement}
 print(time.perf_counter() - started, time.process_time() - cpu)
 """
-SKIP = "from bench.worker import skip_unused_imports\nskip_unused_imports({backend!r})"
+SKIP = "from bench.training.worker import skip_unused_imports\nskip_unused_imports({backend!r})"
 
 
 def timed_import(statement: str, prelude: str, backend: str) -> tuple[float, float]:
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="jax", choices=["jax", "tensorflow"])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    # The skip's own import (bench.worker) is inside the timed part: it is part of the cost.
+    # The skip's own import (bench.training.worker) is timed too: it is part of the cost.
     start = "import keras; keras.utils.set_random_seed(0)"  # as the worker starts
     variants = {
         f"import {args.backend}": (f"import {args.backend}", ""),

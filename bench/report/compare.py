@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench import results
 from bench.report.model import Collection, Setup, setup_of
+from bench.results import document as results
 from bench.textfmt import format_spread, table
 
 FIGURES = (

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import results
+from bench.results import document as results
 
 
 @dataclass
@@ -47,7 +47,7 @@ def expand(paths: Iterable[Path]) -> list[Path]:
 
 def verify_document(path: Path) -> dict[str, Any] | None:
     """The document if the file is `dlbench verify --json` output, else None."""
-    from bench.verify import DOCUMENT_KIND
+    from bench.machine.verify import DOCUMENT_KIND
 
     try:
         document = json.loads(path.read_text())

@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import results
 from bench.report import plots
 from bench.report.model import Collection, Group, groups, setup_of
+from bench.results import document as results
 from bench.textfmt import format_spread
 
 CSV_FIELDS = [
@@ -273,7 +273,7 @@ def machine_blocks(collection: Collection) -> list[Block]:
 
 def verify_blocks(collection: Collection) -> list[Block]:
     """`dlbench verify --json` files: one row per host and GPU, with what did not pass."""
-    from bench.verify import worst
+    from bench.machine.verify import worst
 
     rows = []
     for path, document in collection.verifies:

@@ -17,10 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-from bench import data, hostinfo, nvml, results
-from bench.cost import Pricing
-from bench.runner import RunPlan, run_plan
-from bench.workloads import WORKLOADS
+from bench.machine import hostinfo, nvml
+from bench.results import document as results
+from bench.results.cost import Pricing
+from bench.training import data
+from bench.training.runner import RunPlan, run_plan
+from bench.training.workloads import WORKLOADS
 from tests.fakes.nvml import FakeNvml
 
 OUT = Path(__file__).parent / "results"

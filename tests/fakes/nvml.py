@@ -1,4 +1,4 @@
-"""A fake pynvml with named scenarios, for the one module that talks to NVML (bench/nvml.py).
+"""A fake pynvml with named scenarios, for the one NVML seam (bench/machine/nvml.py).
 
 Two families: the telemetry scenarios (one card, `FakeNvml("healthy")` and friends) and the
 machine scenarios of `dlbench verify` (`machine("a100x8")`, ...), where each GPU has its own

@@ -11,12 +11,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from bench import data
-from bench.model import build_model
-from bench.modes import TrainSettings
-from bench.modes.compiled import train as train_compiled
-from bench.modes.fit import train as train_fit
-from bench.workloads import get_workload
+from bench.training import data
+from bench.training.model import build_model
+from bench.training.modes import TrainSettings
+from bench.training.modes.compiled import train as train_compiled
+from bench.training.modes.fit import train as train_fit
+from bench.training.workloads import get_workload
 
 
 def main(name: str) -> None:

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from bench import backends, results
 from bench.cli import main
+from bench.results import document as results
+from bench.training import backends
 from tests.conftest import REPO, dlbench
 
 

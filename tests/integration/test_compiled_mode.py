@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench import results
+from bench.results import document as results
 from tests.conftest import REPO, dlbench
 
 
@@ -115,10 +115,10 @@ def test_compiled_mode_reaches_the_texts_accuracy(
 COMPILED_EVALUATION_CHECK = """
 import json
 import keras
-from bench import data
-from bench.model import build_model
-from bench.modes import compiled
-from bench.workloads import get_workload
+from bench.training import data
+from bench.training.model import build_model
+from bench.training.modes import compiled
+from bench.training.workloads import get_workload
 
 compiled.EVALUATION_CHUNK = 1000  # three chunks, the last one padded with weight-0 rows
 workload = get_workload("reuters")

@@ -14,7 +14,7 @@ from tests.conftest import REPO
 COMPILE = """
 import sys
 from pathlib import Path
-from bench.modes.compiled import enable_compilation_cache
+from bench.training.modes.compiled import enable_compilation_cache
 enable_compilation_cache(Path(sys.argv[1]))
 import jax, jax.numpy as jnp
 print(float(jax.jit(lambda x: (x * 2.0).sum())(jnp.arange(8.0))))

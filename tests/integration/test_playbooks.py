@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bench import platforms, results
+from bench.facts import platforms
+from bench.results import document as results
 from tests.conftest import REPO
 
 ROLES = REPO / "playbooks" / "roles"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import results
+from bench.results import document as results
 from tests.conftest import REPO, dlbench
 
 RECORDED = REPO / "tests" / "data" / "results"

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from bench import nvml, results
-from bench.cost import Pricing
-from bench.runner import run_plan, short_check_plan
+from bench.machine import nvml
+from bench.results import document as results
+from bench.results.cost import Pricing
+from bench.training.runner import run_plan, short_check_plan
 from tests.fakes.nvml import FakeNvml
 
 

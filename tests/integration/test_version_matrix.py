@@ -14,8 +14,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from bench import platforms
-from bench.backends import BACKENDS
+from bench.facts import platforms
+from bench.training.backends import BACKENDS
 from tests.conftest import REPO
 
 # Each pip call resolves one whole venv from the wheels' metadata alone: the index's metadata

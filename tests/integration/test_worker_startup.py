@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from bench import nvml, results
-from bench.runner import run_plan, short_check_plan
+from bench.machine import nvml
+from bench.results import document as results
+from bench.training.runner import run_plan, short_check_plan
 from tests.conftest import REPO
 from tests.fakes.nvml import FakeNvml
 
@@ -86,7 +87,7 @@ def test_framework_default_leaves_the_frameworks_alone(tmp_path: Path) -> None:
 
 SEEDED_IMPORTS = """
 import json, sys
-from bench.worker import skip_unused_imports
+from bench.training.worker import skip_unused_imports
 skip_unused_imports({backend!r})
 import keras
 keras.utils.set_random_seed(0)

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
+from bench.facts.catalog import Catalog
 from cloud import campaign, fleet, guard, inventory
 from cloud.aws import Aws, CloudError
-from cloud.catalog import Catalog
 from cloud.cli import build_parser
 from tests.fakes.aws import FAKE_CREDENTIALS, answer, fail
 

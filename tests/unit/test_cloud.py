@@ -16,10 +16,10 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.parsers import ResponseParserError
 from moto import mock_aws
 
+from bench.facts.catalog import Catalog
 from cloud import ami, fleet, guard, inventory, prices
 from cloud import launcher as launcher_module
 from cloud.aws import Aws, CloudError, aws_errors, explain
-from cloud.catalog import Catalog
 from cloud.cli import build_parser, main
 from cloud.launcher import Launcher, LaunchRequest
 from tests.fakes.aws import FAKE_CREDENTIALS, answer, fail

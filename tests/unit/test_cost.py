@@ -6,9 +6,10 @@ import time
 
 import pytest
 
-from bench import cost, imds
-from bench.fingerprint import diagnose
-from cloud.catalog import Catalog
+from bench.facts.catalog import Catalog
+from bench.machine import imds
+from bench.machine.fingerprint import diagnose
+from bench.results import cost
 from tests.fakes.imds import ImdsServer
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import data
-from bench.workloads import WORKLOADS
-from bench.workloads.spec import KerasDataFile, Workload
+from bench.training import data
+from bench.training.workloads import WORKLOADS
+from bench.training.workloads.spec import KerasDataFile, Workload
 
 
 def vectorize_sequences_as_in_the_text(sequences, dimension):

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from bench import results, runner
+from bench.results import document as results
+from bench.training import runner
 
 
 class NanWorker:

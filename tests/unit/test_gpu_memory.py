@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench import backends, nvml
-from bench.telemetry import Sampler, memory_peak, unavailable
+from bench.machine import nvml
+from bench.machine.telemetry import Sampler, memory_peak, unavailable
+from bench.training import backends
 from tests.fakes.nvml import FakeNvml
 
 

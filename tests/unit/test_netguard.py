@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import imds
+from bench.machine import imds
 from tests.conftest import REPO
 from tests.netguard import loopback_guard
 

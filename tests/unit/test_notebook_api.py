@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import api, data
+from bench import api
+from bench.training import data
 
 
 def test_keras_home_links_the_data_and_copies_the_word_indexes(

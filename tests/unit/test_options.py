@@ -7,7 +7,7 @@ from collections.abc import MutableMapping
 
 import pytest
 
-from bench.modes import options
+from bench.training.modes import options
 
 
 def refuse(flags: str, environ: MutableMapping[str, str]) -> str | None:

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bench import platforms
+from bench.facts import platforms
+from bench.facts.catalog import Price
 from cloud import ami
-from cloud.catalog import Price
 from cloud.launcher import LaunchRequest, Plan
 
 

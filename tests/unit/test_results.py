@@ -9,8 +9,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bench import hostinfo, results
-from bench.workloads import WORKLOADS
+from bench.machine import hostinfo
+from bench.results import document as results
+from bench.training.workloads import WORKLOADS
 
 
 def recorded_run(epochs: list[tuple[float, float, float]], source: str = "keras") -> results.Run:

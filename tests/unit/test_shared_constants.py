@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bench import platforms
-from bench.backends import BACKENDS
+from bench.facts import platforms
+from bench.training.backends import BACKENDS
 from cloud import ami, guard, launcher
 from tests.conftest import REPO
 

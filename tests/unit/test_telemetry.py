@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import nvml
-from bench.telemetry import Sampler
+from bench.machine import nvml
+from bench.machine.telemetry import Sampler
 from tests.fakes.nvml import FakeNvml
 
 

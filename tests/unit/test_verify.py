@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import imds, nvml, verify, verify_measure
-from bench.verify import FAIL, PASS, WARN
-from bench.verify_measure import Options, Seams
+from bench.machine import imds, nvml, verify, verify_measure
+from bench.machine.verify import FAIL, PASS, WARN
+from bench.machine.verify_measure import Options, Seams
 from tests.fakes.imds import ImdsServer
 from tests.fakes.nvml import FakeNvml, machine
 

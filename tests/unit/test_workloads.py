@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.workloads import WORKLOADS, UnknownWorkloadError, get_workload
+from bench.training.workloads import WORKLOADS, UnknownWorkloadError, get_workload
 
 
 def test_unknown_workload_lists_valid_names() -> None:

@@ -1,4 +1,4 @@
-"""GPU instance types and their prices, kept as data with a source and a date (cloud/data)."""
+"""GPU instance types and their prices, kept as data with a source and a date (bench/facts)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-CATALOG_FILE = "data/catalog.json"
+CATALOG_FILE = "catalog.json"
 CATALOG_ENV = "DLSTATION_CATALOG"
 
 
@@ -83,12 +83,12 @@ class Catalog:
         if path is not None or chosen.is_file():
             text = chosen.read_text()
         else:
-            text = resources.files("cloud").joinpath(CATALOG_FILE).read_text()
+            text = resources.files("bench.facts").joinpath(CATALOG_FILE).read_text()
         return cls(json.loads(text))
 
     @classmethod
     def packaged(cls) -> Catalog:
-        return cls(json.loads(resources.files("cloud").joinpath(CATALOG_FILE).read_text()))
+        return cls(json.loads(resources.files("bench.facts").joinpath(CATALOG_FILE).read_text()))
 
     def get(self, instance_type: str) -> InstanceType:
         try:

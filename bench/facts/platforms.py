@@ -1,6 +1,6 @@
 """The version matrix setup.yml installs from: per platform Python, Keras and backend versions.
 
-The data lives in bench/data/platforms.json, which the keras_env role reads too.
+The data lives in bench/facts/platforms.json, which the keras_env role reads too.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ BUILDS = ("gpu", "cpu")
 @cache
 def matrix() -> dict[str, Any]:
     data: dict[str, Any] = json.loads(
-        resources.files("bench").joinpath("data/platforms.json").read_text()
+        resources.files("bench.facts").joinpath("platforms.json").read_text()
     )
     return data
 

@@ -1,6 +1,6 @@
 """`dlbench verify`: is every GPU there, healthy, used by Keras, and as fast as its kind?
 
-This module judges: `judge()` turns recorded observations (bench/verify_measure.py measures
+This module judges: `judge()` turns recorded observations (bench/machine/verify_measure.py measures
 them) into one line per GPU and check, and a verdict; tests drive it with the fake NVML.
 """
 
@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bench.nvml import NOT_SUPPORTED, Reading
+from bench.machine.nvml import NOT_SUPPORTED, Reading
 
 PASS, WARN, FAIL, INFO = "PASS", "WARN", "FAIL", "INFO"
 EXIT_CODES = {PASS: 0, FAIL: 1, WARN: 3}
@@ -113,7 +113,7 @@ class Observations:
 
 def datasheet() -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(
-        resources.files("bench").joinpath("data/gpus.json").read_text()
+        resources.files("bench.facts").joinpath("gpus.json").read_text()
     )
     return loaded
 
@@ -546,7 +546,7 @@ def host_checks(seen: Observations, gpu: GpuSeen) -> list[Check]:
                 "backend",
                 FAIL,
                 f"{seen.backend} could not run: {probe['error']}",
-                f"check the {seen.backend} install: python -m bench.probe",
+                f"check the {seen.backend} install: python -m bench.machine.probe",
             )
         ]
     checks = []
@@ -585,10 +585,10 @@ def rate_checks(fingerprint: dict[str, Any] | None, probe: dict[str, Any]) -> li
             Check(
                 "throughput",
                 WARN,
-                f"{fingerprint['name']} is not in bench/data/gpus.json; measured "
+                f"{fingerprint['name']} is not in bench/facts/gpus.json; measured "
                 + ", ".join(f"{k} {v['tflops']:.1f} TFLOP/s" for k, v in matmul.items())
                 + f", copy {copy:.0f} GB/s",
-                "add the card's datasheet figures to bench/data/gpus.json",
+                "add the card's datasheet figures to bench/facts/gpus.json",
             )
         ]
     checks = []
@@ -726,7 +726,7 @@ def find_reference(
     """This project's committed result for the same card and backend (fit mode, reuters)."""
     if gpu_name is None:
         return None
-    from bench import results
+    from bench.results import document as results
 
     root = folder or Path(str(resources.files("bench").joinpath("reference")))
     for path in sorted(root.glob("*.json")) if root.is_dir() else []:

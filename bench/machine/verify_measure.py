@@ -1,5 +1,6 @@
 """The measuring half of `dlbench verify`: NVML health, per-GPU probe processes in parallel,
-readings under load, Xid events and the kernel log. bench/verify.py judges what this records.
+readings under load, Xid events and the kernel log. bench/machine/verify.py judges what
+this records.
 
 Every side effect has a seam (`Seams`): NVML, starting processes, the kernel log, instance
 metadata, the clock; tests swap in the fake NVML and fake processes.
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench import imds, nvml
-from bench.verify import GpuSeen, Observations, find_reference
+from bench.machine import imds, nvml
+from bench.machine.verify import GpuSeen, Observations, find_reference
 
 STEP_TIMEOUT_S = 300
 KILL_GRACE_S = 10.0
@@ -168,7 +169,7 @@ def probe_plan(
     ] or [("host", None, {})]
     plans = []
     for key, index, pin in targets:
-        steps = [Step("probe", [python, "-m", "bench.probe"])]
+        steps = [Step("probe", [python, "-m", "bench.machine.probe"])]
         if options.workload:
             output = folder / f"workload-{key}.json"
             argv = [python, "-m", "bench", "run", "reuters", "--synthetic"]
@@ -295,7 +296,7 @@ def expected_count(options: Options, seams: Seams) -> dict[str, Any]:
     if options.use_imds and seams.on_ec2():
         placement = seams.imds_lookup()
         if isinstance(placement, imds.Placement):
-            from cloud.catalog import Catalog, CatalogError
+            from bench.facts.catalog import Catalog, CatalogError
 
             try:
                 kind = Catalog.load().get(placement.instance_type)

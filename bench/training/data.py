@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.workloads.spec import Workload
+from bench.training.workloads.spec import Workload
 
 DATA_DIR_ENV = "DLSTATION_DATA_DIR"
 CACHE_DIR_ENV = "DLSTATION_CACHE_DIR"

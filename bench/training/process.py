@@ -1,4 +1,4 @@
-"""The one seam for worker processes: spawn `python -m bench.worker` and read its events.
+"""The one seam for worker processes: spawn `python -m bench.training.worker` and read its events.
 
 Events travel as JSON lines on a pipe of their own, so nothing a library prints to stdout
 can be mistaken for one.
@@ -40,7 +40,7 @@ class WorkerProcess:
         self._log = log_path.open("wb")
         child_env = {**os.environ, **env, EVENT_FD_ENV: str(write_fd)}
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", json.dumps(job)],
+            [sys.executable, "-m", "bench.training.worker", json.dumps(job)],
             env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.results import Document, Run
+from bench.results.document import Document, Run
 from bench.textfmt import format_spread, table
-from bench.workloads.spec import Workload
+from bench.training.workloads.spec import Workload
 
 
 def _num(value: Any, digits: int = 3) -> str:

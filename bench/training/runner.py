@@ -18,17 +18,18 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal, cast
 
-from bench import hostinfo, results
-from bench.backends import DEFAULT_GPU_MEMORY
-from bench.cost import Pricing, run_cost
-from bench.fingerprint import diagnose
-from bench.fingerprint import gpus as fingerprint_gpus
-from bench.nvml import NvmlSession
-from bench.process import WorkerProcess
-from bench.progress import Progress
-from bench.telemetry import DEFAULT_INTERVAL_S, Sampler, memory_peak, unavailable
-from bench.workloads import get_workload
-from bench.workloads.spec import Workload
+from bench.machine import hostinfo
+from bench.machine.fingerprint import diagnose
+from bench.machine.fingerprint import gpus as fingerprint_gpus
+from bench.machine.nvml import NvmlSession
+from bench.machine.telemetry import DEFAULT_INTERVAL_S, Sampler, memory_peak, unavailable
+from bench.results import document as results
+from bench.results.cost import Pricing, run_cost
+from bench.training.backends import DEFAULT_GPU_MEMORY
+from bench.training.process import WorkerProcess
+from bench.training.progress import Progress
+from bench.training.workloads import get_workload
+from bench.training.workloads.spec import Workload
 
 # Parts of the first epoch a mode reports apart (the compiled mode; fit's are inside its epoch).
 FIRST_EPOCH_PARTS: dict[
@@ -62,7 +63,7 @@ class RunPlan:
     output: Path
     telemetry_interval_s: float = DEFAULT_INTERVAL_S
     gpu_memory: str = DEFAULT_GPU_MEMORY
-    options: tuple[str, ...] = ()  # opt-in compiled-mode changes (bench/modes/options.py)
+    options: tuple[str, ...] = ()  # opt-in compiled-mode changes (bench/training/modes/options.py)
 
     def job(self, workload: Workload, repeat: int) -> dict[str, Any]:
         """The worker's instructions for one repeat of one workload."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.workloads.spec import Workload
+from bench.training.workloads.spec import Workload
 
 
 def build_model(keras: Any, workload: Workload) -> Any:

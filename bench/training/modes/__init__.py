@@ -35,11 +35,11 @@ class UnknownModeError(ValueError):
 def get_trainer(mode: str) -> TrainFn:
     """The train function of a mode; imports it lazily since modes import keras."""
     if mode == "fit":
-        from bench.modes.fit import train
+        from bench.training.modes.fit import train
 
         return train
     if mode == "compiled":
-        from bench.modes.compiled import train as train_compiled
+        from bench.training.modes.compiled import train as train_compiled
 
         return train_compiled
     raise UnknownModeError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")

@@ -15,10 +15,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import backends, data
-from bench.modes import TrainSettings, get_trainer, options
-from bench.process import EVENT_FD_ENV, EventWriter
-from bench.workloads import get_workload
+from bench.training import backends, data
+from bench.training.modes import TrainSettings, get_trainer, options
+from bench.training.process import EVENT_FD_ENV, EventWriter
+from bench.training.workloads import get_workload
 
 
 def _since_start() -> float:
@@ -70,7 +70,7 @@ def start_backend(job: dict[str, Any], emit: EventWriter) -> Any:
 def score(keras: Any, model: Any, loaded: Any, method: str) -> tuple[float, float]:
     """Test loss and accuracy, by Keras's evaluate or the compiled program."""
     if method == "compiled":
-        from bench.modes.compiled import evaluate_jax
+        from bench.training.modes.compiled import evaluate_jax
 
         return evaluate_jax(keras, model, loaded.x_test, loaded.y_test)
     loss, accuracy = model.evaluate(loaded.x_test, loaded.y_test, verbose=0)
@@ -104,10 +104,10 @@ def run(job: dict[str, Any], emit: EventWriter) -> None:
     )
 
     emit("phase", phase="build", at_s=_since_start())
-    from bench.model import build_model
+    from bench.training.model import build_model
 
     if job["mode"] == "compiled" and keras.backend.backend() == "jax":
-        from bench.modes.compiled import enable_compilation_cache
+        from bench.training.modes.compiled import enable_compilation_cache
 
         # Before the build: the weights' initialisers are small XLA programs too.
         enable_compilation_cache(Path(job["cache_dir"]) / "jax-compilation")

@@ -1,6 +1,6 @@
 """IMDB movie reviews, positive or negative (Deep Learning with Python, chapter 3)."""
 
-from bench.workloads.spec import KerasDataFile, Workload
+from bench.training.workloads.spec import KerasDataFile, Workload
 
 IMDB = Workload(
     name="imdb",

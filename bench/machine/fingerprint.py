@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.nvml import NvmlSession
+from bench.machine.nvml import NvmlSession
 
 # Per backend: (cause when the wheel has no CUDA, cause when it has but saw no GPU, fix).
 _CAUSES = {

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.modes import EpochObserver, TrainSettings
+from bench.training.modes import EpochObserver, TrainSettings
 
 SUPPORTED_BACKENDS = ("jax", "tensorflow")
 

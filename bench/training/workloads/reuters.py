@@ -1,6 +1,6 @@
 """Reuters newswires, 46 topics (Deep Learning with Python, chapter 3)."""
 
-from bench.workloads.spec import KerasDataFile, Workload
+from bench.training.workloads.spec import KerasDataFile, Workload
 
 REUTERS = Workload(
     name="reuters",

@@ -7,7 +7,7 @@ from typing import Any
 
 import keras
 
-from bench.modes import EpochObserver, TrainSettings
+from bench.training.modes import EpochObserver, TrainSettings
 
 
 def wait_for(variable: Any) -> None:

@@ -1,6 +1,6 @@
 """Raw device rates through the Keras backend's own framework, in a process of its own.
 
-Run as `python -m bench.probe` with KERAS_BACKEND set; prints one JSON object. Measures a
+Run as `python -m bench.machine.probe` with KERAS_BACKEND set; prints one JSON object. Measures a
 square matrix product in float32 (TF32 off: true float32) and bfloat16, and an on-device
 elementwise copy (one read and one write per element), each timed after a warm-up call.
 """

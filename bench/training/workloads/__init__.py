@@ -1,8 +1,8 @@
 """The registry of workloads: a name maps to the text's definition."""
 
-from bench.workloads.imdb import IMDB
-from bench.workloads.reuters import REUTERS
-from bench.workloads.spec import Workload
+from bench.training.workloads.imdb import IMDB
+from bench.training.workloads.reuters import REUTERS
+from bench.training.workloads.spec import Workload
 
 WORKLOADS: dict[str, Workload] = {w.name: w for w in (IMDB, REUTERS)}
 

@@ -301,7 +301,7 @@ def write_atomic(path: Path, document: Mapping[str, Any]) -> None:
 
 
 def schema() -> dict[str, Any]:
-    text = resources.files("bench").joinpath("schema/result.schema.json").read_text()
+    text = resources.files("bench.results").joinpath("schema/result.schema.json").read_text()
     loaded: dict[str, Any] = json.loads(text)
     return loaded
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bench.nvml import HARMFUL_THROTTLE, GpuLostError, NvmlSession
+from bench.machine.nvml import HARMFUL_THROTTLE, GpuLostError, NvmlSession
 
 DEFAULT_INTERVAL_S = 0.2
 # The energy counter is cumulative, so run energy needs only its first and last reads; it is

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bench import imds
-from bench.results import telemetry_figures
-from cloud.catalog import Catalog, CatalogError
+from bench.facts.catalog import Catalog, CatalogError
+from bench.machine import imds
+from bench.results.document import telemetry_figures
 
 JOULES_PER_KWH = 3_600_000
 

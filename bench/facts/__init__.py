@@ -1,0 +1,1 @@
+"""Facts both tools read: the version table, the instance catalog and GPU datasheets."""

@@ -1,0 +1,1 @@
+"""The result document, its schema and what a run costs."""
