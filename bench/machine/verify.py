@@ -7,6 +7,7 @@ them) into one line per GPU and check, and a verdict; tests drive it with the fa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -846,22 +847,31 @@ def find_reference(
     """This project's committed result for the same card and backend (fit mode, reuters)."""
     if gpu_name is None:
         return None
-    from bench.results import document as results
-
     root = folder or Path(str(resources.files("bench").joinpath("reference")))
-    for path in sorted(root.glob("*.json")) if root.is_dir() else []:
-        try:
-            document = results.load(path)
-        except results.ResultError:
-            continue
+    for name, document in reference_documents(str(root)):
         if not document["gpus"] or document["gpus"][0]["name"] != gpu_name:
             continue
         if document["settings"]["backend"] != backend or document["settings"]["mode"] != "fit":
             continue
         figure = document["summary"].get("reuters", {}).get("steady_samples_per_s", {})
         if figure.get("median"):
-            return {"gpu": gpu_name, "steady_samples_per_s": figure["median"], "file": path.name}
+            return {"gpu": gpu_name, "steady_samples_per_s": figure["median"], "file": name}
     return None
+
+
+@functools.cache
+def reference_documents(root: str) -> tuple[tuple[str, Any], ...]:
+    """The folder's readable result files, read once: each load validates a whole document."""
+    from bench.results import document as results
+
+    folder = Path(root)
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            found.append((path.name, results.load(path)))
+        except results.ResultError:
+            continue
+    return tuple(found)
 
 
 def signal_counts(checks: list[Check]) -> dict[str, int]:
