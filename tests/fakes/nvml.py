@@ -180,6 +180,12 @@ MACHINES: dict[str, Any] = {
     "probe_crashed": lambda: _one(probe={"error": "ImportError: libcudart.so.12: not found"}),
     "workload_failed": lambda: _one(probe={"workload": "failed"}),
     "h100_at_reference": lambda: _one(H100),
+    "t4_without_bfloat16": lambda: _one(
+        name="Tesla T4", probe={"rates": {"float32": 7.0, "copy": 250.0}}
+    ),
+    "second_gpu_on_cpu": lambda: _fleet(
+        A100, 2, gpu1={"probe": {"device_type": "CPU", "cuda_build": True}}
+    ),
     "kernel_xid_unplaced": _one,
     "h100_below_reference": lambda: _one(H100, probe={"samples_per_s": 40_000.0}),
     "a100x8": lambda: _fleet(A100, 8),

@@ -195,12 +195,18 @@ def install(module: Any, target: Target, mutant: Mutant) -> None:
     tree = ast.fix_missing_locations(ast.Module([mutated], type_ignores=[]))
     code = compile(tree, inspect.getsourcefile(module) or "<mutant>", "exec")
     owner, _, attribute = mutant.function.rpartition(".")
+    scratch: dict[str, Any] = {}
+    exec(code, module.__dict__, scratch)
     if owner:
-        scratch: dict[str, Any] = {}
-        exec(code, module.__dict__, scratch)
         setattr(getattr(module, owner), attribute, scratch[attribute])
-    else:
-        exec(code, module.__dict__)
+        return
+    original = getattr(module, attribute)
+    # `from module import f` elsewhere holds the original: every such name gets the mutant.
+    for other in list(sys.modules.values()):
+        space = getattr(other, "__dict__", {})
+        for name, held in list(space.items()):
+            if held is original:
+                space[name] = scratch[attribute]
 
 
 def _child(target: Target, mutant: Mutant | None, log: str) -> None:
@@ -295,7 +301,7 @@ def render(results: dict[str, list[Outcome]], targets: list[Target], notes: dict
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", help="run only this target (its name in targets.toml)")
-    parser.add_argument("--only", help="run only the mutants of this function")
+    parser.add_argument("--only", help="run only the mutants of these functions (a,b,...)")
     parser.add_argument("--out", type=Path, default=SUMMARY, help="the summary to write")
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per mutant")
     args = parser.parse_args(argv)
@@ -314,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(target.module)
         outcomes = []
         for name in target.functions:
-            if args.only not in (None, name):
+            if args.only is not None and name not in args.only.split(","):
                 continue
             for n, mutant in enumerate(mutants(module, target, name)):
                 started = time.monotonic()

@@ -155,6 +155,35 @@ def test_eight_healthy_a100s_pass_with_a_line_per_gpu_and_check() -> None:
     final, text, checks = FakeMachine("a100x8").verify(expect_gpus=8)
     assert final == PASS, text
     lines = text.splitlines()
+    assert line(PASS, "machine", "nvml", "NVML answers: driver 580.95.05, CUDA 13.0") in lines
+    assert (
+        line(
+            PASS,
+            "gpu3",
+            "workload",
+            "the text's reuters model trains on NVIDIA A100-SXM4-80GB: 80,000 samples/s "
+            "(synthetic data, fit)",
+        )
+        in lines
+    )
+    assert (
+        line(
+            "INFO",
+            "gpu3",
+            "reference",
+            "no reference results for NVIDIA A100-SXM4-80GB with jax in bench/reference/",
+        )
+        in lines
+    )
+    assert (
+        line(
+            PASS,
+            "gpu3",
+            "xid",
+            "none (NVML events during the verify and the kernel log since boot)",
+        )
+        in lines
+    )
     assert (
         line(
             PASS,
@@ -281,6 +310,7 @@ def test_xid_79_arriving_mid_verify_fails_and_says_what_it_means() -> None:
     xid = next(t for t in lines if " gpu1 " in t and " xid " in t)
     assert xid.startswith(line(FAIL, "gpu1", "xid", "Xid 79 at "))
     assert xid.endswith("s into the verify (NVML event): GPU has fallen off the bus")
+    assert lines[lines.index(xid) + 1].endswith(f"what to do: {verify.REPLACE_FIX}")
     assert (
         line(FAIL, "gpu1", "nvml", "the GPU stopped answering NVML under load: GPU is lost")
         in lines
@@ -391,6 +421,8 @@ def test_a_markedly_slower_sibling_is_named() -> None:
         )
         in text.splitlines()
     )
+    assert "what to do: slower than its siblings: check its clocks" in text
+    assert text.count("what to do: slower than its siblings") == 1
 
 
 def test_kernel_log_xids_land_on_their_gpu_and_unreadable_logs_are_said() -> None:
@@ -406,6 +438,7 @@ def test_kernel_log_xids_land_on_their_gpu_and_unreadable_logs_are_said() -> Non
         )
         in text.splitlines()
     )
+    assert "what to do: reset the GPU when idle (sudo nvidia-smi -r -i 1) or reboot" in text
     _, text, _ = FakeMachine("a100x8", kernel_log="dmesg: Operation not permitted").verify(
         level="quick"
     )
@@ -542,6 +575,13 @@ BRANCHES: dict[str, tuple[dict[str, object], list[tuple[str, str, str, str]], st
                 "what to do: install the NVIDIA driver (ansible-playbook setup.yml) and reboot",
             ),
             (WARN, "machine", "gpu count", f"{NOT_COUNTED} 1 expected (--expect-gpus 1)"),
+            (
+                "",
+                "",
+                "",
+                "what to do: install the NVIDIA driver (ansible-playbook setup.yml) and "
+                "reboot, then verify again",
+            ),
         ],
         FAIL,
     ),
@@ -835,11 +875,39 @@ BRANCHES: dict[str, tuple[dict[str, object], list[tuple[str, str, str, str]], st
                 "7.0 TFLOP/s = 36% of the A100 80GB SXM datasheet (19.5), n=8192",
             ),
             (
+                "",
+                "",
+                "",
+                "what to do: check clocks, power limit and throttling; nvidia-smi -q -d "
+                "PERFORMANCE",
+            ),
+            (
                 FAIL,
                 "gpu0",
                 "matmul bfloat16",
                 "60.0 TFLOP/s = 19% of the A100 80GB SXM datasheet (312), n=8192",
             ),
+        ],
+        FAIL,
+    ),
+    "t4_without_bfloat16": (
+        FULL,
+        [
+            (PASS, "gpu0", "matmul float32", "7.0 TFLOP/s = 86% of the T4 datasheet (8.1), n=8192"),
+            (PASS, "gpu0", "memory copy", "250 GB/s = 78% of the T4 datasheet (320 GB/s)"),
+        ],
+        PASS,
+    ),
+    "second_gpu_on_cpu": (
+        {"expect_gpus": 2},
+        [
+            (
+                FAIL,
+                "gpu1",
+                "backend",
+                f"jax computed on the CPU although {A100} is present: JAX has a CUDA plugin but "
+                "found no usable GPU: CUDA libraries missing or too old for the driver",
+            )
         ],
         FAIL,
     ),
@@ -851,7 +919,8 @@ BRANCHES: dict[str, tuple[dict[str, object], list[tuple[str, str, str, str]], st
                 "gpu0",
                 "memory copy",
                 "1000 GB/s = 49% of the A100 80GB SXM datasheet (2039 GB/s)",
-            )
+            ),
+            ("", "", "", "what to do: another process may share the GPU: nvidia-smi"),
         ],
         WARN,
     ),
@@ -1058,4 +1127,57 @@ def test_without_an_expected_count_missing_nvml_and_the_count_are_information() 
             "none (NVML events during the verify and the kernel log since boot)",
         )
         in text.splitlines()
+    )
+
+
+def test_no_bfloat16_line_where_the_datasheet_has_none() -> None:
+    _, _, checks = FakeMachine("t4_without_bfloat16").verify(**FULL)
+    assert "matmul bfloat16" not in {c.name for c in checks}
+
+
+@pytest.mark.parametrize("scenario", ["second_gpu_on_cpu", "h100_at_reference"])
+def test_siblings_compare_only_gpus_of_one_model_that_computed_on_a_gpu(scenario: str) -> None:
+    _, _, checks = FakeMachine(scenario).verify(expect_gpus=len(MACHINES[scenario]()))
+    assert "siblings" not in {c.name for c in checks}
+
+
+def test_without_a_gpu_the_cpu_path_is_probed_and_said() -> None:
+    final, text, _ = FakeMachine("no_driver").verify()
+    lines = text.splitlines()
+    assert line(PASS, "host", "backend", "jax computes on CPU") in lines
+    assert (
+        line(
+            "INFO",
+            "host",
+            "throughput",
+            "CPU: matmul float32 18900.0 GFLOP/s, bfloat16 231000.0 GFLOP/s, copy 1712.0 GB/s "
+            "(no datasheet for CPUs)",
+        )
+        in lines
+    )
+    assert (
+        line(
+            PASS,
+            "host",
+            "workload",
+            "the text's reuters model trains on CPU: 80,000 samples/s (synthetic data, fit)",
+        )
+        in lines
+    )
+    assert final == PASS
+
+
+def test_a_gpu_never_probed_gets_no_backend_line() -> None:
+    seen = verify.Observations("jax", "full", {}, None)
+    assert verify.host_checks(seen, verify.GpuSeen("gpu0", {"name": A100})) == []
+
+
+def test_a_counter_verify_never_asked_for_is_said_not_read() -> None:
+    gpu = verify.GpuSeen("gpu0", {"name": A100}, health={})
+    check = verify.reading_line(gpu, "pcie_replay", "pcie replay")
+    assert check is not None
+    assert (check.status, check.state, check.detail) == (
+        WARN,
+        verify.UNREAD,
+        "could not be read: not read",
     )
