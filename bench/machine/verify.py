@@ -845,8 +845,6 @@ def find_reference(
     gpu_name: str | None, backend: str, folder: Path | None = None
 ) -> dict[str, Any] | None:
     """This project's committed result for the same card and backend (fit mode, reuters)."""
-    if gpu_name is None:
-        return None
     root = folder or Path(str(resources.files("bench").joinpath("reference")))
     for name, document in reference_documents(str(root)):
         if not document["gpus"] or document["gpus"][0]["name"] != gpu_name:

@@ -1181,3 +1181,9 @@ def test_a_counter_verify_never_asked_for_is_said_not_read() -> None:
         verify.UNREAD,
         "could not be read: not read",
     )
+
+
+def test_rates_measured_on_the_cpu_are_not_held_against_the_gpus_datasheet() -> None:
+    _, _, checks = FakeMachine("cpu_only_backend_build").verify(**FULL)
+    names = {c.name for c in checks if c.scope == "gpu0"}
+    assert "throughput" in names and not names & {"matmul float32", "memory copy"}
