@@ -98,11 +98,25 @@ def _missing_index() -> str | None:
     return None
 
 
+SSHD = Path("/usr/sbin/sshd")
+
+
+def _missing_sshd() -> str | None:
+    if not SSHD.is_file() or shutil.which("ssh") is None:
+        return "sshd or ssh not installed: `make test` installs them as root (openssh-server)"
+    if os.geteuid() != 0:
+        return "the sshd tests log in as root to a test sshd on 127.0.0.1: run them as root"
+    if not (Path(sys.executable).parent / "ansible-playbook").is_file():
+        return "ansible-playbook not next to this Python: pip install -e '.[dev]'"
+    return None
+
+
 PREREQUISITES = {
     "realdata": _missing_realdata,
     "chromium": _missing_chromium,
     "motoserver": _missing_motoserver,
     "index": _missing_index,
+    "sshd": _missing_sshd,
 }
 
 
