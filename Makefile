@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(BIN)/dlbench report $(REPORT_DIR) --out $(REPORT_DIR) --title "dlbench on $$(hostname)"
 
 # Markers whose tests need something slow or outside the repository; `make check` leaves them out.
-FAST_TESTS := not slow and not realdata and not chromium and not motoserver and not index and not provision
+FAST_TESTS := not slow and not realdata and not chromium and not motoserver and not sshd and not index and not provision
 
 # The whole suite. Real provisioning of this machine is opt-in: DLSTATION_TEST_PROVISION=1.
 test: $(STAMP) test-prereqs

@@ -58,7 +58,9 @@ class Config:
     gpu_percent: float = 5.0
     jupyter_url: str = "http://127.0.0.1:8888"
     jupyter_token_file: Path = Path("/opt/dlstation/jupyter/token.env")
-    only_env: str | None = None  # count only processes whose environment holds KEY=VALUE
+    # Count only processes whose environment, or an ancestor's, holds KEY=VALUE (sshd rewrites
+    # its own environment with its title, so its sessions are found through their parent).
+    only_env: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Config:
@@ -171,7 +173,7 @@ def gpu_check(r: Round) -> None:
 
 
 def read_processes(config: Config) -> dict[int, Proc]:
-    """Every process under /proc; the ones outside the configured scope are marked so."""
+    """Every process under /proc, each marked whether it is in the configured scope."""
     procs = {}
     want = config.only_env.encode() if config.only_env else None
     for entry in config.proc.iterdir():
@@ -193,13 +195,17 @@ def read_processes(config: Config) -> dict[int, Proc]:
             kthread=bool(int(fields[6]) & PF_KTHREAD),
             in_scope=in_scope,
         )
+    if want is not None:
+        marked = {pid for pid, proc in procs.items() if proc.in_scope}
+        for proc in procs.values():
+            proc.in_scope = any(p.pid in marked for p in lineage(procs, proc))
     return procs
 
 
-def lineage(r: Round, proc: Proc) -> list[Proc]:
+def lineage(procs: dict[int, Proc], proc: Proc) -> list[Proc]:
     """The process and its ancestors, nearest first."""
     chain, seen = [proc], {proc.pid}
-    while (parent := r.procs.get(chain[-1].ppid)) and parent.pid not in seen:
+    while (parent := procs.get(chain[-1].ppid)) and parent.pid not in seen:
         chain.append(parent)
         seen.add(parent.pid)
     return chain
@@ -231,7 +237,7 @@ def process_check(r: Round) -> None:
         match = SSH_SESSION.match(" ".join(proc.argv).strip())
         if match:
             sessions.append(f"{match.group(1)}{match.group(2) or ''} (pid {proc.pid})")
-        elif any(ANSIBLE.search(arg) for p in lineage(r, proc) for arg in p.argv):
+        elif any(ANSIBLE.search(arg) for p in lineage(r.procs, proc) for arg in p.argv):
             ansible.append(proc.pid)
         elif is_bench(proc.argv):
             bench.append(proc.pid)

@@ -40,6 +40,11 @@ raise SystemExit(int(code.read_text()) if code.exists() else 0)
 """
 
 
+def new_marker() -> str:
+    """KEY=VALUE in the environment of every process one test's watchdog should count."""
+    return f"{MARKER}={uuid.uuid4().hex}"
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -74,7 +79,7 @@ class Box:
 
     root: Path
     env: dict[str, str] = field(default_factory=dict)
-    marker: str = field(default_factory=lambda: f"{MARKER}={uuid.uuid4().hex}")
+    marker: str = field(default_factory=new_marker)
 
     def gpus(self, gpus: str, apps: str = "", code: int = 0) -> None:
         """What the fake nvidia-smi reports: 'index, util%' lines and 'pid, name' lines."""
@@ -112,7 +117,7 @@ class Box:
 
 
 @contextmanager
-def idle_box(root: Path, ssh_port: int | None = None) -> Iterator[Box]:
+def idle_box(root: Path, ssh_port: int | None = None, marker: str | None = None) -> Iterator[Box]:
     """A box with an idle GPU, a JupyterLab with no kernels, and no SSH listener of its own."""
     (root / "bin").mkdir()
     (root / "token.env").write_text(f"JUPYTER_TOKEN={TOKEN}\n")
@@ -120,7 +125,7 @@ def idle_box(root: Path, ssh_port: int | None = None) -> Iterator[Box]:
     port = free_port()
     server = ThreadingHTTPServer(("127.0.0.1", port), Kernels)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    box = Box(root)
+    box = Box(root, marker=marker) if marker else Box(root)
     smi = root / "bin" / "nvidia-smi"
     smi.write_text(FAKE_NVIDIA_SMI.format(python=sys.executable, root=str(root)))
     smi.chmod(0o755)
