@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shlex
+import sys
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -28,6 +29,7 @@ def watchdog() -> ModuleType:
     spec = importlib.util.spec_from_file_location("dlstation_idle_watchdog", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -212,6 +212,10 @@ def test_the_decision_line_is_what_dlcloud_list_shows(box: Box) -> None:
     assert idle.last_decision(console) == "busy: keep-alive 1h29m left"
     assert idle.last_decision(lines[0]) == "idle 0m of 30m"
     assert idle.last_decision("booting\n") is None
+    (box.root / "token.env").write_text("JUPYTER_TOKEN=wrong\n")
+    box.run(3)
+    stuck = box.run(200)[1]
+    assert idle.last_decision(console + stuck) == "busy: jupyter cannot tell for 3h17m"
 
 
 def test_the_boot_script_installs_this_very_watchdog(tmp_path: Path) -> None:
