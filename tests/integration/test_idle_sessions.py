@@ -174,13 +174,20 @@ def test_the_baseline_with_sshd_listening_is_idle(box: Box, sshd: Sshd) -> None:
     assert box.run(31) == (True, "dlstation-idle: idle 31m of 30m: nothing in use; powering off")
 
 
-def test_an_ssh_session_without_a_terminal_keeps_it_up(box: Box, sshd: Sshd) -> None:
+@pytest.mark.parametrize(
+    ("options", "remote", "title"),
+    [(["-N"], [], "root"), (["-tt"], ["sleep 600"], "root@pts/")],
+    ids=["ssh -N", "a terminal"],
+)
+def test_an_ssh_session_with_or_without_a_terminal_keeps_it_up(
+    box: Box, sshd: Sshd, options: list[str], remote: list[str], title: str
+) -> None:
     assert_idle(box, 0)
-    with background(sshd.ssh("-N"), stderr=subprocess.PIPE):
-        wait_for("the ssh -N login", sshd.sessions)
+    with background([*sshd.ssh(*options), *remote], stderr=subprocess.PIPE):
+        wait_for("the login", lambda: any(t.startswith(f"sshd: {title}") for t in sshd.sessions()))
         powered, line = box.run(40)
         assert not powered and line.startswith("dlstation-idle: busy, idle 0m of 30m: ")
-        assert "ssh: 1 session process(es): root (pid" in line, line
+        assert f"ssh: 1 session process(es): {title}" in line, line
         assert f"ssh: 1 connection(s) to port {sshd.port}" in line, line
     wait_for("the session to end", sshd.quiet)
     assert_idle(box, 41)
@@ -302,4 +309,27 @@ def test_an_ansible_run_over_ssh_keeps_it_up(
         assert run.wait(timeout=WAIT_S) == 0, run.stdout.read() if run.stdout else ""
     assert not powered and "ansible: " in line, line
     wait_for("the SSH connection to close", sshd.quiet)
+    assert_idle(box, 41)
+
+
+def test_a_bench_training_worker_keeps_it_up(box: Box) -> None:
+    """`python -m bench.training.worker` as the runner starts it, held by a full event pipe:
+    every path through the worker reports an event before it exits, so it is alive here."""
+    from bench.training.process import EVENT_FD_ENV
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, b"x" * 65536)
+    os.set_blocking(write_end, True)
+    env = {**box.scoped_env(dict(os.environ)), EVENT_FD_ENV: str(write_end)}
+    assert_idle(box, 0)
+    argv = [sys.executable, "-m", "bench.training.worker", "{}"]
+    with background(argv, cwd=REPO, env=env, pass_fds=(write_end,)) as worker:
+        os.close(write_end)
+        powered, line = box.run(40)
+        os.close(read_end)  # the worker's next write fails: it ends
+        assert worker.wait(timeout=WAIT_S) != 0
+    assert not powered and f"bench: 1 process(es) (pid {worker.pid})" in line, line
     assert_idle(box, 41)
