@@ -346,7 +346,7 @@ class Commands:
         """The idle-stop setting, with the idle time the watchdog last logged where readable."""
         if instance["State"]["Name"] != "running" or setting in ("-", "off"):
             return setting
-        return fleet.idle_time(ec2, instance) or f"? of {setting} (no decision readable)"
+        return fleet.idle_time(ec2, instance) or f"? of {setting} (no report)"
 
     def ssh(self) -> int:
         instance = fleet.find_by_name(self.aws.client("ec2"), self.args.name)

@@ -9,7 +9,6 @@ while the processes a test starts (and every process of its sshd's sessions) are
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
+
+from tests.conftest import free_port
 
 T0 = 1_800_000_000.0  # the wall clock at minute 0, seconds since the epoch
 B0 = 5_000.0  # the boot clock at minute 0
@@ -43,12 +44,6 @@ raise SystemExit(int(code.read_text()) if code.exists() else 0)
 def new_marker() -> str:
     """KEY=VALUE in the environment of every process one test's watchdog should count."""
     return f"{MARKER}={uuid.uuid4().hex}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Kernels(BaseHTTPRequestHandler):

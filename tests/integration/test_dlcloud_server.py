@@ -6,7 +6,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -20,18 +19,12 @@ import boto3
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 from tests.fakes.aws import FAKE_CREDENTIALS
 
 CIDR = "203.0.113.7/32"
 # Every test here drives the installed dlcloud against moto's server: seconds each.
 pytestmark = [pytest.mark.motoserver, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -480,7 +473,7 @@ def test_launch_list_and_terminate_show_the_bill(moto_env: dict[str, str]) -> No
     listed = dlcloud(moto_env, "list")
     header, _, row = listed.stdout.splitlines()[:3]
     assert "idle" in header and "cost so far" in header
-    assert "? of 45m (no decision readable)" in row and "$0.00" in row
+    assert "? of 45m (no report)" in row and "$0.00" in row
     terminated = dlcloud(moto_env, "terminate", "paid", "--yes")
     assert terminated.returncode == 0, terminated.stderr
     (bill,) = [line for line in terminated.stdout.splitlines() if line.startswith("cost: ")]

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SSHD
-from tests.fakes.idle import Box, free_port, idle_box, new_marker
+from tests.conftest import REPO, SSHD, free_port
+from tests.fakes.idle import Box, idle_box, new_marker
 
 pytestmark = pytest.mark.sshd
 WAIT_S = 120.0  # generous: CI is two busy cores
@@ -245,8 +245,9 @@ def test_a_detached_busy_loop_keeps_it_up_after_logout(box: Box, sshd: Sshd) -> 
     [
         [sys.executable, "-m", "bench"],
         [sys.executable, str(Path(sys.executable).parent / "dlbench")],
+        [sys.executable, str(REPO / "bench" / "__main__.py")],
     ],
-    ids=["python -m bench", "dlbench"],
+    ids=["python -m bench", "dlbench", "python bench/__main__.py"],
 )
 def test_a_bench_process_keeps_it_up(box: Box, tmp_path: Path, argv: list[str]) -> None:
     """A real bench process, blocked reading a FIFO the test holds, so it is there when sampled."""
@@ -282,22 +283,30 @@ PLAYBOOK = """- hosts: box
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "no pipelining"])
-def test_an_ansible_run_over_ssh_keeps_it_up(
-    box: Box, sshd: Sshd, tmp_path: Path, pipelining: bool
+@pytest.mark.parametrize(
+    ("connection", "pipelining"),
+    [("ssh", True), ("ssh", False), ("local", True)],
+    ids=["over ssh, pipelining", "over ssh, no pipelining", "on the instance itself"],
+)
+def test_an_ansible_run_keeps_it_up(
+    box: Box, sshd: Sshd, tmp_path: Path, connection: str, pipelining: bool
 ) -> None:
+    """setup.yml run from the user's machine over SSH, or on the instance (local connection)."""
     started, go = tmp_path / "started", tmp_path / "go"
     (tmp_path / "playbook.yml").write_text(PLAYBOOK.format(started=started, go=go))
     (tmp_path / "inventory.ini").write_text(
         f"box ansible_host=127.0.0.1 ansible_port={sshd.port} ansible_user=root "
-        f"ansible_ssh_private_key_file={sshd.key} ansible_python_interpreter=/usr/bin/python3\n"
+        f"ansible_ssh_private_key_file={sshd.key} ansible_python_interpreter=/usr/bin/python3 "
+        f"ansible_connection={connection}\n"
     )
     (tmp_path / "ansible.cfg").write_text(
         "[defaults]\nhost_key_checking = False\n"
         f"[ssh_connection]\npipelining = {pipelining}\n"
         "ssh_args = -F /dev/null -o ControlMaster=no -o UserKnownHostsFile=/dev/null\n"
     )
-    env = {**os.environ, "ANSIBLE_CONFIG": str(tmp_path / "ansible.cfg")}
+    # Over SSH only the host's side is the instance's; run locally, all of it is.
+    base = dict(os.environ) if connection == "ssh" else box.scoped_env(dict(os.environ))
+    env = {**base, "ANSIBLE_CONFIG": str(tmp_path / "ansible.cfg")}
     assert_idle(box, 0)
     playbook = Path(sys.executable).parent / "ansible-playbook"
     command = [str(playbook), "-i", "inventory.ini", "playbook.yml"]
@@ -308,6 +317,7 @@ def test_an_ansible_run_over_ssh_keeps_it_up(
         go.touch()
         assert run.wait(timeout=WAIT_S) == 0, run.stdout.read() if run.stdout else ""
     assert not powered and "ansible: " in line, line
+    assert ("ssh: " in line) == (connection == "ssh"), line
     wait_for("the SSH connection to close", sshd.quiet)
     assert_idle(box, 41)
 

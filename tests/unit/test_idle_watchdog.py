@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from cloud import guard, idle
+from tests.conftest import free_port
 from tests.fakes.idle import B0, MINUTE, T0, WATCHDOG, Box, Kernels, idle_box
 
 
@@ -152,8 +153,6 @@ def test_a_gpu_that_cannot_be_read_counts_as_busy(box: Box, change: Any, reason:
 
 
 def test_no_jupyter_server_is_no_busy_kernel(box: Box) -> None:
-    from tests.fakes.idle import free_port
-
     box.env["DLSTATION_JUPYTER_URL"] = f"http://127.0.0.1:{free_port()}"
     box.run(0)
     assert box.run(31)[0] is True
