@@ -45,7 +45,7 @@ FAST_TESTS := not slow and not realdata and not chromium and not motoserver and 
 test: $(STAMP) test-prereqs
 	$(BIN)/pytest -q
 
-# Chromium and its fonts (apt-get, as root); without them their tests skip.
+# Chromium and its fonts, openssh-server (apt-get, as root); without them their tests skip.
 test-prereqs:
 	.ci/test-prereqs
 
