@@ -115,8 +115,8 @@ SSHD = Path("/usr/sbin/sshd")
 
 
 def _missing_sshd() -> str | None:
-    if not SSHD.is_file() or shutil.which("ssh") is None:
-        return "sshd or ssh not installed: `make test` installs them as root (openssh-server)"
+    if not SSHD.is_file() or shutil.which("ssh") is None or shutil.which("sudo") is None:
+        return "sshd, ssh or sudo not installed: `make test` installs them as root"
     if os.geteuid() != 0:
         return "the sshd tests log in as root to a test sshd on 127.0.0.1: run them as root"
     if not (Path(sys.executable).parent / "ansible-playbook").is_file():

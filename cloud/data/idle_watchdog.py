@@ -38,9 +38,10 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # "sshd: ubuntu@pts/0", "sshd: ubuntu [priv]" (OpenSSH 9.8+ names them "sshd-session: ...").
 # Not the listener ("sshd: /usr/sbin/sshd -D [listener] ...") nor "[preauth]"/"[net]".
 SSH_SESSION = re.compile(r"^sshd(?:-session)?: ([a-z_][\w.-]*\$?)(@\S+)?(?: \[priv\])?$")
-# Ansible's remote shapes: "/bin/sh -c '... python3 && sleep 0'" (pipelining feeds the module
-# on stdin), "... BECOME-SUCCESS-<id> ; python3" (become), ".ansible/tmp/.../AnsiballZ_pip.py".
-ANSIBLE = re.compile(r"&& sleep 0\s*$|BECOME-SUCCESS-|AnsiballZ_|/ansible(?:-\w+)?$")
+# Ansible's shapes: "/bin/sh -c '... python3 && sleep 0'" around every module it runs (with
+# pipelining python3 reads the module on stdin; become nests sudo inside), ".../AnsiballZ_pip.py"
+# (an async task, detached, outlives that shell), and ansible-playbook itself between tasks.
+ANSIBLE = re.compile(r"&& sleep 0\s*$|AnsiballZ_|/ansible(?:-\w+)?$")
 # The bench package run any way: dlbench, python -m bench[.x], python .../bench/x.py.
 BENCH = re.compile(r"(?:^|/)dlbench$|(?:^|/)bench/[\w/]*\.py$")
 

@@ -9,6 +9,7 @@ while the processes a test starts (and every process of its sshd's sessions) are
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import threading
@@ -30,14 +31,12 @@ TOKEN = "0123456789abcdef"
 MARKER = "DLSTATION_IDLE_TEST"
 WATCHDOG = Path(str(resources.files("cloud").joinpath("data/idle_watchdog.py")))
 
-FAKE_NVIDIA_SMI = """#!{python}
-import sys
-from pathlib import Path
-root = Path({root!r})
-which = "apps" if any(a.startswith("--query-compute-apps") for a in sys.argv) else "gpus"
-print((root / ("nvidia-smi." + which)).read_text(), end="")
-code = root / "nvidia-smi.code"
-raise SystemExit(int(code.read_text()) if code.exists() else 0)
+FAKE_NVIDIA_SMI = """#!/bin/sh
+case "$*" in
+  *--query-compute-apps*) /bin/cat {root}/nvidia-smi.apps ;;
+  *) /bin/cat {root}/nvidia-smi.gpus ;;
+esac
+exit "$(/bin/cat {root}/nvidia-smi.code)"
 """
 
 
@@ -122,7 +121,7 @@ def idle_box(root: Path, ssh_port: int | None = None, marker: str | None = None)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     box = Box(root, marker=marker) if marker else Box(root)
     smi = root / "bin" / "nvidia-smi"
-    smi.write_text(FAKE_NVIDIA_SMI.format(python=sys.executable, root=str(root)))
+    smi.write_text(FAKE_NVIDIA_SMI.format(root=shlex.quote(str(root))))
     smi.chmod(0o755)
     box.gpus("0, 0\n1, 2\n")
     box.env = {

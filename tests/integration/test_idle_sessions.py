@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import REPO, SSHD, free_port
 from tests.fakes.idle import Box, idle_box, new_marker
 
-pytestmark = pytest.mark.sshd
+pytestmark = [pytest.mark.sshd, pytest.mark.slow]  # the module takes minutes on two cores
 WAIT_S = 120.0  # generous: CI is two busy cores
 
 
@@ -284,20 +284,26 @@ PLAYBOOK = """- hosts: box
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("connection", "pipelining"),
-    [("ssh", True), ("ssh", False), ("local", True)],
-    ids=["over ssh, pipelining", "over ssh, no pipelining", "on the instance itself"],
+    "shape",
+    [("ssh", True, False), ("ssh", False, False), ("ssh", True, True), ("local", True, False)],
+    ids=[
+        "over ssh, pipelining",
+        "over ssh, no pipelining",
+        "over ssh, pipelining, become",
+        "on the instance itself",
+    ],
 )
 def test_an_ansible_run_keeps_it_up(
-    box: Box, sshd: Sshd, tmp_path: Path, connection: str, pipelining: bool
+    box: Box, sshd: Sshd, tmp_path: Path, shape: tuple[str, bool, bool]
 ) -> None:
     """setup.yml run from the user's machine over SSH, or on the instance (local connection)."""
+    connection, pipelining, become = shape
     started, go = tmp_path / "started", tmp_path / "go"
     (tmp_path / "playbook.yml").write_text(PLAYBOOK.format(started=started, go=go))
     (tmp_path / "inventory.ini").write_text(
         f"box ansible_host=127.0.0.1 ansible_port={sshd.port} ansible_user=root "
         f"ansible_ssh_private_key_file={sshd.key} ansible_python_interpreter=/usr/bin/python3 "
-        f"ansible_connection={connection}\n"
+        f"ansible_connection={connection} ansible_become={become}\n"
     )
     (tmp_path / "ansible.cfg").write_text(
         "[defaults]\nhost_key_checking = False\n"
@@ -342,4 +348,86 @@ def test_a_bench_training_worker_keeps_it_up(box: Box) -> None:
         os.close(read_end)  # the worker's next write fails: it ends
         assert worker.wait(timeout=WAIT_S) != 0
     assert not powered and f"bench: 1 process(es) (pid {worker.pid})" in line, line
+    assert_idle(box, 41)
+
+
+ASYNC_PLAYBOOK = """- hosts: box
+  gather_facts: false
+  tasks:
+    - name: Fire and forget, as a long pip install may be run
+      ansible.builtin.shell: "touch {started}; until [ -e {go} ]; do sleep 0.1; done"
+      async: 600
+      poll: 0
+      changed_when: false
+"""
+
+PAUSE_PLAYBOOK = """- hosts: box
+  gather_facts: false
+  tasks:
+    - name: Wait on the controller, no module running anywhere
+      ansible.builtin.pause:
+        seconds: 600
+"""
+
+
+def ansible_files(tmp_path: Path, sshd: Sshd, playbook: str, connection: str) -> None:
+    (tmp_path / "playbook.yml").write_text(playbook)
+    (tmp_path / "inventory.ini").write_text(
+        f"box ansible_host=127.0.0.1 ansible_port={sshd.port} ansible_user=root "
+        f"ansible_ssh_private_key_file={sshd.key} ansible_python_interpreter=/usr/bin/python3 "
+        f"ansible_connection={connection}\n"
+    )
+    (tmp_path / "ansible.cfg").write_text(
+        "[defaults]\nhost_key_checking = False\n"
+        "[ssh_connection]\n"
+        "ssh_args = -F /dev/null -o ControlMaster=no -o UserKnownHostsFile=/dev/null\n"
+    )
+
+
+@pytest.mark.slow
+def test_an_async_ansible_task_keeps_it_up_after_the_run_ended(
+    box: Box, sshd: Sshd, tmp_path: Path
+) -> None:
+    """`async` + `poll: 0`: the module runs on, detached, after ansible-playbook and SSH left."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    ansible_files(tmp_path, sshd, ASYNC_PLAYBOOK.format(started=started, go=go), "ssh")
+    env = {**os.environ, "ANSIBLE_CONFIG": str(tmp_path / "ansible.cfg")}
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    assert_idle(box, 0)
+    try:
+        done = subprocess.run(
+            [str(playbook), "-i", "inventory.ini", "playbook.yml"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        wait_for("the task to start on the host", started.exists)
+        wait_for("the SSH connection to close", sshd.quiet)
+        powered, line = box.run(40)
+        assert not powered and "ansible: " in line and "ssh" not in line, line
+    finally:
+        go.touch()
+    wait_for("the task to end", lambda: box.run(41)[1].startswith("dlstation-idle: idle "))
+
+
+@pytest.mark.slow
+def test_ansible_playbook_between_tasks_keeps_it_up(box: Box, sshd: Sshd, tmp_path: Path) -> None:
+    """setup.yml run on the instance, at a moment no module runs (a pause on the controller)."""
+    ansible_files(tmp_path, sshd, PAUSE_PLAYBOOK, "local")
+    env = {**box.scoped_env(dict(os.environ)), "ANSIBLE_CONFIG": str(tmp_path / "ansible.cfg")}
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    command = [str(playbook), "-i", "inventory.ini", "playbook.yml"]
+    assert_idle(box, 0)
+    with background(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE) as run:
+        out = run.stdout
+        assert out is not None
+        wait_for("the pause", lambda: b"Pausing for 600 seconds" in (out.readline() or b"x"))
+        powered, line = box.run(40)
+        run.terminate()
+    assert not powered, line
+    assert "ansible: " in line and "ssh" not in line, line
     assert_idle(box, 41)
