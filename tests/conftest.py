@@ -44,6 +44,19 @@ os.environ[loopback_guard.LOG_ENV] = str(GUARD_LOG)
 os.environ.pop(loopback_guard.ALLOW_ENV, None)
 loopback_guard.install()
 
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def network_guard_env() -> dict[str, str]:
+    """The variables that carry the guard into a subprocess; for environments built from scratch."""
+    return {key: os.environ[key] for key in ("PYTHONPATH", loopback_guard.LOG_ENV)}
+
+
 PROVISION_ENV = "DLSTATION_TEST_PROVISION"
 INDEX_HOST = ("pypi.org", 443)
 # Markers whose tests may reach the network (the package index; provisioning installs from it).

@@ -6,7 +6,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -20,18 +19,12 @@ import boto3
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 from tests.fakes.aws import FAKE_CREDENTIALS
 
 CIDR = "203.0.113.7/32"
 # Every test here drives the installed dlcloud against moto's server: seconds each.
 pytestmark = [pytest.mark.motoserver, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ JupyterLab API on 127.0.0.1, a fake /proc, and a power-off command the test obse
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -19,16 +18,11 @@ from typing import Any, ClassVar
 import pytest
 
 from cloud import guard
+from tests.conftest import free_port
 
 T0 = 1_800_000_000.0  # a fixed clock, seconds since the epoch
 MINUTE = 60.0
 TOKEN = "0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Kernels(BaseHTTPRequestHandler):
