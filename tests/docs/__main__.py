@@ -6,9 +6,16 @@ python -m tests.docs [--check] [NAME...]
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import sys
 
+from tests import conftest
 from tests.docs import transcript
+
+# conftest guards this process too (moto's server runs in it); its log folder is pytest's to
+# remove, and here there is no pytest.
+atexit.register(shutil.rmtree, conftest.GUARD_LOG.parent, True)
 
 
 def main(argv: list[str] | None = None) -> int:

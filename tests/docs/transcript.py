@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import REPO, free_port
 from tests.fakes.aws import FAKE_CREDENTIALS
 from tests.netguard import loopback_guard
 
-REPO = Path(__file__).resolve().parent.parent.parent
 SCRIPTS = "tests.docs.transcripts"
 # Markdown files whose transcripts are recorded: every guide and the front page.
 GUIDES = (
@@ -178,12 +177,6 @@ class Session:
             )
         finally:
             server.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def base_env(workdir: Path) -> dict[str, str]:
