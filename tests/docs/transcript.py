@@ -216,25 +216,28 @@ def load(name: str) -> Transcript:
     return transcript
 
 
-def record(name: str) -> str:
+def record(name: str, transcript: Transcript | None = None) -> str:
     """Run transcript NAME's script in a fresh scratch folder; the block's new text."""
-    transcript = load(name)
+    transcript = transcript or load(name)
     workdir = Path(tempfile.mkdtemp(prefix=f"dlstation-docs-{name}-"))
+    keep = os.environ.get(KEEP_ENV) == "1"
+    refused = workdir / "netguard-refused.log"
     try:
         session = Session(workdir=workdir, env=base_env(workdir), spaced=transcript.spaced)
         try:
             transcript.record(session)
         except TranscriptError as error:
-            raise TranscriptError(f"{error}\n(scratch folder {workdir})") from None
-        refused = workdir / "netguard-refused.log"
-        if refused.is_file() and refused.read_text().strip():
-            raise TranscriptError(
-                "a command reached beyond loopback:\n" + refused.read_text().strip()
-            )
+            where = f"scratch folder {workdir}" if keep else f"{KEEP_ENV}=1 keeps the folder"
+            raise TranscriptError(f"{error}\n({where})") from None
+        finally:
+            if refused.is_file() and refused.read_text().strip():
+                raise TranscriptError(
+                    "a command reached beyond loopback:\n" + refused.read_text().strip()
+                )
         text = "\n".join(line.rstrip() for line in session.lines) + "\n"
         return text.replace(str(workdir), transcript.display_dir)
     finally:
-        if os.environ.get(KEEP_ENV) != "1":
+        if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
 

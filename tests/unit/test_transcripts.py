@@ -119,3 +119,39 @@ def test_regenerate_writes_the_fresh_recording_in_place(tmp_path: Path) -> None:
     assert copy.read_text() == (transcript.REPO / "bench" / "README.md").read_text()
     with pytest.raises(TranscriptError, match="no block is marked"):
         transcript.regenerate(["no-such-transcript"], root=tmp_path)
+
+
+def test_every_script_has_its_block() -> None:
+    scripts = {
+        path.stem.replace("_", "-")
+        for path in (transcript.REPO / "tests" / "docs" / "transcripts").glob("*.py")
+        if path.stem != "__init__"
+    }
+    assert scripts == {block.name for block in transcript.all_blocks()}
+
+
+def test_a_command_that_exits_otherwise_fails_the_recording() -> None:
+    def script(session: transcript.Session) -> None:
+        session.run("echo refused; exit 3", expect=2)
+
+    with pytest.raises(TranscriptError, match=r"exited 3, expected 2; it printed:\nrefused"):
+        transcript.record("exits", Transcript(script))
+
+
+def test_the_scratch_folder_is_shown_under_its_fixed_name() -> None:
+    def script(session: transcript.Session) -> None:
+        session.run("mkdir keys && cd keys && pwd")
+
+    text = transcript.record("folder", Transcript(script, display_dir="/tmp/wk"))
+    assert text == "$ mkdir keys && cd keys && pwd\n/tmp/wk/keys\n"
+
+
+def test_a_command_reaching_beyond_loopback_fails_the_recording() -> None:
+    # 192.0.2.1 is TEST-NET-1: the guard refuses it before any packet leaves.
+    dial = "import socket; socket.create_connection(('192.0.2.1', 9), timeout=1)"
+
+    def script(session: transcript.Session) -> None:
+        session.run(f'python -c "{dial}" || true')
+
+    with pytest.raises(TranscriptError, match="reached beyond loopback"):
+        transcript.record("dial", Transcript(script))
