@@ -336,7 +336,10 @@ def replace(block: Block, text: str) -> None:
     """Write `text` as the block's new content, in place."""
     lines = block.guide.read_text().splitlines(keepends=True)
     lines[block.start : block.end] = [text]
-    block.guide.write_text("".join(lines))
+    # Whole or not at all: an interrupted `make docs` leaves the guide as it was.
+    partial = block.guide.with_name(f".{block.guide.name}.partial")
+    partial.write_text("".join(lines))
+    partial.replace(block.guide)
 
 
 def difference(block: Block, fresh: str) -> str:
