@@ -17,7 +17,7 @@ export DLSTATION_DATA_DIR
 REPORT_DIR ?= reports/$(shell date -u +%Y%m%dT%H%M%SZ)
 BENCH_ARGS ?=
 
-.PHONY: venv setup bench test test-prereqs check lint clean clean-results
+.PHONY: venv setup bench test test-prereqs check lint docs clean clean-results
 
 venv: $(STAMP)
 
@@ -66,3 +66,9 @@ clean:
 
 clean-results:
 	rm -rf results reports
+
+# Record every transcript in the guides again, in place (`make docs DOCS=cloud-walkthrough`
+# for one; `python -m tests.docs --list` names them). dlcloud runs against moto's server on
+# 127.0.0.1, dlbench for real; the test suite compares them with what varies masked.
+docs: $(STAMP)
+	$(BIN)/python -m tests.docs $(DOCS)
