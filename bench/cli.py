@@ -17,6 +17,7 @@ from typing import NoReturn
 from bench.facts.catalog import Catalog, CatalogError
 from bench.machine import nvml, verify, verify_measure
 from bench.machine.telemetry import DEFAULT_INTERVAL_S
+from bench.results import output
 from bench.results.cost import PriceInputs, resolve_pricing
 from bench.training import backends, data
 from bench.training.backends import BACKENDS, DEFAULT_GPU_MEMORY, GPU_MEMORY_POLICIES
@@ -366,19 +367,19 @@ def chosen_workloads(args: argparse.Namespace) -> tuple[Workload, ...]:
 
 
 def output_path(args: argparse.Namespace) -> Path:
-    """The result file's path, checked writable before any training starts."""
-    if args.output:
-        path = Path(args.output).expanduser().resolve()
-        if path.is_dir():
-            raise UsageError(
-                f"--output {path} is a folder; pass a file path, or the folder as --out"
-            )
-    else:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        name = f"dlbench-{socket.gethostname()}-{args.backend}-{args.mode}-{stamp}.json"
-        path = Path(args.out).expanduser().resolve() / name
-    writable_folder(path.parent, "results", "pass --out with a writable folder")
-    return path
+    """The result file, claimed (created empty, exclusively) before any training starts."""
+    try:
+        if args.output:
+            path = Path(args.output).expanduser().resolve()
+            output.refuse_existing(path, "--output")
+        else:
+            now = datetime.now(timezone.utc)
+            name = output.default_name(socket.gethostname(), args.backend, args.mode, now)
+            path = Path(args.out).expanduser().resolve() / name
+        writable_folder(path.parent, "results", "pass --out with a writable folder")
+        return output.claim(path, unique=not args.output)
+    except output.OutputError as error:
+        raise UsageError(str(error)) from None
 
 
 def keras_home_for(

@@ -102,6 +102,9 @@ class Progress:
                 file=sys.stderr,
             )
 
+    def write_failed(self, line: str) -> None:
+        print(f"dlbench: {line}", file=sys.stderr)
+
     def interrupted(self, reason: str, output: Path) -> None:
         print(f"dlbench: {reason}; partial result saved to {output}", file=sys.stderr)
 
