@@ -471,12 +471,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"dlbench: skipped {why}", file=sys.stderr)
     if not collection.results and not collection.verifies and args.campaign is None:
         raise UsageError("no dlbench results among the given paths; nothing to report")
-    if args.campaign is not None:
-        from bench.report import ranking
+    try:
+        if args.campaign is not None:
+            from bench.report import ranking
 
-        paths = ranking.write(collection, args.campaign, args.out, args.title)
-    else:
-        paths = render.write(collection, args.out, args.title)
+            paths = ranking.write(collection, args.campaign, args.out, args.title)
+        else:
+            paths = render.write(collection, args.out, args.title)
+    except render.ReportWriteError as error:
+        print(f"dlbench: {error.strerror}", file=sys.stderr)
+        return 1
     print(f"report: {paths['html']} (also {paths['markdown'].name}, {paths['csv'].name})")
     return 0
 
@@ -487,7 +491,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         a = compare.side(model.collect([args.a]), str(args.a))
         b = compare.side(model.collect([args.b]), str(args.b))
-        print(compare.render(a, b))
+        compare.print_to_pipe(compare.render(a, b))
     except compare.CompareError as error:
         raise UsageError(str(error)) from None
     return 0

@@ -459,7 +459,7 @@ def read_json(path: Path, limit: int = MAX_FILE_BYTES) -> Any:
     except RecursionError:
         raise ResultError(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
     except (UnicodeDecodeError, ValueError) as error:
-        raise ResultError(f"{path}: not valid JSON ({error})") from None
+        raise ResultError(f"{path}: not a dlbench result (not valid JSON: {error})") from None
     if not _depth_within(value, MAX_DEPTH):
         raise ResultError(f"{path}: nested deeper than {MAX_DEPTH} levels")
     return value
