@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import re
 import socket
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from bench.facts.catalog import Catalog, CatalogError
 from bench.machine import nvml, verify, verify_measure
 from bench.machine.telemetry import DEFAULT_INTERVAL_S
 from bench.results import output
-from bench.results.cost import PriceInputs, resolve_pricing
+from bench.results.cost import PriceInputs, RegionError, check_region, resolve_pricing
 from bench.training import backends, data
 from bench.training.backends import BACKENDS, DEFAULT_GPU_MEMORY, GPU_MEMORY_POLICIES
 from bench.training.modes import MODES
@@ -32,7 +31,6 @@ from bench.training.workloads.spec import Workload
 EXIT_USAGE = 2
 # numpy's and the backends' seeds are unsigned 32-bit; repeat i uses seed + i.
 MAX_SEED = 2**32 - 1
-REGION_PATTERN = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 
 
 class UsageError(Exception):
@@ -263,8 +261,11 @@ def price_inputs(args: argparse.Namespace) -> PriceInputs:
     """The cost options as plain values, checked against the catalog before any work starts."""
     if args.region is not None and args.instance_type is None:
         raise UsageError("--region prices --instance-type; pass both, or neither")
-    if args.region is not None and not REGION_PATTERN.fullmatch(args.region):
-        raise UsageError(f"--region {args.region!r} is not an AWS region name, e.g. us-east-1")
+    if args.region is not None:
+        try:
+            check_region(args.region)
+        except RegionError as error:
+            raise UsageError(str(error)) from None
     if args.amortisation_per_hour is not None and args.electricity_price is None:
         raise UsageError(
             "--amortisation-per-hour is added to --electricity-price; pass both, or neither"
