@@ -104,9 +104,9 @@ def test_report_lists_every_refused_file_and_writes_the_rest(tmp_path: Path) -> 
     fifo = tmp_path / "pipe.json"
     os.mkfifo(fifo)
     out = tmp_path / "report"
+    argv = [sys.executable, "-m", "bench", "report", str(inputs), str(fifo), "/dev/zero"]
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "report", str(inputs), str(fifo), "/dev/zero"]
-        + ["--out", str(out)],
+        [*argv, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
