@@ -283,7 +283,7 @@ def test_a_failed_result_write_leaves_no_temp_file(small_disk: Path) -> None:
 
 def test_a_failed_encode_cache_write_leaves_no_temp_file(small_disk: Path) -> None:
     rng = np.random.default_rng(0)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "x_train": rng.integers(0, 2, (4000, 10000), dtype=np.uint8),
         "x_test": rng.integers(0, 2, (100, 10000), dtype=np.uint8),
         "labels_train": np.zeros(4000),
