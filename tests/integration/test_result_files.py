@@ -81,9 +81,8 @@ def start_together(commands: list[list[str]], fifo: Path) -> list[subprocess.Pop
     return processes
 
 
+@pytest.mark.root
 def test_a_device_as_output_is_refused_and_left_untouched(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mknod needs root (CI runs as root)")
     device = tmp_path / "null"
     os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     fifo = tmp_path / "fifo"
@@ -238,8 +237,7 @@ def test_every_second_of_a_run_is_in_one_named_part(tmp_path: Path) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    """A 4 MiB tmpfs of its own (tests using it are marked root)."""
     mount = tmp_path / "disk"
     mount.mkdir()
     done = subprocess.run(
@@ -273,6 +271,7 @@ def fill(disk: Path) -> None:
                 chunk = chunk[: len(chunk) // 2]
 
 
+@pytest.mark.root
 def test_a_failed_result_write_leaves_no_temp_file(small_disk: Path) -> None:
     fill(small_disk)
     document = json.loads((REPO / "tests/data/results/fixture-cpu-b.json").read_text())
@@ -281,6 +280,7 @@ def test_a_failed_result_write_leaves_no_temp_file(small_disk: Path) -> None:
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
 
 
+@pytest.mark.root
 def test_a_failed_encode_cache_write_leaves_no_temp_file(small_disk: Path) -> None:
     rng = np.random.default_rng(0)
     arrays: dict[str, np.ndarray] = {
@@ -295,6 +295,7 @@ def test_a_failed_encode_cache_write_leaves_no_temp_file(small_disk: Path) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.root
 def test_a_run_on_a_full_disk_is_one_line_and_exit_1(tmp_path: Path, small_disk: Path) -> None:
     fill(small_disk)
     done = subprocess.run(
@@ -323,6 +324,7 @@ def workers_of(cache: Path) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
+@pytest.mark.root
 def test_a_disk_filled_during_a_run_stops_it_and_marks_the_result(
     tmp_path: Path, small_disk: Path
 ) -> None:
@@ -353,6 +355,7 @@ def test_a_disk_filled_during_a_run_stops_it_and_marks_the_result(
     assert run["status"] == "failed" and len(run["epochs"]) >= 2
 
 
+@pytest.mark.root
 def test_a_report_on_a_full_disk_leaves_the_old_report_whole(small_disk: Path) -> None:
     out = small_disk / "report"
     fixture = str(REPO / "tests/data/results/fixture-cpu-b.json")
