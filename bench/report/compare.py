@@ -89,7 +89,9 @@ def differences(a: Side, b: Side, workload: str) -> list[str]:
     ka, kb = a.keys[workload], b.keys[workload]
     found = []
     if ka[0] != kb[0]:
-        found.append(f"machine {a.machines[workload]} vs {b.machines[workload]}")
+        # Host and accelerator where they tell the two apart; the hardware ids where not.
+        one, two = (m.rsplit(" · ", 1)[0] for m in (a.machines[workload], b.machines[workload]))
+        found.append(f"machine {one} vs {two}" if one != two else f"machine {ka[0]} vs {kb[0]}")
     if ka[1] != kb[1]:
         found.append(f"backend {ka[1]} vs {kb[1]}")
     return found + ka[4].differences(kb[4])
