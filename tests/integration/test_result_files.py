@@ -413,3 +413,28 @@ def test_sigterm_inside_the_result_write_leaves_no_temp_file(tmp_path: Path) -> 
     assert saved["status"] == "incomplete"
     assert saved["incomplete_reason"] == "interrupted by SIGTERM"
     assert len(saved["runs"][0]["epochs"]) == 2, "the write the signal hit was finished"
+
+
+def test_sigterm_with_no_handler_waits_for_the_write_to_finish(tmp_path: Path) -> None:
+    """Outside a run's handlers (its last write) SIGTERM kills: only after the rename."""
+    script = (
+        "import json, os, signal, sys; from pathlib import Path; "
+        "from bench.results import document as results; "
+        "results.BEFORE_RENAME.append(lambda tmp: os.kill(os.getpid(), signal.SIGTERM)); "
+        "results.write_atomic(Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text())); "
+        "print('not reached')"
+    )
+    target = tmp_path / "r.json"
+    fixture = REPO / "tests/data/results/fixture-cpu-b.json"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(target), str(fixture)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert "not reached" not in done.stdout
+    assert leftovers(tmp_path) == []
+    assert results.load(target)["runs"], "the write finished before the signal killed it"
