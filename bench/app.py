@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import re
 import shutil
 import signal
 import socket
@@ -22,7 +21,8 @@ from bench.facts.catalog import Catalog, CatalogError
 from bench.machine import nvml, verify_measure
 from bench.machine import verify as judging
 from bench.machine.telemetry import DEFAULT_INTERVAL_S
-from bench.results.cost import PriceInputs, resolve_pricing
+from bench.results import output
+from bench.results.cost import PriceInputs, RegionError, check_region, resolve_pricing
 from bench.results.document import Document
 from bench.training import backends, data
 from bench.training.backends import DEFAULT_GPU_MEMORY
@@ -35,7 +35,6 @@ from bench.training.workloads.spec import Workload
 
 # numpy's and the backends' seeds are unsigned 32-bit; repeat i uses seed + i.
 MAX_SEED = 2**32 - 1
-REGION_PATTERN = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 # Runs started from Python have no instance type or price to ask for: nothing queries EC2.
 NOT_PRICED = "runs started from Python are not priced"
 
@@ -92,8 +91,11 @@ def price_inputs(prices: Prices) -> PriceInputs:
     """The cost options, checked against the catalog before any work starts."""
     if prices.region is not None and prices.instance_type is None:
         raise UsageError("--region prices --instance-type; pass both, or neither")
-    if prices.region is not None and not REGION_PATTERN.fullmatch(prices.region):
-        raise UsageError(f"--region {prices.region!r} is not an AWS region name, e.g. us-east-1")
+    if prices.region is not None:
+        try:
+            check_region(prices.region)
+        except RegionError as error:
+            raise UsageError(str(error)) from None
     if prices.amortisation_per_hour is not None and prices.electricity_price is None:
         raise UsageError(
             "--amortisation-per-hour is added to --electricity-price; pass both, or neither"
@@ -205,19 +207,22 @@ def keras_home(workloads: Sequence[Workload], data_dir: str | None, cache_dir: P
 
 
 def output_path(request: RunRequest, now: Callable[[], datetime] | None = None) -> Path:
-    """The result file's path (named for host, backend, mode and time), checked writable."""
-    if request.output:
-        path = Path(request.output).expanduser().resolve()
-        if path.is_dir():
-            raise UsageError(
-                f"--output {path} is a folder; pass a file path, or the folder as --out"
-            )
-    else:
-        stamp = (now or (lambda: datetime.now(timezone.utc)))().strftime("%Y%m%dT%H%M%SZ")
-        name = f"dlbench-{socket.gethostname()}-{request.backend}-{request.mode}-{stamp}.json"
-        path = Path(request.out).expanduser().resolve() / name
-    writable_folder(path.parent, "results", "pass --out with a writable folder")
-    return path
+    """The result file (named for host, backend, mode and time), claimed before any training.
+
+    It is created empty and exclusively, so concurrent runs never share a file.
+    """
+    try:
+        if request.output:
+            path = Path(request.output).expanduser().resolve()
+            output.refuse_existing(path, "--output")
+        else:
+            when = (now or (lambda: datetime.now(timezone.utc)))()
+            name = output.default_name(socket.gethostname(), request.backend, request.mode, when)
+            path = Path(request.out).expanduser().resolve() / name
+        writable_folder(path.parent, "results", "pass --out with a writable folder")
+        return output.claim(path, unique=not request.output)
+    except output.OutputError as error:
+        raise UsageError(str(error)) from None
 
 
 def prepare_run(request: RunRequest) -> PreparedRun:

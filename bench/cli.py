@@ -332,7 +332,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    reported = app.report(args.results, args.out, args.title, args.campaign)
+    from bench.report import render
+
+    try:
+        reported = app.report(args.results, args.out, args.title, args.campaign)
+    except render.ReportWriteError as error:
+        print(f"dlbench: {error.strerror}", file=sys.stderr)
+        return exitcodes.FAILED
     for why in reported.skipped:
         print(f"dlbench: skipped {why}", file=sys.stderr)
     paths = reported.paths
@@ -341,7 +347,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    print(app.compare(args.a, args.b))
+    from bench.report import compare
+
+    compare.print_to_pipe(app.compare(args.a, args.b))
     return exitcodes.OK
 
 
