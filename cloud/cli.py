@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.facts.catalog import Catalog, user_catalog_path
 from bench.textfmt import table
-from cloud import ami, campaign, fleet, guard, inventory, prices
+from cloud import ami, campaign, fleet, guard, interrupts, inventory, prices
 from cloud.aws import AWS_FAILURES, Aws, CloudError, aws_errors, check_region, explain
 from cloud.launcher import Launcher, LaunchRequest, ssh_argv, ssh_command, tunnel_command
 
@@ -420,7 +420,8 @@ def main(argv: Sequence[str] | None = None, **seams: Any) -> int:
     commands = Commands(args, **seams)
     try:
         handler: Callable[[], int] = getattr(commands, args.command)
-        return handler()
+        with interrupts.raised():
+            return handler()
     except AWS_FAILURES as error:  # one the commands did not expect: still advice, no traceback
         cloud_error = explain(error, f"dlcloud {args.command}")
         print(f"dlcloud: {cloud_error}", file=sys.stderr)
@@ -428,6 +429,7 @@ def main(argv: Sequence[str] | None = None, **seams: Any) -> int:
     except CloudError as error:
         print(f"dlcloud: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("dlcloud: interrupted; anything it had started was terminated", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:  # SIGINT, SIGTERM or SIGHUP (interrupts.Interrupted)
+        stopped = interrupts.as_interrupted(error)
+        print(f"dlcloud: {stopped.summary()}", file=sys.stderr)
+        return stopped.exit_code

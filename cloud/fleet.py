@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -192,45 +193,70 @@ def terminate(
     done.bills = [bill_line(i, ended) for i in instances]
     groups = {guard.tags_of(i).get(guard.TAG_GROUP) for i in instances} - {None}
     keys = {guard.tags_of(i).get(guard.TAG_KEY) for i in instances} - {None}
-    remove_unused(ec2, {g for g in groups if g}, {k for k in keys if k}, key_folder, done)
+    remove_unused(
+        ec2, {g for g in groups if g}, {k for k in keys if k}, key_folder, done, now=ended
+    )
     return done
 
 
 def remove_unused(
-    ec2: Any, groups: set[str], keys: set[str], key_folder: Path, done: Cleanup
+    ec2: Any,
+    groups: set[str],
+    keys: set[str],
+    key_folder: Path,
+    done: Cleanup,
+    *,
+    now: datetime | None = None,
+    say: Callable[[str], None] = print,
 ) -> None:
     """Delete the groups and key pairs dlcloud created that no instance in the region uses.
 
     What the user brought (no creation tag) is never deleted, nor a key file dlcloud did
-    not write; "in use" counts every instance in the region, not only this project's.
+    not write; "in use" counts every instance in the region, not only this project's. No
+    launch on this machine runs between the listing and the deletion (the resource lock),
+    and what a launch anywhere set up in the last few minutes (guard.GRACE) is kept.
     """
-    live = region_instances(ec2, IN_USE_STATES)
-    used_groups = {g["GroupId"] for i in live for g in i.get("SecurityGroups", [])}
-    used_keys = {i.get("KeyName") for i in live}
-    for group_id in sorted(groups):
-        group = describe_group(ec2, group_id)
-        if group is None:
-            continue
-        if not guard.created_by_dlcloud(group):
-            done.kept.append(f"security group {group_id}: dlcloud did not create it")
-        elif group_id in used_groups:
-            done.kept.append(f"security group {group_id}: another instance uses it")
-        else:
-            delete_group(ec2, group_id, done)
-    for name in sorted(keys):
-        pair = guard.find_key_pair(ec2, name)
-        if pair is None:
-            continue
-        if not guard.created_by_dlcloud(pair):
-            done.kept.append(f"key pair {name} and its key file: dlcloud did not create them")
-            continue
-        if name in used_keys:
-            done.kept.append(f"key pair {name}: another instance uses it")
-            continue
+    now = now or datetime.now(timezone.utc)
+    with guard.resource_lock(key_folder, exclusive=True, say=say):
+        live = region_instances(ec2, IN_USE_STATES)
+        used_groups = {g["GroupId"] for i in live for g in i.get("SecurityGroups", [])}
+        used_keys = {i.get("KeyName") for i in live}
+        for group_id in sorted(groups):
+            group = describe_group(ec2, group_id)
+            if group is None:
+                continue
+            if not guard.created_by_dlcloud(group):
+                done.kept.append(f"security group {group_id}: dlcloud did not create it")
+            elif group_id in used_groups:
+                done.kept.append(f"security group {group_id}: another instance uses it")
+            elif guard.recently_used(group, now):
+                done.kept.append(f"security group {group_id}: {RECENT}")
+            else:
+                delete_group(ec2, group_id, done)
+        for name in sorted(keys):
+            remove_key_pair(ec2, name, key_folder, used=used_keys, done=done, now=now)
+
+
+RECENT = f"a launch set it up less than {guard.GRACE.seconds // 60} minutes ago"
+
+
+def remove_key_pair(
+    ec2: Any, name: str, key_folder: Path, *, used: set[str | None], done: Cleanup, now: datetime
+) -> None:
+    pair = guard.find_key_pair(ec2, name)
+    if pair is None:
+        return
+    path = key_folder / f"{name}.pem"
+    if not guard.created_by_dlcloud(pair):
+        done.kept.append(f"key pair {name} and its key file: dlcloud did not create them")
+    elif name in used:
+        done.kept.append(f"key pair {name}: another instance uses it")
+    elif guard.recently_used(pair, now) or guard.young_file(path, now):
+        done.kept.append(f"key pair {name} and its key file: {RECENT}")
+    else:
         with aws_errors("deleting key pair"):
             ec2.delete_key_pair(KeyName=name)
         done.key_pairs.append(name)
-        path = key_folder / f"{name}.pem"
         if guard.remove_key_file(path):
             done.key_files.append(str(path))
         elif path.exists():
@@ -303,8 +329,9 @@ def find_leftovers(ec2: Any, now: datetime) -> ReapPlan:
     with aws_errors("listing security groups and key pairs"):
         groups = ec2.describe_security_groups(Filters=created)["SecurityGroups"]
         keys = ec2.describe_key_pairs(Filters=created)["KeyPairs"]
-    plan.security_groups = {g["GroupId"] for g in groups} - used_groups
-    plan.key_pairs = {k["KeyName"] for k in keys} - used_keys
+    fresh = [r for r in [*groups, *keys] if guard.recently_used(r, now)]
+    plan.security_groups = {g["GroupId"] for g in groups if g not in fresh} - used_groups
+    plan.key_pairs = {k["KeyName"] for k in keys if k not in fresh} - used_keys
     return plan
 
 
@@ -314,5 +341,5 @@ def reap(ec2: Any, plan: ReapPlan, key_folder: Path, now: datetime | None = None
         with aws_errors(f"deleting volume {volume}"):
             ec2.delete_volume(VolumeId=volume)
         done.volumes.append(volume)
-    remove_unused(ec2, plan.security_groups, plan.key_pairs, key_folder, done)
+    remove_unused(ec2, plan.security_groups, plan.key_pairs, key_folder, done, now=now)
     return done

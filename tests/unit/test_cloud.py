@@ -28,6 +28,11 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 CIDR = "203.0.113.7/32"
 
 
+def later() -> datetime:
+    """A terminate once the grace period of what these launches set up is over."""
+    return datetime.now(timezone.utc) + guard.GRACE + timedelta(minutes=1)
+
+
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Aws]:
     for key, value in FAKE_CREDENTIALS.items():
@@ -241,10 +246,10 @@ def test_terminate_cleans_group_and_key_when_unused(
     ec2 = aws.client("ec2")
     first = launch(aws, tmp_path, image_id, name="one")
     second = launch(aws, tmp_path, image_id, name="two")
-    done = fleet.terminate(ec2, [first], tmp_path / "keys")
+    done = fleet.terminate(ec2, [first], tmp_path / "keys", later())
     assert done.instances == [first["InstanceId"]]
     assert done.security_groups == [] and done.key_pairs == [], "still used by 'two'"
-    done = fleet.terminate(ec2, [second], tmp_path / "keys")
+    done = fleet.terminate(ec2, [second], tmp_path / "keys", later())
     assert done.security_groups == [second["SecurityGroups"][0]["GroupId"]]
     assert done.key_pairs == ["dlstation-us-east-1"]
     assert not (tmp_path / "keys" / "dlstation-us-east-1.pem").exists()
@@ -266,7 +271,7 @@ def test_reap_finds_expired_instances_and_orphans(aws: Aws, tmp_path: Path, imag
     assert [i["InstanceId"] for i in plan.expired] == [expired["InstanceId"]]
     assert len(plan.volumes) == 1
     assert plan.security_groups == {expired["SecurityGroups"][0]["GroupId"]}
-    done = fleet.reap(ec2, plan, tmp_path / "keys")
+    done = fleet.reap(ec2, plan, tmp_path / "keys", later())
     assert done.instances == [expired["InstanceId"]]
     assert len(done.volumes) == 1
     remaining = ec2.describe_volumes()["Volumes"]
@@ -478,7 +483,7 @@ def test_users_key_pair_and_file_survive_terminate(aws: Aws, tmp_path: Path, ima
     ec2 = aws.client("ec2")
     key_file = user_key(aws, tmp_path)
     instance = launch(aws, tmp_path, image_id, key_name="mykey")
-    done = fleet.terminate(ec2, [instance], tmp_path / "keys")
+    done = fleet.terminate(ec2, [instance], tmp_path / "keys", later())
     assert done.key_pairs == [] and done.key_files == []
     assert any("key pair mykey" in kept and "did not create" in kept for kept in done.kept)
     assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["mykey"]
@@ -497,7 +502,7 @@ def test_key_in_use_by_any_instance_is_kept(aws: Aws, tmp_path: Path, image_id: 
         KeyName=instance["KeyName"],
         InstanceType="t3.micro",
     )
-    done = fleet.terminate(ec2, [instance], tmp_path / "keys")
+    done = fleet.terminate(ec2, [instance], tmp_path / "keys", later())
     assert done.key_pairs == []
     assert any("another instance uses it" in kept for kept in done.kept)
     assert (tmp_path / "keys" / "dlstation-us-east-1.pem").is_file()
@@ -520,7 +525,7 @@ def test_key_file_changed_since_dlcloud_wrote_it_is_kept(
     instance = launch(aws, tmp_path, image_id)
     path = tmp_path / "keys" / "dlstation-us-east-1.pem"
     path.write_text("the user put another key here\n")
-    done = fleet.terminate(aws.client("ec2"), [instance], tmp_path / "keys")
+    done = fleet.terminate(aws.client("ec2"), [instance], tmp_path / "keys", later())
     assert done.key_pairs == ["dlstation-us-east-1"] and done.key_files == []
     assert path.read_text() == "the user put another key here\n"
 
