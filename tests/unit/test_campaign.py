@@ -64,7 +64,8 @@ class FakePlaybooks:
                 )
             )
             if task == "Run dlbench":
-                folder = Path(variables["bench_fetch_dir"])
+                # Every value dlcloud hands Ansible is marked unsafe: data, never a template.
+                folder = Path(variables["bench_fetch_dir"]["__ansible_unsafe"])
                 folder.mkdir(parents=True, exist_ok=True)
                 document = {"status": "complete", "runs": [{"status": "complete"}]}
                 (folder / f"{host}.json").write_text(json.dumps(document))
