@@ -96,7 +96,7 @@ def add_parser(commands: Any) -> None:
     bench.add_argument("--workloads", help="comma-separated, e.g. imdb,reuters (default: all)")
     bench.add_argument("--mode", choices=["fit", "compiled"], help="dlbench run --mode")
     bench.add_argument("--backend", help="dlbench run --backend (default: tensorflow)")
-    bench.add_argument("--repeats", type=positive_int, help="dlbench run --repeats")
+    bench.add_argument("--repeats", type=int, help="dlbench run --repeats")
     bench.add_argument(
         "--bench-args", default="", help='more for `dlbench run`, e.g. "--synthetic --epochs 2"'
     )
@@ -112,16 +112,6 @@ def add_parser(commands: Any) -> None:
         "--out", type=Path, help="campaign folder (default: results/campaigns/NAME in the clone)"
     )
     bench.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
 
 
 def options_from(args: argparse.Namespace, now: datetime) -> Options:
@@ -141,6 +131,8 @@ def options_from(args: argparse.Namespace, now: datetime) -> Options:
         raise CloudError(
             f"--backend {args.backend!r}: valid backends are {', '.join(BACKENDS)}", USAGE
         )
+    if args.repeats is not None and args.repeats < 1:
+        raise CloudError(f"--repeats {args.repeats}: must be at least 1", USAGE)
     try:
         shlex.split(args.bench_args)
     except ValueError as error:

@@ -153,7 +153,7 @@ def test_ctrl_c_while_waiting_terminates_the_instance(
     with pytest.raises(KeyboardInterrupt):
         chosen.launch(plan)
     ec2.meta.events.unregister("before-call.ec2.DescribeInstances", interrupted)
-    states = {i["State"]["Name"] for i in fleet.project_instances(ec2)}
+    states = {i["State"]["Name"] for i in fleet.owned_instances(ec2, None)}
     assert states <= {"shutting-down", "terminated"}
 
 
@@ -777,7 +777,7 @@ def test_two_same_name_launches_agree_on_the_one_to_keep(
     (survivor,) = kept
     (loser,) = {first, second} - kept
     assert len(said) == 1 and f"terminated this one ({loser})" in said[0]
-    states = {i["InstanceId"]: i["State"]["Name"] for i in fleet.project_instances(ec2)}
+    states = {i["InstanceId"]: i["State"]["Name"] for i in fleet.owned_instances(ec2, None)}
     assert states[survivor] == "running"
     assert states[loser] in ("shutting-down", "terminated")
 
