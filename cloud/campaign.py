@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from bench.exitcodes import USAGE
 from bench.facts.catalog import Catalog
 from bench.training.backends import BACKENDS
 from bench.training.workloads import WORKLOADS
-from cloud import fleet, guard, inventory, options
+from cloud import fleet, guard, interrupts, inventory, options
 from cloud.aws import Aws, CloudError, aws_errors
 from cloud.launcher import LIVE_STATES, Launcher, LaunchRequest, Plan
 from cloud.options import MachineOptions
@@ -304,20 +303,6 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@contextmanager
-def no_interrupts() -> Iterator[None]:
-    """Cleanup must finish: a second Ctrl-C is ignored until it has."""
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: nothing to guard
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 # -- the campaign ----------------------------------------------------------------------------
 
 
@@ -340,6 +325,8 @@ class Campaign:
         waiter_config: dict[str, int] | None = None,
     ) -> None:
         self.options = options
+        self.stopping = threading.Event()  # set on the way out: threads stop waiting
+        self.terminated: list[str] = []  # "i-... (host)" for every instance teardown ended
         self.aws = aws
         self.catalog = catalog
         self.now = now
@@ -355,6 +342,7 @@ class Campaign:
             key_folder=key_folder or guard.key_dir(),
             waiter_config=waiter_config,
             say=say,
+            stopping=self.stopping,
         )
         self.folder = options.folder
         self.inventory = inventory.default_path()
@@ -362,7 +350,6 @@ class Campaign:
         self.hosts = load_state(self.folder)
         for kind in options.types:
             self.hosts.setdefault(kind, Host(kind, options.host(kind)))
-        self.stopping = threading.Event()  # set on the way out: threads stop waiting
         self.executor: ThreadPoolExecutor | None = None
         self.phase = ""  # the role or task ansible is in, for progress lines
         self.writing = threading.Lock()  # state.json and the inventory, from launch threads
@@ -504,15 +491,34 @@ class Campaign:
                 self.playbook("bench.yml", ready, self.bench_vars(ready))
                 for kind in ready:
                     self.collect(kind)
-        finally:
-            self.stopping.set()
-            with no_interrupts():
-                try:
-                    self.teardown()
-                finally:
-                    self.report()
+        except KeyboardInterrupt as error:  # SIGINT, SIGTERM or SIGHUP
+            stopped = interrupts.as_interrupted(error)
+            self.finish()
+            stopped.cleaned, stopped.terminated = True, self.all_terminated()
+            raise stopped from None
+        except BaseException:
+            self.finish()
+            raise
+        try:
+            self.finish()
+        except interrupts.Interrupted as late:  # came during the cleanup, which finished first
+            late.cleaned, late.terminated = True, self.all_terminated()
+            raise
         failed = [h for h in self.hosts.values() if h.status == FAILED]
         return 1 if failed else 0
+
+    def all_terminated(self) -> list[str]:
+        """What teardown terminated, and what launches that were stopped on the way ended."""
+        return self.launcher.abandoned + self.terminated
+
+    def finish(self) -> None:
+        """Terminate everything, then report; signals meanwhile wait until both are done."""
+        self.stopping.set()
+        with interrupts.deferred():
+            try:
+                self.teardown()
+            finally:
+                self.report()
 
     def launch_all(self, plans: list[Plan]) -> list[str]:
         """Every type at once, once the key pair and SSH group they share exist."""
@@ -595,21 +601,24 @@ class Campaign:
     # -- ansible ---------------------------------------------------------------------------
 
     def setup_vars(self) -> dict[str, Any]:
-        return {"verify_fetch_dir": str(self.folder / "verify")}
+        return {"verify_fetch_dir": unsafe(str(self.folder / "verify"))}
 
     def bench_vars(self, kinds: list[str]) -> dict[str, Any]:
-        """bench.yml's bench_args per host: the campaign's, priced at the campaign's price."""
+        """bench.yml's dlbench arguments per host (an argv list), priced at the campaign's price.
+
+        Every value the user typed is data to Ansible (unsafe): a `{{` in it is never run.
+        """
         per_host = {}
         for kind in kinds:
             host = self.hosts[kind]
             price = (
                 [] if host.usd_per_hour is None else ["--price-per-hour", f"{host.usd_per_hour}"]
             )
-            per_host[host.host] = shlex.join(self.options.dlbench_args() + price)
+            per_host[host.host] = unsafe(self.options.dlbench_args() + price)
         return {
-            "bench_fetch_dir": str(self.results_dir),
-            "dlcloud_bench_args": per_host,
-            "bench_args": "{{ dlcloud_bench_args[inventory_hostname] }}",
+            "bench_fetch_dir": unsafe(str(self.results_dir)),
+            "dlcloud_bench_argv": per_host,
+            "bench_argv": "{{ dlcloud_bench_argv[inventory_hostname] }}",
         }
 
     def playbook(self, name: str, kinds: list[str], variables: dict[str, Any]) -> list[str]:
@@ -634,6 +643,9 @@ class Campaign:
         ]
         env = {
             **os.environ,
+            # Ansible never flushes its output: unbuffered, each event arrives as it happens,
+            # so progress (and a signal sent on seeing it) meets the step it names.
+            "PYTHONUNBUFFERED": "1",
             "ANSIBLE_CONFIG": str(CLONE / "ansible.cfg"),
             "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.jsonl",
             "ANSIBLE_NOCOLOR": "1",
@@ -720,6 +732,11 @@ class Campaign:
             if live:
                 self.progress("campaign", f"terminating {', '.join(i['InstanceId'] for i in live)}")
                 done = fleet.terminate(ec2, live, scope, now=self.now())
+                self.terminated += [
+                    f"{i['InstanceId']} ({guard.tags_of(i).get(guard.TAG_NAME, '?')})"
+                    for i in live
+                    if i["InstanceId"] in done.instances
+                ]
                 self.bills += done.bills  # printed with the report, at the very end
                 removed = replace(done, bills=[]).lines()
                 self.say("\n".join(f"  {line}" for line in removed))
@@ -815,6 +832,15 @@ class Campaign:
             self.say(f"report: {out / 'report.html'} (also report.md)")
         else:
             self.say(f"the report failed (exit {code}); see {self.folder / 'report.log'}")
+
+
+def unsafe(value: Any) -> Any:
+    """A value Ansible takes as data, never as a template: each string marked unsafe."""
+    if isinstance(value, str):
+        return {"__ansible_unsafe": value}
+    if isinstance(value, list):
+        return [unsafe(item) for item in value]
+    return value
 
 
 def ranking_section(markdown: str) -> str:

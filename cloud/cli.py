@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.exitcodes import INTERNAL, INTERRUPTED, USAGE
+from bench.exitcodes import INTERNAL, USAGE
 from bench.facts.catalog import Catalog, user_catalog_path
 from bench.textfmt import table
-from cloud import campaign, fleet, guard, inventory, options, prices
+from cloud import campaign, fleet, guard, interrupts, inventory, options, prices
 from cloud.aws import AWS_FAILURES, Aws, CloudError, aws_errors, check_region, explain
 from cloud.launcher import Launcher, ssh_argv, ssh_command, tunnel_command
 
@@ -410,7 +410,8 @@ def main(argv: Sequence[str] | None = None, **seams: Any) -> int:
     commands = Commands(args, **seams)
     try:
         handler: Callable[[], int] = getattr(commands, args.command)
-        return handler()
+        with interrupts.raised():
+            return handler()
     except AWS_FAILURES as error:  # one the commands did not expect: still advice, no traceback
         cloud_error = explain(error, f"dlcloud {args.command}")
         print(f"dlcloud: {cloud_error}", file=sys.stderr)
@@ -418,9 +419,10 @@ def main(argv: Sequence[str] | None = None, **seams: Any) -> int:
     except CloudError as error:
         print(f"dlcloud: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("dlcloud: interrupted; anything it had started was terminated", file=sys.stderr)
-        return INTERRUPTED
+    except KeyboardInterrupt as error:  # SIGINT, SIGTERM or SIGHUP (interrupts.Interrupted)
+        stopped = interrupts.as_interrupted(error)
+        print(f"dlcloud: {stopped.summary()}", file=sys.stderr)
+        return stopped.exit_code
     except Exception:  # a bug of ours: the traceback to report, and never a verdict's code
         traceback.print_exc()
         print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -218,7 +219,7 @@ def terminate(
     done.bills = [bill_line(i, ended) for i in instances]
     groups = {guard.tags_of(i).get(guard.TAG_GROUP) for i in instances} - {None}
     keys = {guard.tags_of(i).get(guard.TAG_KEY) for i in instances} - {None}
-    remove_unused(ec2, {g for g in groups if g}, {k for k in keys if k}, scope, done)
+    remove_unused(ec2, {g for g in groups if g}, {k for k in keys if k}, scope, done, now=ended)
     return done
 
 
@@ -231,34 +232,54 @@ def tidy_inventory(ec2: Any, scope: Scope, live: list[dict[str, Any]], done: Cle
     done.hosts += [h for h in gone if h not in done.hosts]
 
 
-def remove_unused(ec2: Any, groups: set[str], keys: set[str], scope: Scope, done: Cleanup) -> None:
+def remove_unused(
+    ec2: Any,
+    groups: set[str],
+    keys: set[str],
+    scope: Scope,
+    done: Cleanup,
+    *,
+    now: datetime | None = None,
+    say: Callable[[str], None] = print,
+) -> None:
     """Delete the caller's groups and key pairs that no instance in the region uses.
 
     Only what dlcloud created for this caller is deleted (creation and owner tags), never a
     key file dlcloud did not write or one a host in the inventory still names; "in use"
-    counts every instance in the region, not only this project's.
+    counts every instance in the region, not only this project's. No launch on this machine
+    runs between the listing and the deletion (the resource lock), and what a launch anywhere
+    set up in the last few minutes (guard.GRACE) is kept.
     """
-    live = region_instances(ec2, IN_USE_STATES)
-    tidy_inventory(ec2, scope, live, done)
-    used_groups = {g["GroupId"] for i in live for g in i.get("SecurityGroups", [])}
-    for group_id in sorted(groups):
-        group = describe_group(ec2, group_id)
-        if group is None:
-            continue
-        if not guard.created_by_dlcloud(group):
-            done.kept.append(f"security group {group_id}: dlcloud did not create it")
-        elif not guard.owned(group, scope.owner):
-            done.kept.append(f"security group {group_id}: it is {guard.owner_of(group)}'s")
-        elif group_id in used_groups:
-            done.kept.append(f"security group {group_id}: another instance uses it")
-        else:
-            delete_group(ec2, group_id, done)
-    used_keys = {str(i.get("KeyName")) for i in live}
-    for name in sorted(keys):
-        remove_key(ec2, name, scope, used_keys, done)
+    now = now or datetime.now(timezone.utc)
+    with guard.resource_lock(scope.key_folder, exclusive=True, say=say):
+        live = region_instances(ec2, IN_USE_STATES)
+        tidy_inventory(ec2, scope, live, done)
+        used_groups = {g["GroupId"] for i in live for g in i.get("SecurityGroups", [])}
+        for group_id in sorted(groups):
+            group = describe_group(ec2, group_id)
+            if group is None:
+                continue
+            if not guard.created_by_dlcloud(group):
+                done.kept.append(f"security group {group_id}: dlcloud did not create it")
+            elif not guard.owned(group, scope.owner):
+                done.kept.append(f"security group {group_id}: it is {guard.owner_of(group)}'s")
+            elif group_id in used_groups:
+                done.kept.append(f"security group {group_id}: another instance uses it")
+            elif guard.recently_used(group, now):
+                done.kept.append(f"security group {group_id}: {RECENT}")
+            else:
+                delete_group(ec2, group_id, done)
+        used_keys = {str(i.get("KeyName")) for i in live}
+        for name in sorted(keys):
+            remove_key(ec2, name, scope, used=used_keys, done=done, now=now)
 
 
-def remove_key(ec2: Any, name: str, scope: Scope, used: set[str], done: Cleanup) -> None:
+RECENT = f"a launch set it up less than {guard.GRACE.seconds // 60} minutes ago"
+
+
+def remove_key(
+    ec2: Any, name: str, scope: Scope, *, used: set[str], done: Cleanup, now: datetime
+) -> None:
     """The caller's key pair and its file, unless an instance or an inventory host needs them."""
     pair = guard.find_key_pair(ec2, name)
     if pair is None:
@@ -273,6 +294,8 @@ def remove_key(ec2: Any, name: str, scope: Scope, used: set[str], done: Cleanup)
         done.kept.append(f"key pair {name}: another instance uses it")
     elif str(path) in named:
         done.kept.append(f"key pair {name} and {path}: host {named[str(path)]} names it")
+    elif guard.recently_used(pair, now) or guard.young_file(path, now):
+        done.kept.append(f"key pair {name} and its key file: {RECENT}")
     else:
         with aws_errors("deleting key pair"):
             ec2.delete_key_pair(KeyName=name)
@@ -352,15 +375,16 @@ def find_leftovers(ec2: Any, now: datetime, owner: str) -> ReapPlan:
     with aws_errors("listing security groups and key pairs"):
         groups = ec2.describe_security_groups(Filters=created)["SecurityGroups"]
         keys = ec2.describe_key_pairs(Filters=created)["KeyPairs"]
-    plan.security_groups = {g["GroupId"] for g in groups} - used_groups
-    plan.key_pairs = {k["KeyName"] for k in keys} - used_keys
+    fresh = [r for r in [*groups, *keys] if guard.recently_used(r, now)]
+    plan.security_groups = {g["GroupId"] for g in groups if g not in fresh} - used_groups
+    plan.key_pairs = {k["KeyName"] for k in keys if k not in fresh} - used_keys
     return plan
 
 
 def reap(ec2: Any, plan: ReapPlan, scope: Scope, now: datetime | None = None) -> Cleanup:
     """Expired instances, then unused groups and keys; volumes are only reported."""
     done = terminate(ec2, plan.expired, scope, now)
-    remove_unused(ec2, plan.security_groups, plan.key_pairs, scope, done)
+    remove_unused(ec2, plan.security_groups, plan.key_pairs, scope, done, now=now)
     done.kept += kept_volumes(plan)
     return done
 

@@ -36,6 +36,11 @@ TAG_IDLE = "dlstation:idle-stop"
 TAG_PRICE = "dlstation:usd-per-hour"
 TAG_PRICE_BASIS = "dlstation:price-basis"
 TAG_CAMPAIGN = "dlstation:campaign"  # on a `dlcloud bench` instance: the campaign that owns it
+# The launch's idempotency token: finds an instance whose RunInstances answer never came back.
+TAG_TOKEN = "dlstation:launch-token"
+# When a launch last set up a key pair or group: younger than GRACE, it is never "unused".
+TAG_CLAIMED = "dlstation:launched-with-at"
+GRACE = timedelta(minutes=5)
 MANAGED_BY = "dlcloud"
 CREATED_BY = "dlcloud"
 # What dlcloud wrote into the key folder: "<file name> <sha256>" per line.
@@ -290,6 +295,60 @@ def key_dir() -> Path:
 
 
 KEY_LOCK = ".dlcloud.lock"
+# Launches share it from "ensure key and group" until AWS lists their instance; terminate and
+# reap hold it alone from "nothing uses this" until it is deleted.
+RESOURCE_LOCK = ".dlcloud-resources.lock"
+
+
+@contextmanager
+def resource_lock(
+    folder: Path, *, exclusive: bool, say: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Launches share shared key pairs and groups; removing unused ones waits for them all."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    with (folder / RESOURCE_LOCK).open("a") as handle:
+        try:
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if say is not None:
+                say(
+                    "waiting for a launch on this machine to finish with the shared key pair and "
+                    "SSH group"
+                    if exclusive
+                    else "waiting for a terminate or reap on this machine to finish its cleanup"
+                )
+            fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def claim(ec2: Any, resource_ids: list[str], now: datetime) -> None:
+    """Mark a key pair and group as just used, so no terminate elsewhere deletes them now."""
+    with aws_errors("marking the key pair and SSH group as in use"):
+        ec2.create_tags(
+            Resources=resource_ids,
+            Tags=[{"Key": TAG_CLAIMED, "Value": now.isoformat(timespec="seconds")}],
+        )
+
+
+def recently_used(resource: dict[str, Any], now: datetime) -> bool:
+    """A launch set it up in the last GRACE: it may be on its way to AWS from another machine."""
+    try:
+        claimed = datetime.fromisoformat(tags_of(resource)[TAG_CLAIMED])
+    except (KeyError, ValueError):
+        return False
+    return now - claimed < GRACE
+
+
+def young_file(path: Path, now: datetime) -> bool:
+    try:
+        written = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    except OSError:
+        return False
+    return now - written < GRACE
 
 
 @contextmanager

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +90,24 @@ def write(path: Path, hosts: dict[str, Any]) -> None:
     Path(temporary).replace(path)
 
 
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """One read-modify-write of the inventory at a time, across processes: no entry is lost."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f".{path.name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def add_host(path: Path, name: str, instance: dict[str, Any], region: str, key_file: Path) -> None:
+    with locked(path):
+        _add_host(path, name, instance, region, key_file)
+
+
+def _add_host(path: Path, name: str, instance: dict[str, Any], region: str, key_file: Path) -> None:
     hosts = read(path)
     hosts[name] = {
         "ansible_host": instance.get("PublicIpAddress") or instance.get("PrivateIpAddress"),
@@ -101,6 +121,11 @@ def add_host(path: Path, name: str, instance: dict[str, Any], region: str, key_f
 
 
 def remove_hosts(path: Path, instance_ids: set[str]) -> list[str]:
+    with locked(path):
+        return _remove_hosts(path, instance_ids)
+
+
+def _remove_hosts(path: Path, instance_ids: set[str]) -> list[str]:
     hosts = read(path)
     gone = [n for n, v in hosts.items() if v.get("dlstation_instance_id") in instance_ids]
     if gone:

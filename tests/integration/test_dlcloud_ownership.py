@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import string
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,11 @@ from typing import Any
 import boto3
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from bench.training.backends import BACKENDS
+from bench.training.workloads import WORKLOADS
 from cloud import cli, guard
 from tests.integration.test_dlcloud_server import (
     CIDR,
@@ -29,6 +34,12 @@ from tests.integration.test_dlcloud_server import (
 )
 
 pytestmark = [pytest.mark.motoserver, pytest.mark.slow]
+
+
+@pytest.fixture
+def env(moto_env: dict[str, str]) -> dict[str, str]:  # noqa: F811
+    """moto's server, empty, and an environment that points dlcloud at it."""
+    return moto_env
 
 
 def caller(env: dict[str, str]) -> str:
@@ -55,22 +66,20 @@ def account(client: Any, key_folder: Path) -> dict[str, Any]:
             (g["GroupId"], json.dumps(g.get("IpPermissions", []), sort_keys=True, default=str))
             for g in client.describe_security_groups()["SecurityGroups"]
         ),
-        "key_folder": sorted(
-            (p.name, p.read_bytes()) for p in key_folder.glob("*") if p.is_file()
-        )
+        "key_folder": sorted((p.name, p.read_bytes()) for p in key_folder.glob("*") if p.is_file())
         if key_folder.is_dir()
         else [],
     }
 
 
 @pytest.fixture
-def in_process(moto_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def in_process(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """moto's server for dlcloud's main() called in this process (fast enough for Hypothesis)."""
     for key in ("AWS_ENDPOINT_URL", "DLCLOUD_KEY_DIR", "DLCLOUD_INVENTORY"):
-        monkeypatch.setenv(key, moto_env[key])
+        monkeypatch.setenv(key, env[key])
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-        monkeypatch.setenv(key, moto_env[key])
-    return moto_env
+        monkeypatch.setenv(key, env[key])
+    return env
 
 
 def no_address() -> str:
@@ -122,8 +131,8 @@ def run(client: Any, image: str, tags: list[dict[str, str]]) -> str:
     )
 
 
-def test_reap_never_deletes_a_users_volume_or_a_kept_root_disk(moto_env: dict[str, str]) -> None:
-    client = ec2(moto_env)
+def test_reap_never_deletes_a_users_volume_or_a_kept_root_disk(env: dict[str, str]) -> None:
+    client = ec2(env)
     users = client.create_volume(
         AvailabilityZone="us-east-1a",
         Size=500,
@@ -135,11 +144,9 @@ def test_reap_never_deletes_a_users_volume_or_a_kept_root_disk(moto_env: dict[st
     kept = client.create_volume(
         AvailabilityZone="us-east-1a",
         Size=100,
-        TagSpecifications=[
-            {"ResourceType": "volume", "Tags": dlcloud_tags(caller(moto_env), "lab")}
-        ],
+        TagSpecifications=[{"ResourceType": "volume", "Tags": dlcloud_tags(caller(env), "lab")}],
     )["VolumeId"]
-    reaped = dlcloud(moto_env, "reap", "--yes")
+    reaped = dlcloud(env, "reap", "--yes")
     assert reaped.returncode == 0, reaped.stderr
     assert "deleted volume" not in reaped.stdout
     assert f"volume {kept} (100 GiB, lab): reap never deletes a disk" in reaped.stdout
@@ -147,10 +154,10 @@ def test_reap_never_deletes_a_users_volume_or_a_kept_root_disk(moto_env: dict[st
     assert {users, kept} <= volumes
 
 
-def test_terminate_all_and_reap_touch_only_the_callers_instances(moto_env: dict[str, str]) -> None:
-    client = ec2(moto_env)
+def test_terminate_all_and_reap_touch_only_the_callers_instances(env: dict[str, str]) -> None:
+    client = ec2(env)
     image = image_of(client)
-    assert dlcloud(moto_env, *launch_args(image, "mine")).returncode == 0
+    assert dlcloud(env, *launch_args(image, "mine")).returncode == 0
     (mine,) = live(client, Name="mine")
     tagged = run(client, image, [{"Key": "Project", "Value": "dlstation"}])
     colleague = run(client, image, dlcloud_tags("arn:aws:iam::123456789012:user/colleague", "c"))
@@ -162,40 +169,40 @@ def test_terminate_all_and_reap_touch_only_the_callers_instances(moto_env: dict[
             {"Key": guard.TAG_EXPIRES, "Value": "2020-01-01T00:00:00+00:00"},
         ],
     )
-    reaped = dlcloud(moto_env, "reap", "--yes")
+    reaped = dlcloud(env, "reap", "--yes")
     assert reaped.returncode == 0, reaped.stderr
     assert copied not in reaped.stdout
 
-    terminated = dlcloud(moto_env, "terminate", "--all", "--yes")
+    terminated = dlcloud(env, "terminate", "--all", "--yes")
     assert terminated.returncode == 0, terminated.stderr
     assert f"terminated {mine['InstanceId']}" in terminated.stdout
     states = {i["InstanceId"] for i in live(client)}
     assert states == {tagged, colleague, copied}
 
-    theirs = dlcloud(moto_env, "terminate", "--all", "--any-owner", "--yes")
+    theirs = dlcloud(env, "terminate", "--all", "--any-owner", "--yes")
     assert theirs.returncode == 0, theirs.stderr
     assert f"c ({colleague}, arn:aws:iam::123456789012:user/colleague's)" in theirs.stdout
     assert {i["InstanceId"] for i in live(client)} == {tagged, copied}
 
 
-def test_a_campaign_never_reuses_a_hand_launched_instance(moto_env: dict[str, str]) -> None:
-    client = ec2(moto_env)
+def test_a_campaign_never_reuses_a_hand_launched_instance(env: dict[str, str]) -> None:
+    client = ec2(env)
     image = image_of(client)
     by_hand = dlcloud(
-        moto_env, *launch_args(image, "exp-g5-xlarge", "--ttl", "7d", "--idle-stop", "off")
+        env, *launch_args(image, "exp-g5-xlarge", "--ttl", "7d", "--idle-stop", "off")
     )
     assert by_hand.returncode == 0, by_hand.stderr
     (instance,) = live(client, Name="exp-g5-xlarge")
-    before = account(client, Path(moto_env["DLCLOUD_KEY_DIR"]))
+    before = account(client, Path(env["DLCLOUD_KEY_DIR"]))
     bench = dlcloud(
-        moto_env,
+        env,
         "bench",
         "--types",
         "g5.xlarge",
         "--name",
         "exp",
         "--out",
-        str(Path(moto_env["DLCLOUD_KEY_DIR"]).parent / "exp"),
+        str(Path(env["DLCLOUD_KEY_DIR"]).parent / "exp"),
         "--ami-id",
         image,
         "--ssh-cidr",
@@ -204,7 +211,7 @@ def test_a_campaign_never_reuses_a_hand_launched_instance(moto_env: dict[str, st
     )
     assert bench.returncode == 2, bench.stdout + bench.stderr
     assert f"{instance['InstanceId']}, which `dlcloud launch` started" in bench.stderr
-    assert account(client, Path(moto_env["DLCLOUD_KEY_DIR"])) == before
+    assert account(client, Path(env["DLCLOUD_KEY_DIR"])) == before
 
 
 # -- 2: SSH from the given address only --------------------------------------------------
@@ -217,26 +224,26 @@ def ssh_rules(client: Any, instance: dict[str, Any]) -> set[str]:
     return {r["CidrIp"] for g in groups for p in g["IpPermissions"] for r in p["IpRanges"]}
 
 
-def test_each_launch_admits_its_own_address_only(moto_env: dict[str, str]) -> None:
-    client = ec2(moto_env)
+def test_each_launch_admits_its_own_address_only(env: dict[str, str]) -> None:
+    client = ec2(env)
     image = image_of(client)
-    folder = Path(moto_env["DLCLOUD_KEY_DIR"])
+    folder = Path(env["DLCLOUD_KEY_DIR"])
     before = account(client, folder)
-    wide = dlcloud(moto_env, *launch_args(image, "monday"), "--ssh-cidr", "0.0.0.0/1")
+    wide = dlcloud(env, *launch_args(image, "monday"), "--ssh-cidr", "0.0.0.0/1")
     assert_refused(wide.returncode, wide.stderr)
     assert "--allow-wide-cidr" in wide.stderr
     assert account(client, folder) == before
     asked = ["--ssh-cidr", "0.0.0.0/1", "--allow-wide-cidr"]
-    assert dlcloud(moto_env, *launch_args(image, "monday"), *asked).returncode == 0
-    cafe = dlcloud(moto_env, *launch_args(image, "cafe"), "--ssh-cidr", "192.0.2.10/32")
+    assert dlcloud(env, *launch_args(image, "monday"), *asked).returncode == 0
+    cafe = dlcloud(env, *launch_args(image, "cafe"), "--ssh-cidr", "192.0.2.10/32")
     assert cafe.returncode == 0
     (monday,) = live(client, Name="monday")
-    assert dlcloud(moto_env, "terminate", "monday", "--yes").returncode == 0
+    assert dlcloud(env, "terminate", "monday", "--yes").returncode == 0
     gone = client.describe_security_groups(
         Filters=[{"Name": "group-id", "Values": [g["GroupId"] for g in monday["SecurityGroups"]]}]
     )["SecurityGroups"]
     assert gone == [], "monday's rule went with monday"
-    home = dlcloud(moto_env, *launch_args(image, "home"), "--ssh-cidr", "203.0.113.7/32")
+    home = dlcloud(env, *launch_args(image, "home"), "--ssh-cidr", "203.0.113.7/32")
     assert home.returncode == 0, home.stderr
     (instance,) = live(client, Name="home")
     assert ssh_rules(client, instance) == {"203.0.113.7/32"}
@@ -247,12 +254,10 @@ def test_each_launch_admits_its_own_address_only(moto_env: dict[str, str]) -> No
 # -- 9: the user's files stay theirs -----------------------------------------------------
 
 
-def test_a_users_inventory_is_refused_before_launching(
-    moto_env: dict[str, str], tmp_path: Path
-) -> None:
-    client = ec2(moto_env)
+def test_a_users_inventory_is_refused_before_launching(env: dict[str, str], tmp_path: Path) -> None:
+    client = ec2(env)
     image = image_of(client)
-    folder = Path(moto_env["DLCLOUD_KEY_DIR"])
+    folder = Path(env["DLCLOUD_KEY_DIR"])
     users = tmp_path / "hosts.yml"
     users.write_text("# mine\nwebservers:\n  hosts: {web1: {}}\ndatabases:\n  hosts: {db1: {}}\n")
     ini = tmp_path / "hosts.ini"
@@ -260,24 +265,24 @@ def test_a_users_inventory_is_refused_before_launching(
     before = account(client, folder)
     for path in (users, ini, tmp_path):
         text = path.read_text() if path.is_file() else None
-        done = dlcloud(moto_env, *launch_args(image, "lab"), "--inventory", str(path))
+        done = dlcloud(env, *launch_args(image, "lab"), "--inventory", str(path))
         assert_refused(done.returncode, done.stderr)
         assert account(client, folder) == before
         assert (path.read_text() if path.is_file() else None) == text
 
 
-def test_hosts_whose_instances_ended_leave_the_inventory(moto_env: dict[str, str]) -> None:
-    client = ec2(moto_env)
+def test_hosts_whose_instances_ended_leave_the_inventory(env: dict[str, str]) -> None:
+    client = ec2(env)
     image = image_of(client)
-    assert dlcloud(moto_env, *launch_args(image, "lab")).returncode == 0
-    assert dlcloud(moto_env, *launch_args(image, "lab2")).returncode == 0
+    assert dlcloud(env, *launch_args(image, "lab")).returncode == 0
+    assert dlcloud(env, *launch_args(image, "lab2")).returncode == 0
     (lab,) = live(client, Name="lab")
     client.terminate_instances(InstanceIds=[lab["InstanceId"]])  # as the TTL watchdog does
-    reaped = dlcloud(moto_env, "reap", "--yes")
+    reaped = dlcloud(env, "reap", "--yes")
     assert reaped.returncode == 0, reaped.stderr
-    document = yaml.safe_load(Path(moto_env["DLCLOUD_INVENTORY"]).read_text())
+    document = yaml.safe_load(Path(env["DLCLOUD_INVENTORY"]).read_text())
     assert set(document["all"]["children"]["dlami"]["hosts"]) == {"lab2"}
-    assert (Path(moto_env["DLCLOUD_KEY_DIR"]) / "dlstation-us-east-1.pem").is_file()
+    assert (Path(env["DLCLOUD_KEY_DIR"]) / "dlstation-us-east-1.pem").is_file()
 
 
 # -- 10, 11, 12: refused before anything exists, in one line -----------------------------
@@ -294,7 +299,7 @@ BAD_LAUNCH = [
     ("--key-name", "../escaped"),
     ("--name", "lab\n"),
     ("--name", ""),
-    ("--ttl", "４h"),
+    ("--ttl", "\uff14h"),
     ("--ttl", "9" * 300 + "h"),
     ("--idle-stop", "0m"),
     ("--volume-gb", "99999999"),
@@ -365,7 +370,7 @@ BAD_BENCH = [
     ("--bench-args", '"unclosed'),
     ("--out", "/etc/hostname"),
     ("--key-name", "sub/dir"),
-    ("--ttl", "４h"),
+    ("--ttl", "\uff14h"),
 ]
 
 
@@ -417,3 +422,108 @@ def test_bad_terminate_reap_and_list_values_change_nothing(
     before = account(client, folder)
     assert_refused(*run_main(*argv))
     assert account(client, folder) == before
+
+
+# -- hostile values, generated ------------------------------------------------------------
+
+LETTERS = string.ascii_letters + string.digits
+word = st.text(alphabet=LETTERS, max_size=12)
+bad_names = st.one_of(
+    st.just(""),
+    st.builds(
+        lambda a, bad, b: a + bad + b,
+        word,
+        st.sampled_from(["\n", " ", "/", ";", "$(id)", "_", ".", "é", "\t", "'", "\\"]),
+        word,
+    ),
+    word.map(lambda w: f"-{w}"),
+    st.integers(64, 300).map(lambda n: "a" * n),
+)
+bad_durations = st.one_of(
+    st.from_regex(r"[0-9]{6,300}[mhd]", fullmatch=True),
+    st.from_regex("[\uff10-\uff19]{1,3}[mhd]", fullmatch=True),
+    st.from_regex(r"[0-9]{1,3}[mhd]\n", fullmatch=True),
+    st.from_regex(r"-[0-9]{1,3}[mhd]", fullmatch=True),
+    st.text(alphabet=st.characters(exclude_categories=("Nd",)), max_size=20).filter(
+        lambda t: t.strip().lower() != "off"
+    ),
+)
+bad_key_names = st.one_of(
+    st.builds(lambda a, bad, b: a + bad + b, word, st.sampled_from(["/", "..", " ", "\n"]), word),
+    word.map(lambda w: f".{w}"),
+    st.integers(129, 400).map(lambda n: "k" * n),
+)
+bad_cidrs = st.one_of(
+    st.ip_addresses(v=6).map(lambda a: f"{a}/64"),
+    st.just("::/0"),
+    st.tuples(st.ip_addresses(v=4), st.integers(0, 15)).map(lambda t: f"{t[0]}/{t[1]}"),
+    st.tuples(st.ip_addresses(v=4), st.integers(33, 99)).map(lambda t: f"{t[0]}/{t[1]}"),
+    st.tuples(st.ip_addresses(v=4), st.ip_addresses(v=4)).map(lambda t: f"{t[0]}/32,{t[1]}/32"),
+    st.text(alphabet=string.ascii_letters + " ,;", max_size=20),
+)
+bad_volumes = st.one_of(st.integers(max_value=29), st.integers(min_value=16385)).map(str)
+LAUNCH_OPTIONS = {
+    "--name": bad_names,
+    "--ttl": bad_durations,
+    "--idle-stop": bad_durations,
+    "--key-name": bad_key_names,
+    "--ssh-cidr": bad_cidrs,
+    "--volume-gb": bad_volumes,
+}
+BENCH_OPTIONS = {
+    **LAUNCH_OPTIONS,
+    "--workloads": st.text(min_size=1, max_size=20).filter(
+        lambda t: any(w not in WORKLOADS for w in t.split(",") if w) or not t.strip(",")
+    ),
+    "--backend": st.text(max_size=20).filter(lambda t: t not in BACKENDS),
+    "--repeats": st.integers(max_value=0).map(str),
+    "--bench-args": st.text(alphabet=LETTERS + " -", max_size=20).map(lambda t: f'"{t}'),
+}
+HYPOTHESIS = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def option_and_value(options: dict[str, st.SearchStrategy[str]]) -> st.SearchStrategy[str]:
+    """`--option=value`: the = form hands argparse the value verbatim, dashes and all."""
+    return st.sampled_from(sorted(options)).flatmap(
+        lambda option: options[option].map(lambda value: f"{option}={value}")
+    )
+
+
+def refuses_and_changes_nothing(env: dict[str, str], *argv: str) -> None:
+    client = ec2(env)
+    folder = Path(env["DLCLOUD_KEY_DIR"])
+    before = account(client, folder)
+    assert_refused(*run_main(*argv))
+    assert account(client, folder) == before
+
+
+@HYPOTHESIS
+@given(hostile=option_and_value(LAUNCH_OPTIONS))
+def test_hostile_launch_options(in_process: dict[str, str], hostile: str) -> None:
+    image = image_of(ec2(in_process))
+    refuses_and_changes_nothing(in_process, *launch_args(image, "lab"), hostile)
+
+
+@HYPOTHESIS
+@given(hostile=option_and_value(BENCH_OPTIONS))
+def test_hostile_bench_options(in_process: dict[str, str], hostile: str) -> None:
+    image = image_of(ec2(in_process))
+    folder = Path(in_process["DLCLOUD_KEY_DIR"]).parent / "campaigns"
+    refuses_and_changes_nothing(in_process, *bench_argv(folder, image, hostile))
+
+
+@HYPOTHESIS
+@given(name=bad_names, inventory=st.sampled_from(["", "/", "/etc/hostname"]))
+def test_hostile_terminate_reap_and_list_options(
+    launched: dict[str, str], name: str, inventory: str
+) -> None:
+    chosen = ["--inventory", inventory] if inventory else []
+    refuses_and_changes_nothing(launched, "terminate", "--yes", "--", name)
+    if inventory:
+        refuses_and_changes_nothing(launched, "terminate", "--all", "--yes", *chosen)
+        refuses_and_changes_nothing(launched, "reap", "--yes", *chosen)
+    refuses_and_changes_nothing(launched, "list", f"--regions={name or 'x'}")

@@ -16,8 +16,9 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.parsers import ResponseParserError
 from moto import mock_aws
 
+from bench import exitcodes
 from bench.facts.catalog import Catalog
-from cloud import ami, fleet, guard, inventory, prices
+from cloud import ami, cli, fleet, guard, inventory, prices
 from cloud import launcher as launcher_module
 from cloud.aws import Aws, CloudError, aws_errors, explain
 from cloud.cli import build_parser, main
@@ -26,6 +27,11 @@ from tests.fakes.aws import FAKE_CREDENTIALS, answer, fail
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 CIDR = "203.0.113.7/32"
+
+
+def later() -> datetime:
+    """A terminate once the grace period of what these launches set up is over."""
+    return datetime.now(timezone.utc) + guard.GRACE + timedelta(minutes=1)
 
 
 @pytest.fixture
@@ -246,11 +252,11 @@ def test_terminate_cleans_group_and_key_when_unused(
     ec2 = aws.client("ec2")
     first = launch(aws, tmp_path, image_id, name="one")
     second = launch(aws, tmp_path, image_id, name="two")
-    done = fleet.terminate(ec2, [first], scope(aws, tmp_path))
+    done = fleet.terminate(ec2, [first], scope(aws, tmp_path), later())
     assert done.instances == [first["InstanceId"]]
     assert done.security_groups == [first["SecurityGroups"][0]["GroupId"]], "each launch its own"
     assert done.key_pairs == [], "still used by 'two'"
-    done = fleet.terminate(ec2, [second], scope(aws, tmp_path))
+    done = fleet.terminate(ec2, [second], scope(aws, tmp_path), later())
     assert done.security_groups == [second["SecurityGroups"][0]["GroupId"]]
     assert done.key_pairs == ["dlstation-us-east-1"]
     assert not (tmp_path / "keys" / "dlstation-us-east-1.pem").exists()
@@ -273,7 +279,7 @@ def test_reap_finds_expired_instances_and_orphans(aws: Aws, tmp_path: Path, imag
     assert [i["InstanceId"] for i in plan.expired] == [expired["InstanceId"]]
     assert plan.volumes == [], "a Project tag does not make a volume dlcloud's"
     assert plan.security_groups == {expired["SecurityGroups"][0]["GroupId"]}
-    done = fleet.reap(ec2, plan, scope(aws, tmp_path))
+    done = fleet.reap(ec2, plan, scope(aws, tmp_path), later())
     assert done.instances == [expired["InstanceId"]]
     assert done.volumes == []
     assert before <= {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
@@ -481,7 +487,7 @@ def test_users_key_pair_and_file_survive_terminate(aws: Aws, tmp_path: Path, ima
     ec2 = aws.client("ec2")
     key_file = user_key(aws, tmp_path)
     instance = launch(aws, tmp_path, image_id, key_name="mykey")
-    done = fleet.terminate(ec2, [instance], scope(aws, tmp_path))
+    done = fleet.terminate(ec2, [instance], scope(aws, tmp_path), later())
     assert done.key_pairs == [] and done.key_files == []
     assert any("key pair mykey" in kept and "did not create" in kept for kept in done.kept)
     assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["mykey"]
@@ -500,7 +506,7 @@ def test_key_in_use_by_any_instance_is_kept(aws: Aws, tmp_path: Path, image_id: 
         KeyName=instance["KeyName"],
         InstanceType="t3.micro",
     )
-    done = fleet.terminate(ec2, [instance], scope(aws, tmp_path))
+    done = fleet.terminate(ec2, [instance], scope(aws, tmp_path), later())
     assert done.key_pairs == []
     assert any("another instance uses it" in kept for kept in done.kept)
     assert (tmp_path / "keys" / "dlstation-us-east-1.pem").is_file()
@@ -523,7 +529,7 @@ def test_key_file_changed_since_dlcloud_wrote_it_is_kept(
     instance = launch(aws, tmp_path, image_id)
     path = tmp_path / "keys" / "dlstation-us-east-1.pem"
     path.write_text("the user put another key here\n")
-    done = fleet.terminate(aws.client("ec2"), [instance], scope(aws, tmp_path))
+    done = fleet.terminate(aws.client("ec2"), [instance], scope(aws, tmp_path), later())
     assert done.key_pairs == ["dlstation-us-east-1"] and done.key_files == []
     assert path.read_text() == "the user put another key here\n"
 
@@ -803,3 +809,61 @@ def test_ensure_returns_the_existing_instance(aws: Aws, tmp_path: Path, image_id
     first = launch(aws, tmp_path, image_id)
     again = launcher(aws, tmp_path).ensure(request(image_id))
     assert again["InstanceId"] == first["InstanceId"]
+
+
+# -- checked before anything is created ---------------------------------------------------
+
+
+def test_dry_run_sends_the_launchs_own_request(aws: Aws, tmp_path: Path, image_id: str) -> None:
+    ec2 = aws.client("ec2")
+    chosen = launcher(aws, tmp_path)
+    calls = fail(ec2, "RunInstances", "Unused", when=lambda params: False)
+    plan = chosen.preflight(request(image_id, spot=True, volume_gb=16384))
+    chosen.check_permissions(plan)
+    chosen.launch(plan)
+    dry, real = calls[0], calls[-1]
+    assert dry["DryRun"] is True and "DryRun" not in real
+    for key in ("BlockDeviceMappings", "InstanceMarketOptions", "MetadataOptions", "UserData"):
+        assert dry[key] == real[key], key
+    assert dry["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 16384
+    assert set(real) - set(dry) <= {"KeyName", "SecurityGroupIds"}, "made by the launch itself"
+
+
+def test_a_crash_exits_70_with_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(self: cli.Commands) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli.Commands, "offers", broken)
+    assert cli.main(["--region", "us-east-1", "offers"]) == exitcodes.INTERNAL
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a bug" in err
+    assert err.strip().splitlines()[-1].startswith("dlcloud: internal error")
+
+
+def test_a_key_file_an_inventory_host_names_is_kept(
+    aws: Aws, tmp_path: Path, image_id: str
+) -> None:
+    ec2 = aws.client("ec2")
+    instance = launch(aws, tmp_path, image_id)
+    key_file = tmp_path / "keys" / "dlstation-us-east-1.pem"
+    elsewhere = {**instance, "InstanceId": "i-0elsewhere"}
+    inventory.add_host(tmp_path / "dlcloud.yml", "far", elsewhere, "us-west-2", key_file)
+    done = fleet.terminate(ec2, [instance], scope(aws, tmp_path), later())
+    assert done.key_pairs == [] and key_file.is_file()
+    assert any("host far names it" in kept for kept in done.kept)
+    assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["dlstation-us-east-1"]
+
+
+def test_a_colleagues_key_pair_and_group_are_kept(aws: Aws, tmp_path: Path, image_id: str) -> None:
+    ec2 = aws.client("ec2")
+    instance = launch(aws, tmp_path, image_id)
+    group = instance["SecurityGroups"][0]["GroupId"]
+    pair = ec2.describe_key_pairs()["KeyPairs"][0]["KeyPairId"]
+    colleague = "arn:aws:iam::123456789012:user/colleague"
+    ec2.create_tags(Resources=[group, pair], Tags=[{"Key": guard.TAG_OWNER, "Value": colleague}])
+    done = fleet.terminate(ec2, [instance], scope(aws, tmp_path), later())
+    assert done.security_groups == [] and done.key_pairs == []
+    assert f"security group {group}: it is {colleague}'s" in done.kept
+    assert f"key pair dlstation-us-east-1: it is {colleague}'s" in done.kept
