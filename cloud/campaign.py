@@ -27,10 +27,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.exitcodes import USAGE
 from bench.facts.catalog import Catalog
-from cloud import ami, fleet, guard, interrupts, inventory
+from bench.training.backends import BACKENDS
+from bench.training.workloads import WORKLOADS
+from cloud import fleet, guard, interrupts, inventory, options
 from cloud.aws import Aws, CloudError, aws_errors
 from cloud.launcher import LIVE_STATES, Launcher, LaunchRequest, Plan
+from cloud.options import MachineOptions
 
 CLONE = Path(__file__).resolve().parent.parent
 STATE_FILE = "state.json"
@@ -56,20 +60,13 @@ class Options:
     types: list[str]
     name: str
     folder: Path
-    spot: bool = False
-    ttl_text: str = "2h"
+    machine: MachineOptions = field(default_factory=lambda: MachineOptions(ttl_text="2h"))
     workloads: list[str] = field(default_factory=list)
     mode: str | None = None
     backend: str | None = None
     repeats: int | None = None
     bench_args: str = ""
     ansible_args: list[str] = field(default_factory=list)
-    ami_type: str = ami.DEFAULT_AMI_TYPE
-    ami_id: str | None = None
-    key_name: str | None = None
-    ssh_cidr: str | None = None
-    volume_gb: int = 100
-    idle_stop: str = "30m"
     yes: bool = False
 
     def host(self, instance_type: str) -> str:
@@ -94,8 +91,7 @@ def add_parser(commands: Any) -> None:
     )
     bench.add_argument("--types", required=True, help="e.g. g5.xlarge,g6.xlarge,g6e.xlarge")
     bench.add_argument("--name", help="campaign name; the same name resumes (default: a stamp)")
-    bench.add_argument("--spot", action="store_true", help="spot market for every type")
-    bench.add_argument("--ttl", default="2h", help="each instance's lifetime (default: 2h)")
+    options.add_machine_options(bench, ttl_default="2h")
     bench.add_argument("--workloads", help="comma-separated, e.g. imdb,reuters (default: all)")
     bench.add_argument("--mode", choices=["fit", "compiled"], help="dlbench run --mode")
     bench.add_argument("--backend", help="dlbench run --backend (default: tensorflow)")
@@ -114,55 +110,65 @@ def add_parser(commands: Any) -> None:
     bench.add_argument(
         "--out", type=Path, help="campaign folder (default: results/campaigns/NAME in the clone)"
     )
-    bench.add_argument("--ami-type", default=ami.DEFAULT_AMI_TYPE, help="DLAMI type")
-    bench.add_argument("--ami-id", help="an exact AMI id instead of the newest DLAMI")
-    bench.add_argument("--key-name", help="existing key pair whose .pem is in the key folder")
-    bench.add_argument("--ssh-cidr", help="who may SSH in (default: your public IP /32)")
-    bench.add_argument("--volume-gb", type=int, default=100, help="root disk GiB (default 100)")
-    bench.add_argument(
-        "--idle-stop",
-        default="30m",
-        help="each instance powers off (and terminates) after this long with nothing in use, "
-        "should this controller die; off to rely on the TTL only (default: 30m)",
-    )
     bench.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
 
 def options_from(args: argparse.Namespace, now: datetime) -> Options:
-    name = guard.check_name(args.name or f"bench-{now:%Y%m%d-%H%M%S}")
+    """The campaign's options, every one checked before anything is planned or launched."""
+    name = options.checked_name(args.name, f"bench-{now:%Y%m%d-%H%M%S}")
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     if not types or len(set(types)) != len(types):
-        raise CloudError("--types: name each instance type once, e.g. g5.xlarge,g6.xlarge", 2)
-    options = Options(
+        raise CloudError("--types: name each instance type once, e.g. g5.xlarge,g6.xlarge", USAGE)
+    workloads = [w for w in (args.workloads or "").split(",") if w]
+    unknown = [w for w in workloads if w not in WORKLOADS]
+    if unknown or (args.workloads is not None and not workloads):
+        raise CloudError(
+            f"--workloads {args.workloads!r}: valid workloads are {', '.join(sorted(WORKLOADS))}",
+            USAGE,
+        )
+    if args.backend is not None and args.backend not in BACKENDS:
+        raise CloudError(
+            f"--backend {args.backend!r}: valid backends are {', '.join(BACKENDS)}", USAGE
+        )
+    if args.repeats is not None and args.repeats < 1:
+        raise CloudError(f"--repeats {args.repeats}: must be at least 1", USAGE)
+    try:
+        shlex.split(args.bench_args)
+    except ValueError as error:
+        raise CloudError(f"--bench-args {args.bench_args!r}: {error}", USAGE) from None
+    result = Options(
         types=types,
         name=name,
-        folder=(args.out or CLONE / "results" / "campaigns" / name).resolve(),
-        spot=args.spot,
-        ttl_text=args.ttl,
-        workloads=[w for w in (args.workloads or "").split(",") if w],
+        folder=campaign_folder(args.out, name),
+        machine=options.machine_options(args),
+        workloads=workloads,
         mode=args.mode,
         backend=args.backend,
         repeats=args.repeats,
         bench_args=args.bench_args,
         ansible_args=list(args.ansible_arg),
-        ami_type=args.ami_type,
-        ami_id=args.ami_id,
-        key_name=args.key_name,
-        ssh_cidr=args.ssh_cidr,
-        volume_gb=args.volume_gb,
-        idle_stop=args.idle_stop,
         yes=args.yes,
     )
-    longest = max((options.host(t) for t in types), key=len)
+    longest = max((result.host(t) for t in types), key=len)
     if len(longest) > HOST_NAME_MAX:
         room = HOST_NAME_MAX - (len(longest) - len(name))
         raise CloudError(
             f"--name {name!r}: the host {longest!r} would be {len(longest)} characters, over "
             f"{HOST_NAME_MAX}; use a --name of at most {room} characters",
-            2,
+            USAGE,
         )
-    guard.parse_idle(options.idle_stop)  # refused here, before any plan or question
-    return options
+    return result
+
+
+def campaign_folder(out: Path | None, name: str) -> Path:
+    """--out (a folder, made if missing, somewhere writable), else results/campaigns/NAME."""
+    folder = (out or CLONE / "results" / "campaigns" / name).resolve()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise CloudError(f"--out {folder}: {existing} is a file, not a folder", USAGE)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CloudError(f"--out {folder}: {existing} is not writable; pick another --out", USAGE)
+    return folder
 
 
 # -- state -----------------------------------------------------------------------------------
@@ -199,8 +205,15 @@ def load_state(folder: Path) -> dict[str, Host]:
     path = folder / STATE_FILE
     if not path.is_file():
         return {}
-    saved = json.loads(path.read_text())
-    return {h["instance_type"]: Host(**h) for h in saved["hosts"]}
+    try:
+        saved = json.loads(path.read_text())
+        return {h["instance_type"]: Host(**h) for h in saved["hosts"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CloudError(
+            f"{path} is damaged ({type(error).__name__}: {str(error)[:80]}); move it away to "
+            "start the campaign afresh, or pick another --name",
+            USAGE,
+        ) from None
 
 
 def save_state(folder: Path, hosts: dict[str, Host]) -> None:
@@ -391,18 +404,7 @@ class Campaign:
 
     def request(self, kind: str) -> LaunchRequest:
         o = self.options
-        return LaunchRequest(
-            instance_type=kind,
-            name=o.host(kind),
-            ttl_text=o.ttl_text,
-            spot=o.spot,
-            ami_type=o.ami_type,
-            ami_id=o.ami_id,
-            key_name=o.key_name,
-            ssh_cidr=o.ssh_cidr,
-            volume_gb=o.volume_gb,
-            idle_stop=o.idle_stop,
-        )
+        return o.machine.request(kind, o.host(kind), campaign=o.name)
 
     def plan(self, kinds: list[str]) -> list[Plan]:
         """The launcher's preflight per type, then the vCPU quota per family for all together."""
@@ -420,7 +422,7 @@ class Campaign:
             lines.append(
                 f"  {host.instance_type:<14} {host.gpu:<14} "
                 f"{money(plan.price.usd_per_hour, 4)}/h  at most {money(cap, 2)} in "
-                f"{self.options.ttl_text} ({plan.price.basis})"
+                f"{self.options.machine.ttl_text} ({plan.price.basis})"
             )
             lines += [f"    warning: {w}" for w in plan.warnings if w not in seen]
             seen.update(plan.warnings)
@@ -429,10 +431,10 @@ class Campaign:
             lines.append(f"  reusing the results of {', '.join(reused)}: not launched again")
         lines += self.family_quotas(plans)
         lines.append(
-            f"  most possible cost: {money(most, 2)} (TTL {self.options.ttl_text} x price, "
+            f"  most possible cost: {money(most, 2)} (TTL {self.options.machine.ttl_text} x price, "
             f"all {len(plans)} types); every instance is terminated when the campaign ends"
         )
-        idle = self.options.idle_stop
+        idle = self.options.machine.idle_stop
         stops = "only the TTL" if guard.parse_idle(idle) is None else f"{idle} idle, or the TTL,"
         lines.append(f"  should this controller die, {stops} stops each instance")
         lines.append(f"  dlbench run {shlex.join(self.options.dlbench_args())}")
@@ -446,7 +448,7 @@ class Campaign:
             spec = self.catalog.get(plan.request.instance_type)
             needed[spec.quota_class] = needed.get(spec.quota_class, 0) + spec.vcpus
         lines = []
-        market = "spot" if self.options.spot else "on-demand"
+        market = "spot" if self.options.machine.spot else "on-demand"
         for family, vcpus in sorted(needed.items()):
             code = self.catalog.quota_codes[market][family]
             try:
@@ -718,16 +720,18 @@ class Campaign:
         executor = self.executor
         names = {h.host for h in self.hosts.values()}
         ec2 = self.aws.client("ec2")
+        scope = fleet.Scope(self.aws.caller(), self.launcher.key_folder, self.inventory)
         for attempt in range(2):
+            # Only this campaign's own instances: never one of the same name launched by hand.
             live = [
                 i
-                for i in fleet.project_instances(ec2, [*LIVE_STATES, "shutting-down"])
+                for i in fleet.owned_instances(ec2, scope.owner, LIVE_STATES)
                 if guard.tags_of(i).get(guard.TAG_NAME) in names
-                and i["State"]["Name"] != "shutting-down"
+                and guard.tags_of(i).get(guard.TAG_CAMPAIGN) == self.options.name
             ]
             if live:
                 self.progress("campaign", f"terminating {', '.join(i['InstanceId'] for i in live)}")
-                done = fleet.terminate(ec2, live, self.launcher.key_folder, now=self.now())
+                done = fleet.terminate(ec2, live, scope, now=self.now())
                 self.terminated += [
                     f"{i['InstanceId']} ({guard.tags_of(i).get(guard.TAG_NAME, '?')})"
                     for i in live
@@ -760,7 +764,7 @@ class Campaign:
                 host.gpu = f"{spec.gpu_count}x {spec.gpu}"
             if host.usd_per_hour is None:
                 host.usd_per_hour = self.catalog.price(
-                    kind, self.aws.region, self.options.spot
+                    kind, self.aws.region, self.options.machine.spot
                 ).usd_per_hour
             hours = host.hours(now)
             result = self.results_dir / f"{host.host}.json"
@@ -778,13 +782,13 @@ class Campaign:
                     "cost_usd": None if host.usd_per_hour is None else hours * host.usd_per_hour,
                 }
             )
-        ttl_h = guard.parse_ttl(self.options.ttl_text).total_seconds() / 3600
+        ttl_h = guard.parse_ttl(self.options.machine.ttl_text).total_seconds() / 3600
         prices = [r["usd_per_hour"] for r in rows]
         return {
             "name": self.options.name,
             "region": self.aws.region,
-            "market": "spot" if self.options.spot else "on-demand",
-            "ttl": self.options.ttl_text,
+            "market": "spot" if self.options.machine.spot else "on-demand",
+            "ttl": self.options.machine.ttl_text,
             "max_cost_usd": None if None in prices else sum(prices) * ttl_h,
             "instance_hours": sum(r["instance_hours"] for r in rows),
             "cost_usd": sum(r["cost_usd"] or 0 for r in rows),
@@ -865,7 +869,5 @@ def run_command(
         raise CloudError(
             f"dlcloud bench runs setup.yml and bench.yml from a dlstation clone; none at {CLONE}"
         )
-    if options.volume_gb < 30:
-        raise CloudError("--volume-gb must be at least 30: the Deep Learning AMI needs it", 2)
     campaign = Campaign(options, aws, catalog, now=now, confirm=confirm, checkip=checkip)
     return campaign.execute()

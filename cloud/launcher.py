@@ -13,39 +13,26 @@ from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
+from bench.exitcodes import USAGE
 from bench.facts import platforms
 from bench.facts.catalog import Catalog, CatalogError, Price
 from cloud import ami, guard, interrupts
 from cloud.aws import AWS_FAILURES, Aws, CloudError, aws_errors, error_code, explain
+from cloud.options import LaunchRequest
+
+__all__ = ["LaunchRequest", "Launcher", "Plan"]
 
 SSH_USER = "ubuntu"  # the Deep Learning AMIs on Ubuntu log in as ubuntu
 JUPYTER_PORT = 8888
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 # Waiters poll every 10 s for up to 15 minutes: GPU instances can take a while to pass checks.
 WAITER_CONFIG = {"Delay": 10, "MaxAttempts": 90}
-SECURITY_GROUP = "dlstation-ssh"
 ENDED_STATES = ("shutting-down", "terminated")
 MAX_GENERATIONS = 20  # tokens walked past ended launches of a name before giving up
 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class LaunchRequest:
-    """What the user asked for on the command line."""
-
-    instance_type: str
-    name: str
-    ttl_text: str = "4h"
-    spot: bool = False
-    ami_type: str = ami.DEFAULT_AMI_TYPE
-    ami_id: str | None = None
-    key_name: str | None = None
-    ssh_cidr: str | None = None
-    volume_gb: int = 100
-    idle_stop: str = "30m"
 
 
 @dataclass
@@ -65,10 +52,15 @@ class Plan:
     quota: str
     idle: timedelta | None = None
     warnings: list[str] = field(default_factory=list)
+    ssh_cidr: str = ""  # who may SSH in: --ssh-cidr, else the caller's address
+    disk_usd_per_hour: float | None = None
 
     def cost_for_ttl(self) -> float | None:
+        """The most the TTL can cost: the instance and its root disk, for the whole TTL."""
         hourly = self.price.usd_per_hour
-        return None if hourly is None else hourly * self.ttl.total_seconds() / 3600
+        if hourly is None or self.disk_usd_per_hour is None:
+            return None
+        return (hourly + self.disk_usd_per_hour) * self.ttl.total_seconds() / 3600
 
     def lines(self) -> list[str]:
         r = self.request
@@ -86,7 +78,9 @@ class Plan:
             f"zones {', '.join(self.zones)}",
             f"  image      {self.ami_id} ({self.ami_source})",
             f"  software   {software}",
-            f"  disk       {r.volume_gb} GiB gp3, encrypted, deleted with the instance",
+            f"  disk       {r.volume_gb} GiB gp3, encrypted, deleted with the instance"
+            + ("" if self.disk_usd_per_hour is None else f", ${self.disk_usd_per_hour:.4f}/h"),
+            f"  ssh from   {self.ssh_cidr} only",
             f"  lifetime   {r.ttl_text}: powers off and terminates at "
             f"{self.expires_at:%Y-%m-%d %H:%M} UTC, even if this machine is gone",
             "  idle stop  "
@@ -97,7 +91,8 @@ class Plan:
                 "GPU use, SSH session, busy Jupyter kernel, dlbench or ansible"
             ),
             f"  price      {price} ({self.price.basis}; catalog {self.price.as_of})",
-            f"  for TTL    {'unknown' if total is None else f'${total:.2f}'} at most",
+            f"  for TTL    {'unknown' if total is None else f'${total:.2f}'} at most "
+            "(instance and disk)",
             f"  quota      {self.quota}",
         ]
         lines += [f"  warning    {w}" for w in self.warnings]
@@ -131,9 +126,15 @@ class Launcher:
         self.stopping = stopping or threading.Event()
         self.abandoned: list[str] = []  # "i-... (name)" of launches stopped and terminated
 
+    @property
+    def owner(self) -> str:
+        """The caller's identity: the owner tag of everything this launcher creates."""
+        return self.aws.caller()
+
     def ensure(self, request: LaunchRequest) -> dict[str, Any]:
         """The live instance of that name, launched (checked first, no question) if missing."""
-        existing = self.find_existing(guard.check_name(request.name))
+        self.refuse_foreign(guard.check_name(request.name), request.campaign)
+        existing = self.find_existing(request.name)
         if existing is not None:
             return existing
         return self.launch(self.preflight(request))
@@ -147,10 +148,20 @@ class Launcher:
         except CatalogError as error:
             raise CloudError(str(error), 2) from None
         guard.check_name(request.name)
+        request.check()
         ttl = guard.parse_ttl(request.ttl_text)
         idle = guard.parse_idle(request.idle_stop)
-        with aws_errors("checking your AWS credentials"):
-            owner = str(self.aws.client("sts").get_caller_identity()["Arn"])
+        owner = self.owner
+        # Everything access() will create or change is checked here, read-only, first.
+        cidr = guard.check_cidr(
+            request.ssh_cidr or guard.caller_cidr(self.checkip), request.allow_wide_cidr
+        )
+        guard.check_key_pair(self.ec2, self.key_name(request), self.key_folder)
+        guard.check_group(
+            guard.find_group(self.ec2, self.group_name(request), guard.default_vpc(self.ec2)),
+            owner,
+        )
+        self.refuse_foreign(request.name, request.campaign)
         zones = self.offered_zones(request.instance_type)
         warnings: list[str] = []
         quota = self.check_quota(request, warnings)
@@ -175,7 +186,28 @@ class Launcher:
             quota=quota,
             idle=idle,
             warnings=warnings,
+            ssh_cidr=cidr,
+            disk_usd_per_hour=self.catalog.disk_per_hour(request.volume_gb, self.aws.region),
         )
+
+    def key_name(self, request: LaunchRequest) -> str:
+        return request.key_name or f"dlstation-{self.aws.region}"
+
+    def group_name(self, request: LaunchRequest) -> str:
+        return guard.ssh_group_name(request.campaign or request.name, self.owner)
+
+    def refuse_foreign(self, name: str, campaign: str | None) -> None:
+        """A campaign uses only its own instances, a plain launch only a plain launch's."""
+        for instance in self.live_named(name):
+            theirs = guard.tags_of(instance).get(guard.TAG_CAMPAIGN)
+            if theirs == campaign:
+                continue
+            started = f"campaign {theirs!r}" if theirs else "`dlcloud launch`"
+            raise CloudError(
+                f"{name!r} is taken by {instance['InstanceId']}, which {started} started; "
+                "it is left alone: pick another --name, or terminate that instance first",
+                USAGE,
+            )
 
     def offered_zones(self, instance_type: str) -> list[str]:
         with aws_errors("looking up where the instance type is offered"):
@@ -267,9 +299,12 @@ class Launcher:
             )["Reservations"]
         return [i for r in reservations for i in r["Instances"]]
 
-    @staticmethod
-    def name_filters(name: str) -> list[dict[str, Any]]:
-        return [*guard.project_filter(), {"Name": f"tag:{guard.TAG_NAME}", "Values": [name]}]
+    def name_filters(self, name: str) -> list[dict[str, Any]]:
+        """The caller's own dlcloud instances of that name: nobody else's, nothing by hand."""
+        return [
+            *guard.owned_filters(self.owner),
+            {"Name": f"tag:{guard.TAG_NAME}", "Values": [name]},
+        ]
 
     def follow(self, name: str) -> dict[str, Any]:
         """Wait for the instance of that name another launch started; the survivor if two did."""
@@ -285,33 +320,56 @@ class Launcher:
         return ready
 
     def check_permissions(self, plan: Plan) -> None:
-        """run_instances with DryRun: AWS says whether we may, without launching."""
+        """The launch's own run_instances request with DryRun: AWS judges every parameter.
+
+        A key pair or SSH group the launch would create cannot be named before it exists;
+        the request names them when they already do, and carries everything else.
+        """
+        request = plan.request
+        key_name = self.key_name(request)
+        key = guard.find_key_pair(self.ec2, key_name)
+        vpc = guard.default_vpc(self.ec2)
+        group = guard.find_group(self.ec2, self.group_name(request), vpc)
+        zone = plan.zones[0]
+        arguments = self.run_arguments(
+            plan,
+            zone=zone,
+            subnet=self.default_subnets(vpc).get(zone),
+            key_name=key_name if key is not None else None,
+            group_id=str(group["GroupId"]) if group is not None else None,
+            tags=self.instance_tags(plan, key_name, group["GroupId"] if group else "(new)"),
+            token=launch_token(plan.owner, plan.region, request.name, 0, zone),
+        )
         try:
-            self.ec2.run_instances(
-                DryRun=True,
-                ImageId=plan.ami_id,
-                InstanceType=plan.request.instance_type,
-                MinCount=1,
-                MaxCount=1,
-            )
+            self.ec2.run_instances(DryRun=True, **arguments)
         except ClientError as error:
             if error_code(error) != "DryRunOperation":
-                raise explain(error, "checking launch permission (dry run)") from error
+                raise explain(error, "checking the launch (dry run)") from error
 
     def access(self, plan: Plan) -> tuple[str, str, str]:
         """The key pair and SSH group the launch uses, created if missing: key, group id, VPC."""
         request = plan.request
-        labels = guard.Labels(request.name, plan.owner, plan.expires_at, request.ttl_text)
+        labels = self.labels(plan)
         key_name, _ = guard.ensure_key_pair(
-            self.ec2, request.key_name or f"dlstation-{plan.region}", labels, self.key_folder
+            self.ec2, self.key_name(request), labels, self.key_folder
         )
-        cidr = guard.check_cidr(request.ssh_cidr or guard.caller_cidr(self.checkip))
         vpc = guard.default_vpc(self.ec2)
-        group_id = guard.ensure_security_group(self.ec2, SECURITY_GROUP, vpc, cidr, labels)
+        group_id = guard.ensure_security_group(
+            self.ec2, self.group_name(request), vpc, plan.ssh_cidr, labels
+        )
         pair = guard.find_key_pair(self.ec2, key_name)
         claimed = [group_id] + ([pair["KeyPairId"]] if pair and pair.get("KeyPairId") else [])
         guard.claim(self.ec2, claimed, self.now())
         return key_name, group_id, vpc
+
+    @staticmethod
+    def labels(plan: Plan) -> guard.Labels:
+        r = plan.request
+        return guard.Labels(r.name, plan.owner, plan.expires_at, r.ttl_text, r.campaign)
+
+    def instance_tags(self, plan: Plan, key_name: str, group_id: str) -> list[dict[str, str]]:
+        instance = self.labels(plan).instance(plan.request.ami_type, key_name, group_id)
+        return guard.tag_list({**instance, **self.billing_tags(plan)})
 
     def launch(self, plan: Plan) -> dict[str, Any]:
         """Key, firewall, then run_instances zone by zone; waits until status checks pass.
@@ -387,9 +445,11 @@ class Launcher:
         sent the same token first). Each token tried is appended to `tokens` before it is sent.
         """
         request = plan.request
-        labels = guard.Labels(request.name, plan.owner, plan.expires_at, request.ttl_text)
         key_name, group_id, vpc = self.access(plan)
-        base = {**labels.instance(request.ami_type, key_name, group_id), **self.billing_tags(plan)}
+        base = {
+            **self.labels(plan).instance(request.ami_type, key_name, group_id),
+            **self.billing_tags(plan),
+        }
         subnets = self.default_subnets(vpc)
         generation = self.generation(plan)
         for _ in range(MAX_GENERATIONS):
@@ -397,7 +457,7 @@ class Launcher:
                 token = launch_token(plan.owner, plan.region, request.name, generation, zone)
                 tokens.append(token)
                 try:
-                    instance = self.run_in_zone(
+                    arguments = self.run_arguments(
                         plan,
                         zone=zone,
                         subnet=subnets.get(zone),
@@ -406,6 +466,7 @@ class Launcher:
                         tags=guard.tag_list({**base, guard.TAG_TOKEN: token}),
                         token=token,
                     )
+                    instance = self.ec2.run_instances(**arguments)["Instances"][0]
                 except ClientError as error:
                     code = error_code(error)
                     if code == "IdempotentParameterMismatch":
@@ -525,25 +586,24 @@ class Launcher:
             subnets = self.ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])
         return {s["AvailabilityZone"]: s["SubnetId"] for s in subnets["Subnets"]}
 
-    def run_in_zone(
-        self,
+    @staticmethod
+    def run_arguments(
         plan: Plan,
         *,
         zone: str,
         subnet: str | None,
-        key_name: str,
-        group_id: str,
+        key_name: str | None,
+        group_id: str | None,
         tags: list[dict[str, str]],
         token: str,
     ) -> dict[str, Any]:
+        """The run_instances request of one zone: the launch and its dry run send this."""
         request = plan.request
         arguments: dict[str, Any] = {
             "ImageId": plan.ami_id,
             "InstanceType": request.instance_type,
             "MinCount": 1,
             "MaxCount": 1,
-            "KeyName": key_name,
-            "SecurityGroupIds": [group_id],
             "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
             "InstanceInitiatedShutdownBehavior": "terminate",
             "UserData": guard.watchdog_user_data(plan.expires_at, plan.idle),
@@ -566,6 +626,10 @@ class Launcher:
             # one instance for all of them, and a retried call cannot start a second.
             "ClientToken": token,
         }
+        if key_name is not None:
+            arguments["KeyName"] = key_name
+        if group_id is not None:
+            arguments["SecurityGroupIds"] = [group_id]
         if subnet:
             arguments["SubnetId"] = subnet
         else:
@@ -578,8 +642,7 @@ class Launcher:
                     "InstanceInterruptionBehavior": "terminate",
                 },
             }
-        instance: dict[str, Any] = self.ec2.run_instances(**arguments)["Instances"][0]
-        return instance
+        return arguments
 
     def wait_until_ready(self, instance_id: str) -> dict[str, Any]:
         """Running, then status checks ok."""

@@ -17,6 +17,7 @@ from bench.facts.catalog import Catalog
 from cloud import campaign, fleet, guard, inventory
 from cloud.aws import Aws, CloudError
 from cloud.cli import build_parser
+from cloud.options import MachineOptions
 from tests.fakes.aws import FAKE_CREDENTIALS, answer, fail
 
 CIDR = "203.0.113.7/32"
@@ -81,7 +82,11 @@ def make(
 ) -> campaign.Campaign:
     image = aws.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     options = campaign.Options(
-        types=types, name="unit", folder=tmp_path / "unit", ami_id=image, ssh_cidr=CIDR, yes=True
+        types=types,
+        name="unit",
+        folder=tmp_path / "unit",
+        machine=MachineOptions(ttl_text="2h", ami_id=image, ssh_cidr=CIDR),
+        yes=True,
     )
     ssh_probes: list[str] = []
 
