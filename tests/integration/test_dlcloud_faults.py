@@ -6,12 +6,10 @@ after another command finished) and waits on what the processes print, never on 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,10 +18,11 @@ import yaml
 
 from bench import exitcodes
 from bench.facts.catalog import Catalog
-from cloud import guard, inventory
+from cloud import inventory
 from cloud.aws import Aws
 from cloud.launcher import Launcher, LaunchRequest
 from tests.conftest import REPO
+from tests.harness.aging import age_launch_resources
 from tests.harness.ec2_proxy import Ec2Proxy, Query
 from tests.integration.test_dlcloud_server import (
     CIDR,
@@ -75,21 +74,6 @@ def read_until(stream: IO[str] | None, wanted: str) -> list[str]:
     return seen
 
 
-def age_shared_resources(client: Any, key_folder: Path) -> None:
-    """As if the last launch with the shared key pair and group was ten minutes ago."""
-    stamp = (datetime.now(timezone.utc) - timedelta(minutes=10)).isoformat(timespec="seconds")
-    ids = [k["KeyPairId"] for k in client.describe_key_pairs()["KeyPairs"]]
-    ids += [
-        g["GroupId"]
-        for g in client.describe_security_groups()["SecurityGroups"]
-        if g["GroupName"].startswith("dlstation-ssh")
-    ]
-    client.create_tags(Resources=ids, Tags=[{"Key": guard.TAG_CLAIMED, "Value": stamp}])
-    old = (datetime.now(timezone.utc) - timedelta(minutes=10)).timestamp()
-    for path in key_folder.glob("*.pem"):
-        os.utime(path, (old, old))
-
-
 def key_pairs(client: Any) -> list[str]:
     return [k["KeyName"] for k in client.describe_key_pairs()["KeyPairs"]]
 
@@ -112,7 +96,7 @@ def test_terminate_during_a_launch_keeps_what_the_launch_set_up(
     image = image_of(client)
     keys = Path(env["DLCLOUD_KEY_DIR"])
     assert dlcloud(env, *launch_args(image, "old")).returncode == 0
-    age_shared_resources(client, keys)
+    age_launch_resources(client, keys)
     # The new launch set up key and group and is on its way: marking them, or RunInstances.
     hold = proxy.hold(held)
     launching = start(env, *launch_args(image, "new"))
@@ -144,7 +128,7 @@ def test_a_launch_elsewhere_while_terminate_lists_keeps_key_pair_and_file(
     image = image_of(client)
     here = Path(env["DLCLOUD_KEY_DIR"])
     assert dlcloud(env, *launch_args(image, "old")).returncode == 0
-    age_shared_resources(client, here)
+    age_launch_resources(client, here)
     elsewhere = tmp_path / "other-machine-keys"  # the user's second machine, key copied
     elsewhere.mkdir()
     (elsewhere / f"{KEY}.pem").write_bytes((here / f"{KEY}.pem").read_bytes())

@@ -22,6 +22,7 @@ import yaml
 
 from tests.conftest import REPO
 from tests.fakes.aws import FAKE_CREDENTIALS
+from tests.harness.aging import age_launch_resources
 
 CIDR = "203.0.113.7/32"
 # Every test here drives the installed dlcloud against moto's server: seconds each.
@@ -167,6 +168,7 @@ def test_launch_list_inventory_terminate(moto_env: dict[str, str], tmp_path: Pat
     refused = dlcloud(moto_env, "terminate", "lab")  # no terminal, no --yes
     assert refused.returncode == 1 and project_states(client)[instance_id] == "running"
 
+    age_launch_resources(client, Path(moto_env["DLCLOUD_KEY_DIR"]))  # past the grace period
     terminated = dlcloud(moto_env, "terminate", "lab", "--yes")
     assert terminated.returncode == 0, terminated.stderr
     assert f"terminated {instance_id}" in terminated.stdout
@@ -343,6 +345,7 @@ def test_the_users_key_pair_file_and_instance_survive_terminate(moto_env: dict[s
     assert dlcloud(moto_env, *launch_args(image, "lab2")).returncode == 0
     ours = Path(moto_env["DLCLOUD_KEY_DIR"]) / "dlstation-us-east-1.pem"
     assert ours.is_file()
+    age_launch_resources(client, Path(moto_env["DLCLOUD_KEY_DIR"]))  # past the grace period
     terminated = dlcloud(moto_env, "terminate", "lab2", "--yes")
     assert terminated.returncode == 0, terminated.stderr
     assert "deleted key pair dlstation-us-east-1" in terminated.stdout
