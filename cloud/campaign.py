@@ -13,38 +13,43 @@ import json
 import os
 import re
 import shlex
-import shutil
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bench.exitcodes import USAGE
 from bench.facts.catalog import Catalog
+from bench.subprocesses import run_streamed
 from bench.training.backends import BACKENDS
 from bench.training.workloads import WORKLOADS
-from cloud import fleet, guard, interrupts, inventory, options
+from cloud import fleet, guard, interrupts, inventory, options, playbooks
 from cloud.aws import Aws, CloudError, aws_errors
+from cloud.campaign_state import (
+    DONE,
+    FAILED,
+    REUSED,
+    Host,
+    complete_result,
+    load_state,
+    save_state,
+)
 from cloud.launcher import LIVE_STATES, Launcher, LaunchRequest, Plan
 from cloud.options import MachineOptions
+from cloud.playbooks import CLONE
 
-CLONE = Path(__file__).resolve().parent.parent
-STATE_FILE = "state.json"
 SUMMARY_FILE = "campaign.json"
 SSH_PROBE_ENV = "DLCLOUD_SSH_PROBE"  # host:port to probe instead of each instance's port 22
 SSH_TIMEOUT_S = 600
 HEARTBEAT_S = 60  # a progress line at least this often, even in a long step
 HOST_NAME_MAX = 63  # guard.check_name's limit: a DNS label
-VERDICT = re.compile(r"verdict: (PASS|WARN|FAIL)")
-DONE, REUSED, FAILED = "done", "reused", "failed"
 
 Confirm = Callable[[str], bool]
 Say = Callable[[str], None]
@@ -171,106 +176,11 @@ def campaign_folder(out: Path | None, name: str) -> Path:
     return folder
 
 
-# -- state -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Host:
-    """One instance type of the campaign, as it goes: kept in state.json for resuming."""
-
-    instance_type: str
-    host: str
-    gpu: str = ""
-    usd_per_hour: float | None = None
-    status: str = "planned"
-    reason: str | None = None
-    verdict: str | None = None
-    # Every instance launched for it: id, launched_at and ended_at (ISO), for the bill.
-    instances: list[dict[str, str]] = field(default_factory=list)
-
-    def hours(self, now: datetime) -> float:
-        total = 0.0
-        for record in self.instances:
-            start = datetime.fromisoformat(record["launched_at"])
-            end = datetime.fromisoformat(record["ended_at"]) if record.get("ended_at") else now
-            total += max((end - start).total_seconds(), 0) / 3600
-        return total
-
-    def fail(self, reason: str) -> None:
-        if self.status != FAILED:  # the first reason is the one that explains the rest
-            self.status, self.reason = FAILED, reason
-
-
-def load_state(folder: Path) -> dict[str, Host]:
-    path = folder / STATE_FILE
-    if not path.is_file():
-        return {}
-    try:
-        saved = json.loads(path.read_text())
-        return {h["instance_type"]: Host(**h) for h in saved["hosts"]}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CloudError(
-            f"{path} is damaged ({type(error).__name__}: {str(error)[:80]}); move it away to "
-            "start the campaign afresh, or pick another --name",
-            USAGE,
-        ) from None
-
-
-def save_state(folder: Path, hosts: dict[str, Host]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / f".{STATE_FILE}.tmp"
-    temporary.write_text(json.dumps({"hosts": [asdict(h) for h in hosts.values()]}, indent=1))
-    temporary.replace(folder / STATE_FILE)
-
-
-def complete_result(path: Path) -> bool:
-    """A fetched result file whose runs all completed: resuming does not run it again."""
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    runs = document.get("runs") or []
-    return document.get("status") == "complete" and all(r["status"] == "complete" for r in runs)
-
-
 # -- seams: subprocesses and SSH -------------------------------------------------------------
 
 
-def run_logged(
-    argv: list[str],
-    *,
-    env: dict[str, str],
-    cwd: Path,
-    log: Path,
-    on_line: Callable[[str], None] | None = None,
-) -> int:
-    """Run a command, its output appended to log and handed line by line to on_line."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as handle:
-        handle.write(f"$ {shlex.join(argv)}\n")
-        handle.flush()
-        process = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                handle.write(line)
-                if on_line is not None:
-                    on_line(line)
-            return process.wait()
-        finally:
-            if process.poll() is None:  # interrupted: stop the child before cleaning up
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+# dlcloud's children (ansible-playbook, the report) run the way dlbench's workers do.
+run_logged = run_streamed
 
 
 RunLogged = Callable[..., int]
@@ -601,7 +511,7 @@ class Campaign:
     # -- ansible ---------------------------------------------------------------------------
 
     def setup_vars(self) -> dict[str, Any]:
-        return {"verify_fetch_dir": unsafe(str(self.folder / "verify"))}
+        return {"verify_fetch_dir": playbooks.unsafe(str(self.folder / "verify"))}
 
     def bench_vars(self, kinds: list[str]) -> dict[str, Any]:
         """bench.yml's dlbench arguments per host (an argv list), priced at the campaign's price.
@@ -614,9 +524,9 @@ class Campaign:
             price = (
                 [] if host.usd_per_hour is None else ["--price-per-hour", f"{host.usd_per_hour}"]
             )
-            per_host[host.host] = unsafe(self.options.dlbench_args() + price)
+            per_host[host.host] = playbooks.unsafe(self.options.dlbench_args() + price)
         return {
-            "bench_fetch_dir": unsafe(str(self.results_dir)),
+            "bench_fetch_dir": playbooks.unsafe(str(self.results_dir)),
             "dlcloud_bench_argv": per_host,
             "bench_argv": "{{ dlcloud_bench_argv[inventory_hostname] }}",
         }
@@ -629,35 +539,16 @@ class Campaign:
         step = name.removesuffix(".yml")
         for kind in kinds:
             self.hosts[kind].status = step
-        executable = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
-        argv = [
-            executable or "ansible-playbook",
-            "-i",
-            str(self.inventory),
-            "--limit",
-            ",".join(by_host),
-            str(CLONE / name),
-            "-e",
-            json.dumps(variables),
-            *self.options.ansible_args,
-        ]
-        env = {
-            **os.environ,
-            # Ansible never flushes its output: unbuffered, each event arrives as it happens,
-            # so progress (and a signal sent on seeing it) meets the step it names.
-            "PYTHONUNBUFFERED": "1",
-            "ANSIBLE_CONFIG": str(CLONE / "ansible.cfg"),
-            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.jsonl",
-            "ANSIBLE_NOCOLOR": "1",
-        }
+        argv = playbooks.argv(
+            name, self.inventory, list(by_host), variables, self.options.ansible_args
+        )
+        env = playbooks.environment()
         seen: set[str] = set()
 
         def on_line(line: str) -> None:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                return
-            self.on_event(step, event, by_host, seen)
+            event = playbooks.event_of(line)
+            if event is not None:
+                self.on_event(step, event, by_host, seen)
 
         names = ", ".join(by_host)
         self.progress(names, f"{name} starts (log: {self.folder / 'ansible.log'})")
@@ -677,33 +568,23 @@ class Campaign:
         self, step: str, event: dict[str, Any], by_host: dict[str, str], seen: set[str]
     ) -> None:
         """One jsonl event of ansible: progress, the verify verdict, a host's failure."""
-        kind = event.get("_event", "")
-        task = (event.get("task") or {}).get("name", "")
-        if kind == "v2_playbook_on_task_start":
+        phase = playbooks.phase_of(event)
+        if phase is not None:
             # One line per role (setup.yml) or per task (bench.yml): the step, not the noise.
-            phase = task.split(" : ", 1)[0]
             if phase != self.phase:
                 self.phase = phase
                 self.progress(", ".join(by_host), f"{step}.yml: {phase}")
             return
-        for host_name, result in (event.get("hosts") or {}).items():
-            if host_name not in by_host:
+        for found in playbooks.host_results(step, event):
+            if found.host not in by_host:
                 continue
-            seen.add(host_name)
-            host = self.hosts[by_host[host_name]]
-            verdict = VERDICT.search(result.get("stdout") or "")
-            if verdict and "dlbench verify" in task:
-                host.verdict = verdict.group(1)
-            if kind in ("v2_runner_on_failed", "v2_runner_on_unreachable"):
-                if result.get("ignore_errors") or event.get("ignore_errors"):
-                    continue
-                stderr = str(result.get("stderr") or "").strip()
-                why = stderr.splitlines()[-1] if stderr else str(result.get("msg") or "failed")
-                if result.get("rc") not in (None, 0):
-                    why += f" (exit {result['rc']})"
-                what = "unreachable" if kind.endswith("unreachable") else task
-                host.fail(f"{step}: {what}: {why.strip()[:300]}")
-                self.progress(host_name, host.reason or "failed")
+            seen.add(found.host)
+            host = self.hosts[by_host[found.host]]
+            if found.verdict:
+                host.verdict = found.verdict
+            if found.failure:
+                host.fail(found.failure)
+                self.progress(found.host, host.reason or "failed")
 
     def collect(self, kind: str) -> None:
         host = self.hosts[kind]
@@ -828,26 +709,19 @@ class Campaign:
         if self.bills:
             self.say("\n".join(f"  cost: {bill}" for bill in self.bills))
         if code == 0 and (out / "report.md").is_file():
-            self.say(ranking_section((out / "report.md").read_text()))
+            self.say(terminal_ranking(self.results_dir, path, out / "img"))
             self.say(f"report: {out / 'report.html'} (also report.md)")
         else:
             self.say(f"the report failed (exit {code}); see {self.folder / 'report.log'}")
 
 
-def unsafe(value: Any) -> Any:
-    """A value Ansible takes as data, never as a template: each string marked unsafe."""
-    if isinstance(value, str):
-        return {"__ansible_unsafe": value}
-    if isinstance(value, list):
-        return [unsafe(item) for item in value]
-    return value
+def terminal_ranking(results_dir: Path, campaign_file: Path, image_dir: Path) -> str:
+    """The ranking as the report shows it, built from the result files, not cut from markdown."""
+    from bench.report import model, ranking, render  # the report's heavy imports: only now
 
-
-def ranking_section(markdown: str) -> str:
-    """The report's ranking, for the terminal: from its heading to the next section."""
-    start = markdown.find("## Ranking")
-    end = markdown.find("\n## ", start + 1)
-    return markdown[start : end if end > 0 else None].strip() if start >= 0 else ""
+    collection = model.collect([results_dir])
+    blocks = ranking.blocks(ranking.load(campaign_file), collection)
+    return render.to_markdown(blocks, image_dir).strip()
 
 
 def money(value: float | None, digits: int) -> str:

@@ -203,6 +203,9 @@ def test_campaign_ranks_both_types_and_leaves_nothing(
         assert kind in ranking
     assert "Campaign cost:" in ranking and "instance-hours" in ranking
     assert "campaign cost:" in out
+    # The terminal shows the same ranking, built from the result files.
+    shown = out.split("## Ranking: campaign full", 1)[1]
+    assert "| 1 | g" in shown and "| 2 | g" in shown and "Campaign cost:" in shown
     assert live(world["ec2"]) == []
     assert inventory_hosts(world) == {}
     assert sorted(p.name for p in (folder / "results").glob("*.json")) == [
