@@ -59,12 +59,12 @@ MAX_TTL = timedelta(days=7)
 
 def parse_ttl(text: str) -> timedelta:
     """'90m', '4h', '1.5d' -> timedelta; refuses zero, junk and more than a week."""
-    match = _TTL.fullmatch(text.strip().lower())
+    match = _TTL.fullmatch(text.lower())
     if not match:
         raise CloudError(f"--ttl {text!r}: write it as minutes, hours or days, e.g. 90m, 4h, 2d", 2)
     ttl = timedelta(seconds=float(match.group(1)) * _TTL_UNITS[match.group(2)])
     if ttl < timedelta(minutes=10) or ttl > MAX_TTL:
-        raise CloudError(f"--ttl {text}: must be between 10m and 7d", 2)
+        raise CloudError(f"--ttl {text!r}: must be between 10m and 7d", 2)
     return ttl
 
 
@@ -82,14 +82,14 @@ def check_name(name: str) -> str:
 
 def parse_idle(text: str) -> timedelta | None:
     """'30m', '2h' -> timedelta; 'off' -> None (no idle stop)."""
-    if text.strip().lower() == "off":
+    if text.lower() == "off":
         return None
-    match = _TTL.fullmatch(text.strip().lower())
+    match = _TTL.fullmatch(text.lower())
     if not match:
         raise CloudError(f"--idle-stop {text!r}: write e.g. 30m or 1h, or off", 2)
     idle = timedelta(seconds=float(match.group(1)) * _TTL_UNITS[match.group(2)])
     if idle < timedelta(minutes=5) or idle > MAX_TTL:
-        raise CloudError(f"--idle-stop {text}: must be between 5m and 7d, or off", 2)
+        raise CloudError(f"--idle-stop {text!r}: must be between 5m and 7d, or off", 2)
     return idle
 
 

@@ -237,18 +237,19 @@ def test_each_launch_admits_its_own_address_only(env: dict[str, str]) -> None:
     assert dlcloud(env, *launch_args(image, "monday"), *asked).returncode == 0
     cafe = dlcloud(env, *launch_args(image, "cafe"), "--ssh-cidr", "192.0.2.10/32")
     assert cafe.returncode == 0
-    (monday,) = live(client, Name="monday")
     assert dlcloud(env, "terminate", "monday", "--yes").returncode == 0
-    gone = client.describe_security_groups(
-        Filters=[{"Name": "group-id", "Values": [g["GroupId"] for g in monday["SecurityGroups"]]}]
-    )["SecurityGroups"]
-    assert gone == [], "monday's rule went with monday"
     home = dlcloud(env, *launch_args(image, "home"), "--ssh-cidr", "203.0.113.7/32")
     assert home.returncode == 0, home.stderr
     (instance,) = live(client, Name="home")
     assert ssh_rules(client, instance) == {"203.0.113.7/32"}
     (other,) = live(client, Name="cafe")
     assert ssh_rules(client, other) == {"192.0.2.10/32"}
+    # monday's group outlived monday (younger than the grace period): a new monday from
+    # another address finds the old rule revoked.
+    again = dlcloud(env, *launch_args(image, "monday"), "--ssh-cidr", "198.51.100.9/32")
+    assert again.returncode == 0, again.stderr
+    (monday,) = live(client, Name="monday")
+    assert ssh_rules(client, monday) == {"198.51.100.9/32"}
 
 
 # -- 9: the user's files stay theirs -----------------------------------------------------
@@ -445,7 +446,7 @@ bad_durations = st.one_of(
     st.from_regex(r"[0-9]{1,3}[mhd]\n", fullmatch=True),
     st.from_regex(r"-[0-9]{1,3}[mhd]", fullmatch=True),
     st.text(alphabet=st.characters(exclude_categories=("Nd",)), max_size=20).filter(
-        lambda t: t.strip().lower() != "off"
+        lambda t: t.lower() != "off"
     ),
 )
 bad_key_names = st.one_of(
@@ -480,7 +481,7 @@ BENCH_OPTIONS = {
     "--bench-args": st.text(alphabet=LETTERS + " -", max_size=20).map(lambda t: f'"{t}'),
 }
 HYPOTHESIS = settings(
-    max_examples=40,
+    max_examples=8,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

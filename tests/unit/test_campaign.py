@@ -196,3 +196,28 @@ def test_resume_launches_only_what_is_missing(aws: Aws, tmp_path: Path) -> None:
     assert len(fleet.project_instances(aws.client("ec2"))) == launched + 1
     state = json.loads((tmp_path / "unit" / "campaign.json").read_text())
     assert [row["status"] for row in state["types"]] == ["reused", "done"]
+
+
+def test_teardown_leaves_an_instance_of_the_same_name_it_did_not_start(
+    aws: Aws, tmp_path: Path
+) -> None:
+    chosen = make(aws, tmp_path, FakePlaybooks(), ["g5.xlarge"])
+    ec2 = aws.client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    tags = guard.tag_list(
+        {
+            guard.TAG_CREATED_BY: guard.CREATED_BY,
+            guard.TAG_OWNER: aws.caller(),
+            guard.TAG_NAME: "unit-g5-xlarge",
+        }
+    )
+    by_hand = ec2.run_instances(
+        ImageId=image,
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="g5.xlarge",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )["Instances"][0]["InstanceId"]
+    chosen.teardown()
+    (found,) = ec2.describe_instances(InstanceIds=[by_hand])["Reservations"][0]["Instances"]
+    assert found["State"]["Name"] == "running"
