@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,13 +13,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bench.exitcodes import USAGE
 from bench.facts.catalog import Catalog, CatalogError
-from cloud import guard, inventory
+from cloud import guard, idle, inventory
 from cloud.aws import CloudError, aws_errors, error_code, explain
 
 TERMINATE_WAIT = {"Delay": 5, "MaxAttempts": 120}
 IN_USE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 SPOT_INTERRUPTED = "Server.SpotInstanceTermination"
-IDLE_LINE = re.compile(r"dlstation-idle: (?:busy, )?idle (\d+m) of (\d+m)")
 LIVE = ["pending", "running", "stopping", "stopped"]
 
 
@@ -123,14 +121,13 @@ def shown_in_list(instance: dict[str, Any]) -> bool:
 
 
 def idle_time(ec2: Any, instance: dict[str, Any]) -> str | None:
-    """'12m': how long idle, from the watchdog's newest console line, when AWS has one."""
+    """The idle watchdog's last decision from the console, when AWS has one to show."""
     try:
         output = ec2.get_console_output(InstanceId=instance["InstanceId"], Latest=True)
         text = base64.b64decode(output.get("Output") or "").decode(errors="replace")
     except (ClientError, BotoCoreError, ValueError):
         return None
-    found = IDLE_LINE.findall(text)
-    return str(found[-1][0]) if found else None
+    return idle.last_decision(text)
 
 
 def bill_line(instance: dict[str, Any], now: datetime) -> str:
