@@ -664,13 +664,16 @@ class Campaign:
                 }
             )
         ttl_h = guard.parse_ttl(self.options.machine.ttl_text).total_seconds() / 3600
-        prices = [r["usd_per_hour"] for r in rows]
+        # Each type's instance and its root disk, as the plan's "most possible cost" counts.
+        disk = self.catalog.disk_per_hour(self.options.machine.volume_gb, self.aws.region)
+        hourly: list[float | None] = [r["usd_per_hour"] for r in rows]
+        prices = [None if p is None or disk is None else p + disk for p in hourly]
         return {
             "name": self.options.name,
             "region": self.aws.region,
             "market": "spot" if self.options.machine.spot else "on-demand",
             "ttl": self.options.machine.ttl_text,
-            "max_cost_usd": None if None in prices else sum(prices) * ttl_h,
+            "max_cost_usd": None if None in prices else sum(p or 0 for p in prices) * ttl_h,
             "instance_hours": sum(r["instance_hours"] for r in rows),
             "cost_usd": sum(r["cost_usd"] or 0 for r in rows),
             "types": rows,

@@ -445,7 +445,7 @@ bad_durations = st.one_of(
     st.from_regex("[\uff10-\uff19]{1,3}[mhd]", fullmatch=True),
     st.from_regex(r"[0-9]{1,3}[mhd]\n", fullmatch=True),
     st.from_regex(r"-[0-9]{1,3}[mhd]", fullmatch=True),
-    st.text(alphabet=st.characters(exclude_categories=("Nd",)), max_size=20).filter(
+    st.text(alphabet=st.characters(exclude_categories=["Nd"]), max_size=20).filter(
         lambda t: t.lower() != "off"
     ),
 )

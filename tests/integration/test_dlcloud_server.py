@@ -19,6 +19,7 @@ import boto3
 import pytest
 import yaml
 
+from cloud import guard
 from tests.conftest import REPO, free_port
 from tests.fakes.aws import FAKE_CREDENTIALS
 from tests.harness.aging import age_launch_resources
@@ -364,8 +365,16 @@ def test_a_users_security_group_is_untouched(moto_env: dict[str, str]) -> None:
     assert reaped.returncode == 0 and "nothing to reap" in reaped.stdout
     assert client.describe_security_groups(GroupIds=[tagged])["SecurityGroups"]
 
+    sts = boto3.client(
+        "sts",
+        endpoint_url=moto_env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    ours = guard.ssh_group_name("lab", sts.get_caller_identity()["Arn"])
     same_name = client.create_security_group(
-        GroupName="dlstation-ssh", Description="the user's own", VpcId=vpc["VpcId"]
+        GroupName=ours, Description="the user's own", VpcId=vpc["VpcId"]
     )["GroupId"]
     refused = dlcloud(moto_env, *launch_args(image, "lab"))
     assert refused.returncode == 2
