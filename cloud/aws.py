@@ -144,6 +144,14 @@ class Aws:
             raise CloudError("no AWS region; pass --region or set AWS_DEFAULT_REGION", 2)
         self.region: str = check_region(self.session.region_name)
         self._clients: dict[str, Any] = {}
+        self._caller: str | None = None
+
+    def caller(self) -> str:
+        """The caller's identity (STS ARN): the owner tag dlcloud writes and matches on."""
+        if self._caller is None:
+            with aws_errors("checking your AWS credentials"):
+                self._caller = str(self.client("sts").get_caller_identity()["Arn"])
+        return self._caller
 
     def client(self, service: str) -> Any:
         if service not in self._clients:

@@ -13,35 +13,43 @@ import json
 import os
 import re
 import shlex
-import shutil
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.exitcodes import USAGE
 from bench.facts.catalog import Catalog
-from cloud import ami, fleet, guard, inventory
+from bench.subprocesses import run_streamed
+from bench.training.backends import BACKENDS
+from bench.training.workloads import WORKLOADS
+from cloud import fleet, guard, interrupts, inventory, options, playbooks
 from cloud.aws import Aws, CloudError, aws_errors
+from cloud.campaign_state import (
+    DONE,
+    FAILED,
+    REUSED,
+    Host,
+    complete_result,
+    load_state,
+    save_state,
+)
 from cloud.launcher import LIVE_STATES, Launcher, LaunchRequest, Plan
+from cloud.options import MachineOptions
+from cloud.playbooks import CLONE
 
-CLONE = Path(__file__).resolve().parent.parent
-STATE_FILE = "state.json"
 SUMMARY_FILE = "campaign.json"
 SSH_PROBE_ENV = "DLCLOUD_SSH_PROBE"  # host:port to probe instead of each instance's port 22
 SSH_TIMEOUT_S = 600
 HEARTBEAT_S = 60  # a progress line at least this often, even in a long step
 HOST_NAME_MAX = 63  # guard.check_name's limit: a DNS label
-VERDICT = re.compile(r"verdict: (PASS|WARN|FAIL)")
-DONE, REUSED, FAILED = "done", "reused", "failed"
 
 Confirm = Callable[[str], bool]
 Say = Callable[[str], None]
@@ -57,20 +65,13 @@ class Options:
     types: list[str]
     name: str
     folder: Path
-    spot: bool = False
-    ttl_text: str = "2h"
+    machine: MachineOptions = field(default_factory=lambda: MachineOptions(ttl_text="2h"))
     workloads: list[str] = field(default_factory=list)
     mode: str | None = None
     backend: str | None = None
     repeats: int | None = None
     bench_args: str = ""
     ansible_args: list[str] = field(default_factory=list)
-    ami_type: str = ami.DEFAULT_AMI_TYPE
-    ami_id: str | None = None
-    key_name: str | None = None
-    ssh_cidr: str | None = None
-    volume_gb: int = 100
-    idle_stop: str = "30m"
     yes: bool = False
 
     def host(self, instance_type: str) -> str:
@@ -95,8 +96,7 @@ def add_parser(commands: Any) -> None:
     )
     bench.add_argument("--types", required=True, help="e.g. g5.xlarge,g6.xlarge,g6e.xlarge")
     bench.add_argument("--name", help="campaign name; the same name resumes (default: a stamp)")
-    bench.add_argument("--spot", action="store_true", help="spot market for every type")
-    bench.add_argument("--ttl", default="2h", help="each instance's lifetime (default: 2h)")
+    options.add_machine_options(bench, ttl_default="2h")
     bench.add_argument("--workloads", help="comma-separated, e.g. imdb,reuters (default: all)")
     bench.add_argument("--mode", choices=["fit", "compiled"], help="dlbench run --mode")
     bench.add_argument("--backend", help="dlbench run --backend (default: tensorflow)")
@@ -115,150 +115,72 @@ def add_parser(commands: Any) -> None:
     bench.add_argument(
         "--out", type=Path, help="campaign folder (default: results/campaigns/NAME in the clone)"
     )
-    bench.add_argument("--ami-type", default=ami.DEFAULT_AMI_TYPE, help="DLAMI type")
-    bench.add_argument("--ami-id", help="an exact AMI id instead of the newest DLAMI")
-    bench.add_argument("--key-name", help="existing key pair whose .pem is in the key folder")
-    bench.add_argument("--ssh-cidr", help="who may SSH in (default: your public IP /32)")
-    bench.add_argument("--volume-gb", type=int, default=100, help="root disk GiB (default 100)")
-    bench.add_argument(
-        "--idle-stop",
-        default="30m",
-        help="each instance powers off (and terminates) after this long with nothing in use, "
-        "should this controller die; off to rely on the TTL only (default: 30m)",
-    )
     bench.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
 
 def options_from(args: argparse.Namespace, now: datetime) -> Options:
-    name = guard.check_name(args.name or f"bench-{now:%Y%m%d-%H%M%S}")
+    """The campaign's options, every one checked before anything is planned or launched."""
+    name = options.checked_name(args.name, f"bench-{now:%Y%m%d-%H%M%S}")
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     if not types or len(set(types)) != len(types):
-        raise CloudError("--types: name each instance type once, e.g. g5.xlarge,g6.xlarge", 2)
-    options = Options(
+        raise CloudError("--types: name each instance type once, e.g. g5.xlarge,g6.xlarge", USAGE)
+    workloads = [w for w in (args.workloads or "").split(",") if w]
+    unknown = [w for w in workloads if w not in WORKLOADS]
+    if unknown or (args.workloads is not None and not workloads):
+        raise CloudError(
+            f"--workloads {args.workloads!r}: valid workloads are {', '.join(sorted(WORKLOADS))}",
+            USAGE,
+        )
+    if args.backend is not None and args.backend not in BACKENDS:
+        raise CloudError(
+            f"--backend {args.backend!r}: valid backends are {', '.join(BACKENDS)}", USAGE
+        )
+    if args.repeats is not None and args.repeats < 1:
+        raise CloudError(f"--repeats {args.repeats}: must be at least 1", USAGE)
+    try:
+        shlex.split(args.bench_args)
+    except ValueError as error:
+        raise CloudError(f"--bench-args {args.bench_args!r}: {error}", USAGE) from None
+    result = Options(
         types=types,
         name=name,
-        folder=(args.out or CLONE / "results" / "campaigns" / name).resolve(),
-        spot=args.spot,
-        ttl_text=args.ttl,
-        workloads=[w for w in (args.workloads or "").split(",") if w],
+        folder=campaign_folder(args.out, name),
+        machine=options.machine_options(args),
+        workloads=workloads,
         mode=args.mode,
         backend=args.backend,
         repeats=args.repeats,
         bench_args=args.bench_args,
         ansible_args=list(args.ansible_arg),
-        ami_type=args.ami_type,
-        ami_id=args.ami_id,
-        key_name=args.key_name,
-        ssh_cidr=args.ssh_cidr,
-        volume_gb=args.volume_gb,
-        idle_stop=args.idle_stop,
         yes=args.yes,
     )
-    longest = max((options.host(t) for t in types), key=len)
+    longest = max((result.host(t) for t in types), key=len)
     if len(longest) > HOST_NAME_MAX:
         room = HOST_NAME_MAX - (len(longest) - len(name))
         raise CloudError(
             f"--name {name!r}: the host {longest!r} would be {len(longest)} characters, over "
             f"{HOST_NAME_MAX}; use a --name of at most {room} characters",
-            2,
+            USAGE,
         )
-    guard.parse_idle(options.idle_stop)  # refused here, before any plan or question
-    return options
+    return result
 
 
-# -- state -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Host:
-    """One instance type of the campaign, as it goes: kept in state.json for resuming."""
-
-    instance_type: str
-    host: str
-    gpu: str = ""
-    usd_per_hour: float | None = None
-    status: str = "planned"
-    reason: str | None = None
-    verdict: str | None = None
-    # Every instance launched for it: id, launched_at and ended_at (ISO), for the bill.
-    instances: list[dict[str, str]] = field(default_factory=list)
-
-    def hours(self, now: datetime) -> float:
-        total = 0.0
-        for record in self.instances:
-            start = datetime.fromisoformat(record["launched_at"])
-            end = datetime.fromisoformat(record["ended_at"]) if record.get("ended_at") else now
-            total += max((end - start).total_seconds(), 0) / 3600
-        return total
-
-    def fail(self, reason: str) -> None:
-        if self.status != FAILED:  # the first reason is the one that explains the rest
-            self.status, self.reason = FAILED, reason
-
-
-def load_state(folder: Path) -> dict[str, Host]:
-    path = folder / STATE_FILE
-    if not path.is_file():
-        return {}
-    saved = json.loads(path.read_text())
-    return {h["instance_type"]: Host(**h) for h in saved["hosts"]}
-
-
-def save_state(folder: Path, hosts: dict[str, Host]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / f".{STATE_FILE}.tmp"
-    temporary.write_text(json.dumps({"hosts": [asdict(h) for h in hosts.values()]}, indent=1))
-    temporary.replace(folder / STATE_FILE)
-
-
-def complete_result(path: Path) -> bool:
-    """A fetched result file whose runs all completed: resuming does not run it again."""
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    runs = document.get("runs") or []
-    return document.get("status") == "complete" and all(r["status"] == "complete" for r in runs)
+def campaign_folder(out: Path | None, name: str) -> Path:
+    """--out (a folder, made if missing, somewhere writable), else results/campaigns/NAME."""
+    folder = (out or CLONE / "results" / "campaigns" / name).resolve()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise CloudError(f"--out {folder}: {existing} is a file, not a folder", USAGE)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CloudError(f"--out {folder}: {existing} is not writable; pick another --out", USAGE)
+    return folder
 
 
 # -- seams: subprocesses and SSH -------------------------------------------------------------
 
 
-def run_logged(
-    argv: list[str],
-    *,
-    env: dict[str, str],
-    cwd: Path,
-    log: Path,
-    on_line: Callable[[str], None] | None = None,
-) -> int:
-    """Run a command, its output appended to log and handed line by line to on_line."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as handle:
-        handle.write(f"$ {shlex.join(argv)}\n")
-        handle.flush()
-        process = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                handle.write(line)
-                if on_line is not None:
-                    on_line(line)
-            return process.wait()
-        finally:
-            if process.poll() is None:  # interrupted: stop the child before cleaning up
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+# dlcloud's children (ansible-playbook, the report) run the way dlbench's workers do.
+run_logged = run_streamed
 
 
 RunLogged = Callable[..., int]
@@ -291,20 +213,6 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@contextmanager
-def no_interrupts() -> Iterator[None]:
-    """Cleanup must finish: a second Ctrl-C is ignored until it has."""
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: nothing to guard
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 # -- the campaign ----------------------------------------------------------------------------
 
 
@@ -327,6 +235,8 @@ class Campaign:
         waiter_config: dict[str, int] | None = None,
     ) -> None:
         self.options = options
+        self.stopping = threading.Event()  # set on the way out: threads stop waiting
+        self.terminated: list[str] = []  # "i-... (host)" for every instance teardown ended
         self.aws = aws
         self.catalog = catalog
         self.now = now
@@ -342,6 +252,7 @@ class Campaign:
             key_folder=key_folder or guard.key_dir(),
             waiter_config=waiter_config,
             say=say,
+            stopping=self.stopping,
         )
         self.folder = options.folder
         self.inventory = inventory.default_path()
@@ -349,7 +260,6 @@ class Campaign:
         self.hosts = load_state(self.folder)
         for kind in options.types:
             self.hosts.setdefault(kind, Host(kind, options.host(kind)))
-        self.stopping = threading.Event()  # set on the way out: threads stop waiting
         self.executor: ThreadPoolExecutor | None = None
         self.phase = ""  # the role or task ansible is in, for progress lines
         self.writing = threading.Lock()  # state.json and the inventory, from launch threads
@@ -404,18 +314,7 @@ class Campaign:
 
     def request(self, kind: str) -> LaunchRequest:
         o = self.options
-        return LaunchRequest(
-            instance_type=kind,
-            name=o.host(kind),
-            ttl_text=o.ttl_text,
-            spot=o.spot,
-            ami_type=o.ami_type,
-            ami_id=o.ami_id,
-            key_name=o.key_name,
-            ssh_cidr=o.ssh_cidr,
-            volume_gb=o.volume_gb,
-            idle_stop=o.idle_stop,
-        )
+        return o.machine.request(kind, o.host(kind), campaign=o.name)
 
     def plan(self, kinds: list[str]) -> list[Plan]:
         """The launcher's preflight per type, then the vCPU quota per family for all together."""
@@ -433,7 +332,7 @@ class Campaign:
             lines.append(
                 f"  {host.instance_type:<14} {host.gpu:<14} "
                 f"{money(plan.price.usd_per_hour, 4)}/h  at most {money(cap, 2)} in "
-                f"{self.options.ttl_text} ({plan.price.basis})"
+                f"{self.options.machine.ttl_text} ({plan.price.basis})"
             )
             lines += [f"    warning: {w}" for w in plan.warnings if w not in seen]
             seen.update(plan.warnings)
@@ -442,10 +341,10 @@ class Campaign:
             lines.append(f"  reusing the results of {', '.join(reused)}: not launched again")
         lines += self.family_quotas(plans)
         lines.append(
-            f"  most possible cost: {money(most, 2)} (TTL {self.options.ttl_text} x price, "
+            f"  most possible cost: {money(most, 2)} (TTL {self.options.machine.ttl_text} x price, "
             f"all {len(plans)} types); every instance is terminated when the campaign ends"
         )
-        idle = self.options.idle_stop
+        idle = self.options.machine.idle_stop
         stops = "only the TTL" if guard.parse_idle(idle) is None else f"{idle} idle, or the TTL,"
         lines.append(f"  should this controller die, {stops} stops each instance")
         lines.append(f"  dlbench run {shlex.join(self.options.dlbench_args())}")
@@ -459,7 +358,7 @@ class Campaign:
             spec = self.catalog.get(plan.request.instance_type)
             needed[spec.quota_class] = needed.get(spec.quota_class, 0) + spec.vcpus
         lines = []
-        market = "spot" if self.options.spot else "on-demand"
+        market = "spot" if self.options.machine.spot else "on-demand"
         for family, vcpus in sorted(needed.items()):
             code = self.catalog.quota_codes[market][family]
             try:
@@ -502,15 +401,34 @@ class Campaign:
                 self.playbook("bench.yml", ready, self.bench_vars(ready))
                 for kind in ready:
                     self.collect(kind)
-        finally:
-            self.stopping.set()
-            with no_interrupts():
-                try:
-                    self.teardown()
-                finally:
-                    self.report()
+        except KeyboardInterrupt as error:  # SIGINT, SIGTERM or SIGHUP
+            stopped = interrupts.as_interrupted(error)
+            self.finish()
+            stopped.cleaned, stopped.terminated = True, self.all_terminated()
+            raise stopped from None
+        except BaseException:
+            self.finish()
+            raise
+        try:
+            self.finish()
+        except interrupts.Interrupted as late:  # came during the cleanup, which finished first
+            late.cleaned, late.terminated = True, self.all_terminated()
+            raise
         failed = [h for h in self.hosts.values() if h.status == FAILED]
         return 1 if failed else 0
+
+    def all_terminated(self) -> list[str]:
+        """What teardown terminated, and what launches that were stopped on the way ended."""
+        return self.launcher.abandoned + self.terminated
+
+    def finish(self) -> None:
+        """Terminate everything, then report; signals meanwhile wait until both are done."""
+        self.stopping.set()
+        with interrupts.deferred():
+            try:
+                self.teardown()
+            finally:
+                self.report()
 
     def launch_all(self, plans: list[Plan]) -> list[str]:
         """Every type at once, once the key pair and SSH group they share exist."""
@@ -593,21 +511,24 @@ class Campaign:
     # -- ansible ---------------------------------------------------------------------------
 
     def setup_vars(self) -> dict[str, Any]:
-        return {"verify_fetch_dir": str(self.folder / "verify")}
+        return {"verify_fetch_dir": playbooks.unsafe(str(self.folder / "verify"))}
 
     def bench_vars(self, kinds: list[str]) -> dict[str, Any]:
-        """bench.yml's bench_args per host: the campaign's, priced at the campaign's price."""
+        """bench.yml's dlbench arguments per host (an argv list), priced at the campaign's price.
+
+        Every value the user typed is data to Ansible (unsafe): a `{{` in it is never run.
+        """
         per_host = {}
         for kind in kinds:
             host = self.hosts[kind]
             price = (
                 [] if host.usd_per_hour is None else ["--price-per-hour", f"{host.usd_per_hour}"]
             )
-            per_host[host.host] = shlex.join(self.options.dlbench_args() + price)
+            per_host[host.host] = playbooks.unsafe(self.options.dlbench_args() + price)
         return {
-            "bench_fetch_dir": str(self.results_dir),
-            "dlcloud_bench_args": per_host,
-            "bench_args": "{{ dlcloud_bench_args[inventory_hostname] }}",
+            "bench_fetch_dir": playbooks.unsafe(str(self.results_dir)),
+            "dlcloud_bench_argv": per_host,
+            "bench_argv": "{{ dlcloud_bench_argv[inventory_hostname] }}",
         }
 
     def playbook(self, name: str, kinds: list[str], variables: dict[str, Any]) -> list[str]:
@@ -618,32 +539,16 @@ class Campaign:
         step = name.removesuffix(".yml")
         for kind in kinds:
             self.hosts[kind].status = step
-        executable = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
-        argv = [
-            executable or "ansible-playbook",
-            "-i",
-            str(self.inventory),
-            "--limit",
-            ",".join(by_host),
-            str(CLONE / name),
-            "-e",
-            json.dumps(variables),
-            *self.options.ansible_args,
-        ]
-        env = {
-            **os.environ,
-            "ANSIBLE_CONFIG": str(CLONE / "ansible.cfg"),
-            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.jsonl",
-            "ANSIBLE_NOCOLOR": "1",
-        }
+        argv = playbooks.argv(
+            name, self.inventory, list(by_host), variables, self.options.ansible_args
+        )
+        env = playbooks.environment()
         seen: set[str] = set()
 
         def on_line(line: str) -> None:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                return
-            self.on_event(step, event, by_host, seen)
+            event = playbooks.event_of(line)
+            if event is not None:
+                self.on_event(step, event, by_host, seen)
 
         names = ", ".join(by_host)
         self.progress(names, f"{name} starts (log: {self.folder / 'ansible.log'})")
@@ -663,33 +568,23 @@ class Campaign:
         self, step: str, event: dict[str, Any], by_host: dict[str, str], seen: set[str]
     ) -> None:
         """One jsonl event of ansible: progress, the verify verdict, a host's failure."""
-        kind = event.get("_event", "")
-        task = (event.get("task") or {}).get("name", "")
-        if kind == "v2_playbook_on_task_start":
+        phase = playbooks.phase_of(event)
+        if phase is not None:
             # One line per role (setup.yml) or per task (bench.yml): the step, not the noise.
-            phase = task.split(" : ", 1)[0]
             if phase != self.phase:
                 self.phase = phase
                 self.progress(", ".join(by_host), f"{step}.yml: {phase}")
             return
-        for host_name, result in (event.get("hosts") or {}).items():
-            if host_name not in by_host:
+        for found in playbooks.host_results(step, event):
+            if found.host not in by_host:
                 continue
-            seen.add(host_name)
-            host = self.hosts[by_host[host_name]]
-            verdict = VERDICT.search(result.get("stdout") or "")
-            if verdict and "dlbench verify" in task:
-                host.verdict = verdict.group(1)
-            if kind in ("v2_runner_on_failed", "v2_runner_on_unreachable"):
-                if result.get("ignore_errors") or event.get("ignore_errors"):
-                    continue
-                stderr = str(result.get("stderr") or "").strip()
-                why = stderr.splitlines()[-1] if stderr else str(result.get("msg") or "failed")
-                if result.get("rc") not in (None, 0):
-                    why += f" (exit {result['rc']})"
-                what = "unreachable" if kind.endswith("unreachable") else task
-                host.fail(f"{step}: {what}: {why.strip()[:300]}")
-                self.progress(host_name, host.reason or "failed")
+            seen.add(found.host)
+            host = self.hosts[by_host[found.host]]
+            if found.verdict:
+                host.verdict = found.verdict
+            if found.failure:
+                host.fail(found.failure)
+                self.progress(found.host, host.reason or "failed")
 
     def collect(self, kind: str) -> None:
         host = self.hosts[kind]
@@ -706,16 +601,23 @@ class Campaign:
         executor = self.executor
         names = {h.host for h in self.hosts.values()}
         ec2 = self.aws.client("ec2")
+        scope = fleet.Scope(self.aws.caller(), self.launcher.key_folder, self.inventory)
         for attempt in range(2):
+            # Only this campaign's own instances: never one of the same name launched by hand.
             live = [
                 i
-                for i in fleet.project_instances(ec2, [*LIVE_STATES, "shutting-down"])
+                for i in fleet.owned_instances(ec2, scope.owner, LIVE_STATES)
                 if guard.tags_of(i).get(guard.TAG_NAME) in names
-                and i["State"]["Name"] != "shutting-down"
+                and guard.tags_of(i).get(guard.TAG_CAMPAIGN) == self.options.name
             ]
             if live:
                 self.progress("campaign", f"terminating {', '.join(i['InstanceId'] for i in live)}")
-                done = fleet.terminate(ec2, live, self.launcher.key_folder, now=self.now())
+                done = fleet.terminate(ec2, live, scope, now=self.now())
+                self.terminated += [
+                    f"{i['InstanceId']} ({guard.tags_of(i).get(guard.TAG_NAME, '?')})"
+                    for i in live
+                    if i["InstanceId"] in done.instances
+                ]
                 self.bills += done.bills  # printed with the report, at the very end
                 removed = replace(done, bills=[]).lines()
                 self.say("\n".join(f"  {line}" for line in removed))
@@ -743,7 +645,7 @@ class Campaign:
                 host.gpu = f"{spec.gpu_count}x {spec.gpu}"
             if host.usd_per_hour is None:
                 host.usd_per_hour = self.catalog.price(
-                    kind, self.aws.region, self.options.spot
+                    kind, self.aws.region, self.options.machine.spot
                 ).usd_per_hour
             hours = host.hours(now)
             result = self.results_dir / f"{host.host}.json"
@@ -761,14 +663,17 @@ class Campaign:
                     "cost_usd": None if host.usd_per_hour is None else hours * host.usd_per_hour,
                 }
             )
-        ttl_h = guard.parse_ttl(self.options.ttl_text).total_seconds() / 3600
-        prices = [r["usd_per_hour"] for r in rows]
+        ttl_h = guard.parse_ttl(self.options.machine.ttl_text).total_seconds() / 3600
+        # Each type's instance and its root disk, as the plan's "most possible cost" counts.
+        disk = self.catalog.disk_per_hour(self.options.machine.volume_gb, self.aws.region)
+        hourly: list[float | None] = [r["usd_per_hour"] for r in rows]
+        prices = [None if p is None or disk is None else p + disk for p in hourly]
         return {
             "name": self.options.name,
             "region": self.aws.region,
-            "market": "spot" if self.options.spot else "on-demand",
-            "ttl": self.options.ttl_text,
-            "max_cost_usd": None if None in prices else sum(prices) * ttl_h,
+            "market": "spot" if self.options.machine.spot else "on-demand",
+            "ttl": self.options.machine.ttl_text,
+            "max_cost_usd": None if None in prices else sum(p or 0 for p in prices) * ttl_h,
             "instance_hours": sum(r["instance_hours"] for r in rows),
             "cost_usd": sum(r["cost_usd"] or 0 for r in rows),
             "types": rows,
@@ -807,17 +712,19 @@ class Campaign:
         if self.bills:
             self.say("\n".join(f"  cost: {bill}" for bill in self.bills))
         if code == 0 and (out / "report.md").is_file():
-            self.say(ranking_section((out / "report.md").read_text()))
+            self.say(terminal_ranking(self.results_dir, path, out / "img"))
             self.say(f"report: {out / 'report.html'} (also report.md)")
         else:
             self.say(f"the report failed (exit {code}); see {self.folder / 'report.log'}")
 
 
-def ranking_section(markdown: str) -> str:
-    """The report's ranking, for the terminal: from its heading to the next section."""
-    start = markdown.find("## Ranking")
-    end = markdown.find("\n## ", start + 1)
-    return markdown[start : end if end > 0 else None].strip() if start >= 0 else ""
+def terminal_ranking(results_dir: Path, campaign_file: Path, image_dir: Path) -> str:
+    """The ranking as the report shows it, built from the result files, not cut from markdown."""
+    from bench.report import model, ranking, render  # the report's heavy imports: only now
+
+    collection = model.collect([results_dir])
+    blocks = ranking.blocks(ranking.load(campaign_file), collection)
+    return render.to_markdown(blocks, image_dir).strip()
 
 
 def money(value: float | None, digits: int) -> str:
@@ -839,7 +746,5 @@ def run_command(
         raise CloudError(
             f"dlcloud bench runs setup.yml and bench.yml from a dlstation clone; none at {CLONE}"
         )
-    if options.volume_gb < 30:
-        raise CloudError("--volume-gb must be at least 30: the Deep Learning AMI needs it", 2)
     campaign = Campaign(options, aws, catalog, now=now, confirm=confirm, checkip=checkip)
     return campaign.execute()

@@ -7,16 +7,18 @@ import json
 import os
 import shlex
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.exitcodes import INTERNAL, USAGE
 from bench.facts.catalog import Catalog, user_catalog_path
 from bench.textfmt import table
-from cloud import ami, campaign, fleet, guard, idle, inventory, prices
+from cloud import campaign, fleet, guard, idle, interrupts, inventory, options, prices
 from cloud.aws import AWS_FAILURES, Aws, CloudError, aws_errors, check_region, explain
-from cloud.launcher import Launcher, LaunchRequest, ssh_argv, ssh_command, tunnel_command
+from cloud.launcher import Launcher, ssh_argv, ssh_command, tunnel_command
 
 Confirm = Callable[[str], bool]
 
@@ -33,6 +35,12 @@ def add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
         "--region", default=default, help="AWS region (default: AWS_DEFAULT_REGION / profile)"
     )
     parser.add_argument("--profile", default=default, help="AWS profile (default: AWS_PROFILE)")
+
+
+ANY_OWNER_HELP = (
+    "also other owners' dlcloud instances in this account (each shown with its owner); "
+    "by default only those dlcloud launched for your AWS identity"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,42 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--name",
         help="instance name; the same name reuses the instance (default: dlstation-<type>)",
     )
-    launch.add_argument(
-        "--spot", action="store_true", help="spot market (cheaper, can be interrupted)"
-    )
-    launch.add_argument(
-        "--ttl",
-        default="4h",
-        help="lifetime before it powers off and "
-        "terminates, e.g. 90m, 4h, 2d (default: 4h, at most 7d)",
-    )
-    launch.add_argument(
-        "--ami-type",
-        default=ami.DEFAULT_AMI_TYPE,
-        help=f"DLAMI type (default: {ami.DEFAULT_AMI_TYPE})",
-    )
-    launch.add_argument(
-        "--idle-stop",
-        default="30m",
-        help="power off (and terminate) after this long with nothing in use, "
-        "e.g. 30m, 2h; off to rely on the TTL only (default: 30m)",
-    )
-    launch.add_argument("--ami-id", help="an exact AMI id instead of the newest DLAMI")
-    launch.add_argument(
-        "--key-name",
-        help="existing key pair whose .pem is in the key folder "
-        "(default: dlstation-<region>, created if missing)",
-    )
-    launch.add_argument("--ssh-cidr", help="who may SSH in (default: your public IP /32)")
-    launch.add_argument("--volume-gb", type=int, default=100, help="root disk GiB (default 100)")
+    options.add_machine_options(launch, ttl_default="4h")
     launch.add_argument(
         "--dry-run", action="store_true", help="preflight and print the plan; launch nothing"
     )
     launch.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     launch.add_argument("--inventory", type=Path, help="static inventory file to update")
 
-    listing = commands.add_parser("list", help="this project's instances, their TTL and cost")
+    listing = commands.add_parser("list", help="your dlcloud instances, their TTL and cost")
     listing.add_argument("--regions", nargs="+", help="regions to list (default: --region)")
+    listing.add_argument("--any-owner", action="store_true", help=ANY_OWNER_HELP)
 
     ssh = commands.add_parser("ssh", help="open an SSH session to an instance")
     ssh.add_argument("name")
@@ -133,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     terminate = commands.add_parser("terminate", help="terminate instances and clean up")
     target = terminate.add_mutually_exclusive_group(required=True)
     target.add_argument("name", nargs="?")
-    target.add_argument("--all", action="store_true", help="every instance of this project")
+    target.add_argument("--all", action="store_true", help="every dlcloud instance of yours")
+    terminate.add_argument("--any-owner", action="store_true", help=ANY_OWNER_HELP)
     terminate.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     terminate.add_argument("--inventory", type=Path, help="static inventory file to update")
 
@@ -174,6 +157,13 @@ class Commands:
     def inventory_path(self) -> Path:
         return getattr(self.args, "inventory", None) or inventory.default_path()
 
+    def owner(self) -> str | None:
+        """Whose instances the command acts on: the caller's, or anyone's with --any-owner."""
+        return None if getattr(self.args, "any_owner", False) else self.aws.caller()
+
+    def scope(self) -> fleet.Scope:
+        return fleet.Scope(self.aws.caller(), guard.key_dir(), self.inventory_path())
+
     def offers(self) -> int:
         region = check_region(
             self.args.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -204,7 +194,7 @@ class Commands:
         if self.args.live:
             header.append("spot now $/h")
         if not rows:
-            raise CloudError(f"no GPU type matches --gpu {self.args.gpu!r}", 2)
+            raise CloudError(f"no GPU type matches --gpu {self.args.gpu!r}", USAGE)
         print(table(header, rows))
         print(
             f"\n{region}, catalog of {self.catalog.as_of}. ~ = estimate "
@@ -252,22 +242,12 @@ class Commands:
 
     def launch(self) -> int:
         args = self.args
-        request = LaunchRequest(
-            instance_type=args.instance_type,
-            name=args.name or f"dlstation-{args.instance_type.replace('.', '-')}",
-            ttl_text=args.ttl,
-            spot=args.spot,
-            ami_type=args.ami_type,
-            ami_id=args.ami_id,
-            key_name=args.key_name,
-            ssh_cidr=args.ssh_cidr,
-            volume_gb=args.volume_gb,
-            idle_stop=args.idle_stop,
-        )
-        guard.check_name(request.name)
-        if args.volume_gb < 30:
-            raise CloudError("--volume-gb must be at least 30: the Deep Learning AMI needs it", 2)
+        # Every value is checked before the first AWS call.
+        name = options.checked_name(args.name, f"dlstation-{args.instance_type.replace('.', '-')}")
+        request = options.machine_options(args).request(args.instance_type, name)
+        inventory.check(self.inventory_path())
         launcher = Launcher(self.aws, self.catalog, now=self.now, checkip=self.checkip)
+        launcher.refuse_foreign(request.name, None)
         existing = launcher.find_existing(request.name)
         if existing is not None:
             print(
@@ -308,9 +288,10 @@ class Commands:
         now = self.now()
         rows = []
         notes = []
+        owner = self.owner()
         for region in regions:
             ec2 = Aws(region, self.args.profile).client("ec2")
-            for instance in fleet.project_instances(ec2):
+            for instance in fleet.owned_instances(ec2, owner):
                 if not fleet.shown_in_list(instance):
                     continue
                 row = fleet.describe(instance, region, self.catalog, now)
@@ -330,13 +311,15 @@ class Commands:
                         ttl_cell(None if ended else row["left_h"]),
                         "-" if row["cost_usd"] is None or ended else f"${row['cost_usd']:.2f}",
                         row["ip"] or "-",
+                        *([guard.owner_of(instance)] if owner is None else []),
                     ]
                 )
         if not rows:
             print(f"no dlstation instances in {', '.join(regions)}")
             return 0
         header = ["name", "id", "region", "type", "market", "state", "age", "idle", "TTL left"]
-        print(table([*header, "cost so far", "address"], rows))
+        header += ["cost so far", "address", *(["owner"] if owner is None else [])]
+        print(table(header, rows))
         for note in notes:
             print(note)
         return 0
@@ -349,7 +332,7 @@ class Commands:
         return fleet.idle_time(ec2, instance) or f"? of {setting} (no report)"
 
     def ssh(self) -> int:
-        instance = fleet.find_by_name(self.aws.client("ec2"), self.args.name)
+        instance = fleet.find_by_name(self.aws.client("ec2"), self.args.name, self.owner())
         key_name = instance.get("KeyName", "")
         command = ssh_argv(instance, guard.key_dir() / f"{key_name}.pem")
         if self.args.print:
@@ -359,7 +342,7 @@ class Commands:
         return 0
 
     def keepalive(self) -> int:
-        instance = fleet.find_by_name(self.aws.client("ec2"), self.args.name)
+        instance = fleet.find_by_name(self.aws.client("ec2"), self.args.name, self.owner())
         ssh = ssh_argv(instance, guard.key_dir() / f"{instance.get('KeyName', '')}.pem")
         command = idle.keepalive_argv(ssh, self.args.duration)
         if self.args.print:
@@ -370,7 +353,7 @@ class Commands:
 
     def stop(self) -> int:
         ec2 = self.aws.client("ec2")
-        instance = fleet.find_by_name(ec2, self.args.name)
+        instance = fleet.find_by_name(ec2, self.args.name, self.owner())
         fleet.stop(ec2, instance)
         print(
             f"stopped {self.args.name} ({instance['InstanceId']}); its disk still bills: "
@@ -380,40 +363,47 @@ class Commands:
         return 0
 
     def terminate(self) -> int:
+        if self.args.name is not None:
+            guard.check_name(self.args.name)
+        inventory.check(self.inventory_path())
         ec2 = self.aws.client("ec2")
-        live = ["pending", "running", "stopping", "stopped"]
+        owner = self.owner()
         if self.args.all:
-            targets = fleet.project_instances(ec2, live)
+            targets = fleet.owned_instances(ec2, owner, fleet.LIVE)
         else:
-            targets = [fleet.find_by_name(ec2, self.args.name)]
+            targets = [fleet.find_by_name(ec2, self.args.name, owner)]
         if not targets:
-            print(f"no dlstation instances to terminate in {self.aws.region}")
+            print(f"no dlcloud instances of yours to terminate in {self.aws.region}")
             return 0
+        mine = self.aws.caller()
         names = ", ".join(
-            f"{guard.tags_of(i).get(guard.TAG_NAME, '?')} ({i['InstanceId']})" for i in targets
+            f"{guard.tags_of(i).get(guard.TAG_NAME, '?')} ({i['InstanceId']}"
+            + ("" if guard.owner_of(i) == mine else f", {guard.owner_of(i)}'s")
+            + ")"
+            for i in targets
         )
         if not self.args.yes and not self.confirm(f"terminate {names}?"):
             print("nothing terminated (pass --yes to skip this question)")
             return 1
-        done = fleet.terminate(ec2, targets, guard.key_dir(), self.now())
-        removed = inventory.remove_hosts(self.inventory_path(), set(done.instances))
+        print(f"terminating {names}")
+        done = fleet.terminate(ec2, targets, self.scope(), self.now())
         print("\n".join(done.lines()))
-        if removed:
-            print(f"removed {', '.join(removed)} from {self.inventory_path()}")
         return 0
 
     def reap(self) -> int:
+        inventory.check(self.inventory_path())
         ec2 = self.aws.client("ec2")
-        plan = fleet.find_leftovers(ec2, self.now())
+        plan = fleet.find_leftovers(ec2, self.now(), self.aws.caller())
         if plan.empty():
-            print(f"nothing to reap in {self.aws.region}")
+            done = fleet.Cleanup(kept=fleet.kept_volumes(plan))
+            fleet.remove_unused(ec2, set(), set(), self.scope(), done)  # ended hosts only
+            print("\n".join([f"nothing to reap in {self.aws.region}", *done.lines()]))
             return 0
         print("\n".join(plan.lines()))
         if not self.args.yes and not self.confirm("remove all of these?"):
             print("nothing removed (pass --yes to skip this question)")
             return 1
-        done = fleet.reap(ec2, plan, guard.key_dir(), self.now())
-        inventory.remove_hosts(self.inventory_path(), set(done.instances))
+        done = fleet.reap(ec2, plan, self.scope(), self.now())
         print("\n".join(done.lines()))
         return 0
 
@@ -437,7 +427,8 @@ def main(argv: Sequence[str] | None = None, **seams: Any) -> int:
     commands = Commands(args, **seams)
     try:
         handler: Callable[[], int] = getattr(commands, args.command)
-        return handler()
+        with interrupts.raised():
+            return handler()
     except AWS_FAILURES as error:  # one the commands did not expect: still advice, no traceback
         cloud_error = explain(error, f"dlcloud {args.command}")
         print(f"dlcloud: {cloud_error}", file=sys.stderr)
@@ -445,6 +436,15 @@ def main(argv: Sequence[str] | None = None, **seams: Any) -> int:
     except CloudError as error:
         print(f"dlcloud: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("dlcloud: interrupted; anything it had started was terminated", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:  # SIGINT, SIGTERM or SIGHUP (interrupts.Interrupted)
+        stopped = interrupts.as_interrupted(error)
+        print(f"dlcloud: {stopped.summary()}", file=sys.stderr)
+        return stopped.exit_code
+    except Exception:  # a bug of ours: the traceback to report, and never a verdict's code
+        traceback.print_exc()
+        print(
+            f"dlcloud: internal error in `dlcloud {args.command}` (exit {INTERNAL}): "
+            "please report the traceback above",
+            file=sys.stderr,
+        )
+        return INTERNAL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,20 +11,34 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bench.exitcodes import USAGE
 from bench.facts.catalog import Catalog, CatalogError
-from cloud import guard, idle
+from cloud import guard, idle, inventory
 from cloud.aws import CloudError, aws_errors, error_code, explain
 
 TERMINATE_WAIT = {"Delay": 5, "MaxAttempts": 120}
 IN_USE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 SPOT_INTERRUPTED = "Server.SpotInstanceTermination"
+LIVE = ["pending", "running", "stopping", "stopped"]
 
 
 def project_instances(ec2: Any, states: list[str] | None = None) -> list[dict[str, Any]]:
-    """Every instance tagged Project=dlstation, optionally only in the given states."""
-    filters = guard.project_filter()
+    """Every instance tagged Project=dlstation (whoever tagged it), optionally in these states."""
+    return _instances(ec2, guard.project_filter(), states)
+
+
+def owned_instances(
+    ec2: Any, owner: str | None, states: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The instances dlcloud created for this owner (for any owner when None)."""
+    return _instances(ec2, guard.owned_filters(owner), states)
+
+
+def _instances(
+    ec2: Any, filters: list[dict[str, Any]], states: list[str] | None
+) -> list[dict[str, Any]]:
     if states:
-        filters.append({"Name": "instance-state-name", "Values": states})
+        filters = [*filters, {"Name": "instance-state-name", "Values": states}]
     found = []
     with aws_errors("listing instances"):
         for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
@@ -129,13 +144,14 @@ def bill_line(instance: dict[str, Any], now: datetime) -> str:
     return f"{head}, ${hours * hourly:.2f} at ${hourly:.4f}/h ({basis})"
 
 
-def find_by_name(ec2: Any, name: str) -> dict[str, Any]:
-    states = ["pending", "running", "stopping", "stopped"]
+def find_by_name(ec2: Any, name: str, owner: str | None) -> dict[str, Any]:
+    """The owner's live dlcloud instance of that name (any owner's when owner is None)."""
+    guard.check_name(name)
     matches = [
-        i for i in project_instances(ec2, states) if guard.tags_of(i).get(guard.TAG_NAME) == name
+        i for i in owned_instances(ec2, owner, LIVE) if guard.tags_of(i).get(guard.TAG_NAME) == name
     ]
     if not matches:
-        raise CloudError(f"no live dlstation instance named {name!r}; see `dlcloud list`", 2)
+        raise CloudError(f"no live dlstation instance named {name!r}; see `dlcloud list`", USAGE)
     return matches[0]
 
 
@@ -156,6 +172,7 @@ class Cleanup:
     security_groups: list[str] = field(default_factory=list)
     key_pairs: list[str] = field(default_factory=list)
     key_files: list[str] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)  # removed from the inventory
     kept: list[str] = field(default_factory=list)
     bills: list[str] = field(default_factory=list)
 
@@ -166,6 +183,7 @@ class Cleanup:
             ("deleted security group", self.security_groups),
             ("deleted key pair", self.key_pairs),
             ("deleted key file", self.key_files),
+            ("removed from the inventory:", self.hosts),
         ]
         done = [f"{label} {item}" for label, items in parts for item in items]
         bills = [f"cost: {bill}" for bill in self.bills]
@@ -173,8 +191,17 @@ class Cleanup:
         return done[: len(self.instances)] + bills + done[len(self.instances) :] + kept
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Whose resources a terminate or reap may remove, and the inventory it keeps current."""
+
+    owner: str
+    key_folder: Path
+    inventory: Path | None = None
+
+
 def terminate(
-    ec2: Any, instances: list[dict[str, Any]], key_folder: Path, now: datetime | None = None
+    ec2: Any, instances: list[dict[str, Any]], scope: Scope, now: datetime | None = None
 ) -> Cleanup:
     """Terminate and wait, bill each, then remove what dlcloud created for them if now unused."""
     done = Cleanup()
@@ -189,45 +216,87 @@ def terminate(
     done.bills = [bill_line(i, ended) for i in instances]
     groups = {guard.tags_of(i).get(guard.TAG_GROUP) for i in instances} - {None}
     keys = {guard.tags_of(i).get(guard.TAG_KEY) for i in instances} - {None}
-    remove_unused(ec2, {g for g in groups if g}, {k for k in keys if k}, key_folder, done)
+    remove_unused(ec2, {g for g in groups if g}, {k for k in keys if k}, scope, done, now=ended)
     return done
 
 
-def remove_unused(
-    ec2: Any, groups: set[str], keys: set[str], key_folder: Path, done: Cleanup
-) -> None:
-    """Delete the groups and key pairs dlcloud created that no instance in the region uses.
+def tidy_inventory(ec2: Any, scope: Scope, live: list[dict[str, Any]], done: Cleanup) -> None:
+    """The inventory loses every host of this region whose instance is no longer live."""
+    if scope.inventory is None:
+        return
+    live_ids = {i["InstanceId"] for i in live if i["State"]["Name"] != "shutting-down"}
+    gone = inventory.prune(scope.inventory, ec2.meta.region_name, live_ids)
+    done.hosts += [h for h in gone if h not in done.hosts]
 
-    What the user brought (no creation tag) is never deleted, nor a key file dlcloud did
-    not write; "in use" counts every instance in the region, not only this project's.
+
+def remove_unused(
+    ec2: Any,
+    groups: set[str],
+    keys: set[str],
+    scope: Scope,
+    done: Cleanup,
+    *,
+    now: datetime | None = None,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Delete the caller's groups and key pairs that no instance in the region uses.
+
+    Only what dlcloud created for this caller is deleted (creation and owner tags), never a
+    key file dlcloud did not write or one a host in the inventory still names; "in use"
+    counts every instance in the region, not only this project's. No launch on this machine
+    runs between the listing and the deletion (the resource lock), and what a launch anywhere
+    set up in the last few minutes (guard.GRACE) is kept.
     """
-    live = region_instances(ec2, IN_USE_STATES)
-    used_groups = {g["GroupId"] for i in live for g in i.get("SecurityGroups", [])}
-    used_keys = {i.get("KeyName") for i in live}
-    for group_id in sorted(groups):
-        group = describe_group(ec2, group_id)
-        if group is None:
-            continue
-        if not guard.created_by_dlcloud(group):
-            done.kept.append(f"security group {group_id}: dlcloud did not create it")
-        elif group_id in used_groups:
-            done.kept.append(f"security group {group_id}: another instance uses it")
-        else:
-            delete_group(ec2, group_id, done)
-    for name in sorted(keys):
-        pair = guard.find_key_pair(ec2, name)
-        if pair is None:
-            continue
-        if not guard.created_by_dlcloud(pair):
-            done.kept.append(f"key pair {name} and its key file: dlcloud did not create them")
-            continue
-        if name in used_keys:
-            done.kept.append(f"key pair {name}: another instance uses it")
-            continue
+    now = now or datetime.now(timezone.utc)
+    with guard.resource_lock(scope.key_folder, exclusive=True, say=say):
+        live = region_instances(ec2, IN_USE_STATES)
+        tidy_inventory(ec2, scope, live, done)
+        used_groups = {g["GroupId"] for i in live for g in i.get("SecurityGroups", [])}
+        for group_id in sorted(groups):
+            group = describe_group(ec2, group_id)
+            if group is None:
+                continue
+            if not guard.created_by_dlcloud(group):
+                done.kept.append(f"security group {group_id}: dlcloud did not create it")
+            elif not guard.owned(group, scope.owner):
+                done.kept.append(f"security group {group_id}: it is {guard.owner_of(group)}'s")
+            elif group_id in used_groups:
+                done.kept.append(f"security group {group_id}: another instance uses it")
+            elif guard.recently_used(group, now):
+                done.kept.append(f"security group {group_id}: {RECENT}")
+            else:
+                delete_group(ec2, group_id, done)
+        used_keys = {str(i.get("KeyName")) for i in live}
+        for name in sorted(keys):
+            remove_key(ec2, name, scope, used=used_keys, done=done, now=now)
+
+
+RECENT = f"a launch set it up less than {guard.GRACE.seconds // 60} minutes ago"
+
+
+def remove_key(
+    ec2: Any, name: str, scope: Scope, *, used: set[str], done: Cleanup, now: datetime
+) -> None:
+    """The caller's key pair and its file, unless an instance or an inventory host needs them."""
+    pair = guard.find_key_pair(ec2, name)
+    if pair is None:
+        return
+    path = scope.key_folder / f"{name}.pem"
+    named = {} if scope.inventory is None else inventory.key_files(scope.inventory)
+    if not guard.created_by_dlcloud(pair):
+        done.kept.append(f"key pair {name} and its key file: dlcloud did not create them")
+    elif not guard.owned(pair, scope.owner):
+        done.kept.append(f"key pair {name}: it is {guard.owner_of(pair)}'s")
+    elif name in used:
+        done.kept.append(f"key pair {name}: another instance uses it")
+    elif str(path) in named:
+        done.kept.append(f"key pair {name} and {path}: host {named[str(path)]} names it")
+    elif guard.recently_used(pair, now) or guard.young_file(path, now):
+        done.kept.append(f"key pair {name} and its key file: {RECENT}")
+    else:
         with aws_errors("deleting key pair"):
             ec2.delete_key_pair(KeyName=name)
         done.key_pairs.append(name)
-        path = key_folder / f"{name}.pem"
         if guard.remove_key_file(path):
             done.key_files.append(str(path))
         elif path.exists():
@@ -260,12 +329,14 @@ class ReapPlan:
     """Leftovers that cost money or clutter: found first, removed after confirmation."""
 
     expired: list[dict[str, Any]] = field(default_factory=list)
+    # Never deleted: dlcloud's root disks go with their instance, so one still here was kept
+    # on purpose (DeleteOnTermination=false). Listed, with what it costs, for the user.
     volumes: list[str] = field(default_factory=list)
     security_groups: set[str] = field(default_factory=set)
     key_pairs: set[str] = field(default_factory=set)
 
     def empty(self) -> bool:
-        return not (self.expired or self.volumes or self.security_groups or self.key_pairs)
+        return not (self.expired or self.security_groups or self.key_pairs)
 
     def lines(self) -> list[str]:
         lines = [
@@ -273,43 +344,51 @@ class ReapPlan:
             f"expired {guard.tags_of(i).get(guard.TAG_EXPIRES)})"
             for i in self.expired
         ]
-        lines += [f"orphaned volume {v}" for v in self.volumes]
         lines += [f"unused security group {g}" for g in sorted(self.security_groups)]
         lines += [f"unused key pair {k}" for k in sorted(self.key_pairs)]
         return lines
 
 
-def find_leftovers(ec2: Any, now: datetime) -> ReapPlan:
-    """Expired instances, unattached project volumes, groups and keys with no live instance."""
+def find_leftovers(ec2: Any, now: datetime, owner: str) -> ReapPlan:
+    """The caller's expired instances and unused groups and keys; their kept disks, to list."""
     plan = ReapPlan()
-    live_states = ["pending", "running", "stopping", "stopped"]
-    for instance in project_instances(ec2, live_states):
+    for instance in owned_instances(ec2, owner, LIVE):
         expires = parse_time(guard.tags_of(instance).get(guard.TAG_EXPIRES))
         if expires is not None and expires <= now:
             plan.expired.append(instance)
     with aws_errors("listing volumes"):
         volumes = ec2.describe_volumes(
-            Filters=[*guard.project_filter(), {"Name": "status", "Values": ["available"]}]
+            Filters=[*guard.owned_filters(owner), {"Name": "status", "Values": ["available"]}]
         )["Volumes"]
-    plan.volumes = [v["VolumeId"] for v in volumes]
+    plan.volumes = [
+        f"{v['VolumeId']} ({v['Size']} GiB, {guard.tags_of(v).get(guard.TAG_NAME, '?')})"
+        for v in volumes
+    ]
     expired = {i["InstanceId"] for i in plan.expired}
     survivors = [i for i in region_instances(ec2, IN_USE_STATES) if i["InstanceId"] not in expired]
     used_groups = {g["GroupId"] for i in survivors for g in i.get("SecurityGroups", [])}
     used_keys = {i.get("KeyName") for i in survivors}
-    created = [{"Name": f"tag:{guard.TAG_CREATED_BY}", "Values": [guard.CREATED_BY]}]
+    created = guard.owned_filters(owner)
     with aws_errors("listing security groups and key pairs"):
         groups = ec2.describe_security_groups(Filters=created)["SecurityGroups"]
         keys = ec2.describe_key_pairs(Filters=created)["KeyPairs"]
-    plan.security_groups = {g["GroupId"] for g in groups} - used_groups
-    plan.key_pairs = {k["KeyName"] for k in keys} - used_keys
+    fresh = [r for r in [*groups, *keys] if guard.recently_used(r, now)]
+    plan.security_groups = {g["GroupId"] for g in groups if g not in fresh} - used_groups
+    plan.key_pairs = {k["KeyName"] for k in keys if k not in fresh} - used_keys
     return plan
 
 
-def reap(ec2: Any, plan: ReapPlan, key_folder: Path, now: datetime | None = None) -> Cleanup:
-    done = terminate(ec2, plan.expired, key_folder, now)
-    for volume in plan.volumes:
-        with aws_errors(f"deleting volume {volume}"):
-            ec2.delete_volume(VolumeId=volume)
-        done.volumes.append(volume)
-    remove_unused(ec2, plan.security_groups, plan.key_pairs, key_folder, done)
+def reap(ec2: Any, plan: ReapPlan, scope: Scope, now: datetime | None = None) -> Cleanup:
+    """Expired instances, then unused groups and keys; volumes are only reported."""
+    done = terminate(ec2, plan.expired, scope, now)
+    remove_unused(ec2, plan.security_groups, plan.key_pairs, scope, done, now=now)
+    done.kept += kept_volumes(plan)
     return done
+
+
+def kept_volumes(plan: ReapPlan) -> list[str]:
+    return [
+        f"volume {v}: reap never deletes a disk (it bills until you run "
+        f"`aws ec2 delete-volume --volume-id {v.split()[0]}`)"
+        for v in plan.volumes
+    ]

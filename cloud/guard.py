@@ -37,34 +37,44 @@ TAG_CREATED_BY = "dlstation:created-by"  # only on what dlcloud created: all it 
 TAG_IDLE = "dlstation:idle-stop"
 TAG_PRICE = "dlstation:usd-per-hour"
 TAG_PRICE_BASIS = "dlstation:price-basis"
+TAG_CAMPAIGN = "dlstation:campaign"  # on a `dlcloud bench` instance: the campaign that owns it
+# The launch's idempotency token: finds an instance whose RunInstances answer never came back.
+TAG_TOKEN = "dlstation:launch-token"
+# When a launch last set up a key pair or group: younger than GRACE, it is never "unused".
+TAG_CLAIMED = "dlstation:launched-with-at"
+GRACE = timedelta(minutes=5)
 MANAGED_BY = "dlcloud"
 CREATED_BY = "dlcloud"
 # What dlcloud wrote into the key folder: "<file name> <sha256>" per line.
 KEY_LEDGER = ".dlcloud-written"
 IDLE_WATCHDOG_FILE = "data/idle_watchdog.py"
+# Patterns are matched with fullmatch: `$` would also match before a trailing newline.
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", re.ASCII)
+# A key pair name is also a file name in the key folder: no separators, no dot first.
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@-]{0,127}", re.ASCII)
 # On the instance: `sudo dlstation-keepalive 2h` keeps it up that long, `off` clears it.
 KEEPALIVE_COMMAND = "dlstation-keepalive"
-_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 CHECKIP_URL = "https://checkip.amazonaws.com"
-_TTL = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
+# ASCII digits only, few of them: the text becomes a tag value (at most 256 characters).
+_TTL = re.compile(r"([0-9]{1,5}(?:\.[0-9]{1,3})?)([mhd])", re.ASCII)
 _TTL_UNITS = {"m": 60, "h": 3600, "d": 86400}
 MAX_TTL = timedelta(days=7)
 
 
 def parse_ttl(text: str) -> timedelta:
     """'90m', '4h', '1.5d' -> timedelta; refuses zero, junk and more than a week."""
-    match = _TTL.match(text.strip().lower())
+    match = _TTL.fullmatch(text.lower())
     if not match:
         raise CloudError(f"--ttl {text!r}: write it as minutes, hours or days, e.g. 90m, 4h, 2d", 2)
     ttl = timedelta(seconds=float(match.group(1)) * _TTL_UNITS[match.group(2)])
     if ttl < timedelta(minutes=10) or ttl > MAX_TTL:
-        raise CloudError(f"--ttl {text}: must be between 10m and 7d", 2)
+        raise CloudError(f"--ttl {text!r}: must be between 10m and 7d", 2)
     return ttl
 
 
 def check_name(name: str) -> str:
     """A host-name-like label, safe in a shell, a tag and an Ansible inventory; else refused."""
-    if _NAME.match(name):
+    if _NAME.fullmatch(name):
         return name
     valid = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:63].strip("-") or "lab-1"
     raise CloudError(
@@ -76,20 +86,54 @@ def check_name(name: str) -> str:
 
 def parse_idle(text: str) -> timedelta | None:
     """'30m', '2h' -> timedelta; 'off' -> None (no idle stop)."""
-    if text.strip().lower() == "off":
+    if text.lower() == "off":
         return None
-    match = _TTL.match(text.strip().lower())
+    match = _TTL.fullmatch(text.lower())
     if not match:
         raise CloudError(f"--idle-stop {text!r}: write e.g. 30m or 1h, or off", 2)
     idle = timedelta(seconds=float(match.group(1)) * _TTL_UNITS[match.group(2)])
     if idle < timedelta(minutes=5) or idle > MAX_TTL:
-        raise CloudError(f"--idle-stop {text}: must be between 5m and 7d, or off", 2)
+        raise CloudError(f"--idle-stop {text!r}: must be between 5m and 7d, or off", 2)
     return idle
 
 
+def check_key_name(name: str) -> str:
+    """A key pair name that is also a safe file name in the key folder; else refused."""
+    if _KEY_NAME.fullmatch(name) and ".." not in name:
+        return name
+    raise CloudError(
+        f"--key-name {name!r}: use letters, digits and . _ + = @ - only (no / and no ..), "
+        "at most 128 characters, starting with a letter or digit",
+        2,
+    )
+
+
 def created_by_dlcloud(resource: dict[str, Any]) -> bool:
-    """True only for a key pair or group dlcloud created (it carries the creation tag)."""
+    """True for a resource dlcloud created (it carries the creation tag), whoever's it is."""
     return tags_of(resource).get(TAG_CREATED_BY) == CREATED_BY
+
+
+def owned(resource: dict[str, Any], owner: str) -> bool:
+    """The one ownership rule: dlcloud created it, for this caller (the owner tag it wrote)."""
+    return created_by_dlcloud(resource) and tags_of(resource).get(TAG_OWNER) == owner
+
+
+def owner_of(resource: dict[str, Any]) -> str:
+    return tags_of(resource).get(TAG_OWNER, "no owner tag")
+
+
+def owned_filters(owner: str | None) -> list[dict[str, Any]]:
+    """EC2 filters for what dlcloud created; for this owner only unless owner is None."""
+    filters = [{"Name": f"tag:{TAG_CREATED_BY}", "Values": [CREATED_BY]}]
+    if owner is not None:
+        filters.append({"Name": f"tag:{TAG_OWNER}", "Values": [owner]})
+    return filters
+
+
+def ssh_group_name(launch: str, owner: str) -> str:
+    """One SSH group per launch name (or campaign) and owner: it admits that launch's address."""
+    digest = hashlib.sha256(owner.encode()).hexdigest()[:10]
+    return f"dlstation-ssh-{launch}-{digest}"
 
 
 def project_filter() -> list[dict[str, Any]]:
@@ -112,6 +156,7 @@ class Labels:
     owner: str
     expires_at: datetime
     ttl: str
+    campaign: str | None = None
 
     def common(self) -> dict[str, str]:
         return {TAG_PROJECT: PROJECT, TAG_MANAGED: MANAGED_BY, TAG_OWNER: self.owner}
@@ -121,8 +166,11 @@ class Labels:
         return {**self.common(), TAG_CREATED_BY: CREATED_BY}
 
     def instance(self, ami_type: str, key_name: str, group_id: str) -> dict[str, str]:
+        """Tags of an instance and its root disk: created by dlcloud, for this owner."""
+        campaign = {TAG_CAMPAIGN: self.campaign} if self.campaign else {}
         return {
-            **self.common(),
+            **self.created(),
+            **campaign,
             TAG_NAME: self.name,
             TAG_EXPIRES: self.expires_at.isoformat(timespec="seconds"),
             TAG_TTL: self.ttl,
@@ -227,13 +275,29 @@ def caller_cidr(fetch: Callable[[], str] | None = None) -> str:
     return f"{address}/32"
 
 
-def check_cidr(cidr: str) -> str:
+WIDEST_CIDR = 16  # IPv4 prefixes shorter than this need --allow-wide-cidr
+
+
+def check_cidr(cidr: str, allow_wide: bool = False) -> str:
+    """One IPv4 network, at most a /16 unless allowed by name, never the whole internet."""
     try:
-        network = ipaddress.ip_network(cidr, strict=False)
+        network = ipaddress.ip_network(cidr.strip(), strict=False)
     except ValueError:
-        raise CloudError(f"--ssh-cidr {cidr!r} is not a network like 203.0.113.7/32", 2) from None
+        raise CloudError(f"--ssh-cidr {cidr!r} is not one network like 203.0.113.7/32", 2) from None
+    if network.version == 6:
+        raise CloudError(
+            f"--ssh-cidr {cidr}: IPv6 is not supported (dlcloud's instances get a public IPv4 "
+            "address only); pass your IPv4 address as A.B.C.D/32",
+            2,
+        )
     if network.prefixlen == 0:
-        raise CloudError("--ssh-cidr 0.0.0.0/0 would open SSH to the whole internet; refused", 2)
+        raise CloudError(f"--ssh-cidr {cidr} would open SSH to the whole internet; refused", 2)
+    if network.prefixlen < WIDEST_CIDR and not allow_wide:
+        raise CloudError(
+            f"--ssh-cidr {cidr} admits {network.num_addresses:,} addresses, wider than a "
+            f"/{WIDEST_CIDR}; pass --allow-wide-cidr if you mean it, or your address as /32",
+            2,
+        )
     return str(network)
 
 
@@ -242,6 +306,60 @@ def key_dir() -> Path:
 
 
 KEY_LOCK = ".dlcloud.lock"
+# Launches share it from "ensure key and group" until AWS lists their instance; terminate and
+# reap hold it alone from "nothing uses this" until it is deleted.
+RESOURCE_LOCK = ".dlcloud-resources.lock"
+
+
+@contextmanager
+def resource_lock(
+    folder: Path, *, exclusive: bool, say: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Launches share shared key pairs and groups; removing unused ones waits for them all."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    with (folder / RESOURCE_LOCK).open("a") as handle:
+        try:
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if say is not None:
+                say(
+                    "waiting for a launch on this machine to finish with the shared key pair and "
+                    "SSH group"
+                    if exclusive
+                    else "waiting for a terminate or reap on this machine to finish its cleanup"
+                )
+            fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def claim(ec2: Any, resource_ids: list[str], now: datetime) -> None:
+    """Mark a key pair and group as just used, so no terminate elsewhere deletes them now."""
+    with aws_errors("marking the key pair and SSH group as in use"):
+        ec2.create_tags(
+            Resources=resource_ids,
+            Tags=[{"Key": TAG_CLAIMED, "Value": now.isoformat(timespec="seconds")}],
+        )
+
+
+def recently_used(resource: dict[str, Any], now: datetime) -> bool:
+    """A launch set it up in the last GRACE: it may be on its way to AWS from another machine."""
+    try:
+        claimed = datetime.fromisoformat(tags_of(resource)[TAG_CLAIMED])
+    except (KeyError, ValueError):
+        return False
+    return now - claimed < GRACE
+
+
+def young_file(path: Path, now: datetime) -> bool:
+    try:
+        written = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    except OSError:
+        return False
+    return now - written < GRACE
 
 
 @contextmanager
@@ -270,7 +388,12 @@ def ensure_key_pair(ec2: Any, name: str, labels: Labels, folder: Path) -> tuple[
         return _ensure_key_pair(ec2, name, labels, folder)
 
 
-def _ensure_key_pair(ec2: Any, name: str, labels: Labels, folder: Path) -> tuple[str, Path]:
+def check_key_pair(ec2: Any, name: str, folder: Path) -> dict[str, Any] | None:
+    """The key pair when AWS has it and its private key is here, None when neither is; else refused.
+
+    Never overwrites a file: if one is at the target path but AWS has no such key pair,
+    the user decides what it is.
+    """
     path = folder / f"{name}.pem"
     found = find_key_pair(ec2, name)
     if found is None and path.exists():
@@ -280,7 +403,18 @@ def _ensure_key_pair(ec2: Any, name: str, labels: Labels, folder: Path) -> tuple
             "pass another --key-name",
             2,
         )
-    if found is None:
+    if found is not None and not path.is_file():
+        raise CloudError(
+            f"key pair {name!r} exists in AWS but its private key is not at {path}; pass "
+            "--key-name with a key you hold, or delete that key pair in the EC2 console",
+            2,
+        )
+    return found
+
+
+def _ensure_key_pair(ec2: Any, name: str, labels: Labels, folder: Path) -> tuple[str, Path]:
+    path = folder / f"{name}.pem"
+    if check_key_pair(ec2, name, folder) is None:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             created = ec2.create_key_pair(
@@ -306,12 +440,6 @@ def _ensure_key_pair(ec2: Any, name: str, labels: Labels, folder: Path) -> tuple
         with os.fdopen(descriptor, "w") as handle:
             handle.write(created["KeyMaterial"])
         record_key_file(path)
-        return name, path
-    if not path.is_file():
-        raise CloudError(
-            f"key pair {name!r} exists in AWS but its private key is not at {path}; pass "
-            "--key-name with a key you hold, or delete that key pair in the EC2 console"
-        )
     return name, path
 
 
@@ -375,8 +503,7 @@ def default_vpc(ec2: Any) -> str:
     return str(vpcs[0]["VpcId"])
 
 
-def ensure_security_group(ec2: Any, name: str, vpc_id: str, cidr: str, labels: Labels) -> str:
-    """A group allowing SSH from `cidr` only; reused (and the rule added) if it exists."""
+def find_group(ec2: Any, name: str, vpc_id: str) -> dict[str, Any] | None:
     with aws_errors("looking up security group"):
         groups = ec2.describe_security_groups(
             Filters=[
@@ -384,20 +511,48 @@ def ensure_security_group(ec2: Any, name: str, vpc_id: str, cidr: str, labels: L
                 {"Name": "vpc-id", "Values": [vpc_id]},
             ]
         )["SecurityGroups"]
-    if groups:
-        if not created_by_dlcloud(groups[0]):
-            raise CloudError(
-                f"a security group named {name!r} exists in {vpc_id} that dlcloud did not create; "
-                "dlcloud will not change its rules: rename or delete that group, then launch again",
-                2,
-            )
-        group_id = str(groups[0]["GroupId"])
-        allowed = {
-            r["CidrIp"]
-            for p in groups[0].get("IpPermissions", [])
-            if p.get("FromPort") == 22
-            for r in p.get("IpRanges", [])
-        }
+    return groups[0] if groups else None
+
+
+def check_group(group: dict[str, Any] | None, owner: str) -> None:
+    """Refuse a group of dlcloud's name that is not the caller's own dlcloud group."""
+    if group is not None and not owned(group, owner):
+        whose = "dlcloud did not create" if not created_by_dlcloud(group) else "belongs to"
+        detail = "" if not created_by_dlcloud(group) else f" {owner_of(group)}"
+        raise CloudError(
+            f"a security group named {group['GroupName']!r} exists in {group['VpcId']} that "
+            f"{whose}{detail}; dlcloud will not change its rules: rename or delete that group, "
+            "or pick another --name",
+            2,
+        )
+
+
+def ssh_cidrs(group: dict[str, Any]) -> set[str]:
+    return {
+        r["CidrIp"]
+        for p in group.get("IpPermissions", [])
+        if p.get("FromPort") == 22
+        for r in p.get("IpRanges", [])
+    }
+
+
+def ensure_security_group(ec2: Any, name: str, vpc_id: str, cidr: str, labels: Labels) -> str:
+    """The launch's own group, admitting SSH from `cidr` and nothing else; made if missing.
+
+    A group is per launch name (or campaign): a rule left from an earlier launch of that name
+    is revoked, so no other address, nor any colleague's, rides along.
+    """
+    group = find_group(ec2, name, vpc_id)
+    check_group(group, labels.owner)
+    if group is not None:
+        group_id = str(group["GroupId"])
+        allowed = ssh_cidrs(group)
+        for stale in sorted(allowed - {cidr}):
+            with aws_errors("revoking an SSH rule no launch needs"):
+                ec2.revoke_security_group_ingress(
+                    GroupId=group_id,
+                    IpPermissions=[{**ssh_permission(stale), "IpRanges": [{"CidrIp": stale}]}],
+                )
         if cidr in allowed:
             return group_id
     else:
@@ -423,18 +578,17 @@ def ensure_security_group(ec2: Any, name: str, vpc_id: str, cidr: str, labels: L
     return group_id
 
 
+def ssh_permission(cidr: str) -> dict[str, Any]:
+    return {
+        "IpProtocol": "tcp",
+        "FromPort": 22,
+        "ToPort": 22,
+        "IpRanges": [{"CidrIp": cidr, "Description": "dlcloud caller"}],
+    }
+
+
 def authorize_ssh(ec2: Any, group_id: str, cidr: str) -> None:
-    ec2.authorize_security_group_ingress(
-        GroupId=group_id,
-        IpPermissions=[
-            {
-                "IpProtocol": "tcp",
-                "FromPort": 22,
-                "ToPort": 22,
-                "IpRanges": [{"CidrIp": cidr, "Description": "dlcloud caller"}],
-            }
-        ],
-    )
+    ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[ssh_permission(cidr)])
 
 
 def expiry(now: datetime, ttl: timedelta) -> datetime:

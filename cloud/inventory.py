@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from bench.exitcodes import USAGE
+from cloud.aws import CloudError
 
 INVENTORY_ENV = "DLCLOUD_INVENTORY"
 HEADER = (
@@ -26,14 +32,54 @@ def default_path() -> Path:
     return Path.home() / ".config" / "dlstation" / "dlcloud.yml"
 
 
+def written_by_dlcloud(path: Path) -> bool:
+    """True for a file that starts with dlcloud's header: the only kind it rewrites."""
+    try:
+        with path.open() as handle:
+            return handle.readline() == HEADER.splitlines(keepends=True)[0]
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def check(path: Path) -> Path:
+    """Refuse, before anything is launched, an inventory dlcloud could not write safely."""
+    if path.is_dir():
+        raise CloudError(
+            f"--inventory {path} is a folder; name a file: dlcloud writes its own inventory",
+            USAGE,
+        )
+    if path.exists() and not written_by_dlcloud(path):
+        raise CloudError(
+            f"--inventory {path} was not written by dlcloud, which rewrites only its own file: "
+            f"name a new file and pass both to Ansible (-i yours -i new.yml)",
+            USAGE,
+        )
+    if path.is_file():
+        try:
+            hosts_of(yaml.safe_load(path.read_text()))
+        except (yaml.YAMLError, AttributeError, TypeError) as error:
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise CloudError(
+                f"--inventory {path}: dlcloud's file is damaged ({first}); move it away", USAGE
+            ) from None
+    return path
+
+
+def hosts_of(document: Any) -> dict[str, Any]:
+    hosts = ((document or {}).get("all", {}).get("children", {}).get("dlami", {})).get("hosts")
+    if not isinstance(hosts or {}, dict):
+        raise TypeError("the dlami group's hosts are not a mapping")
+    return dict(hosts or {})
+
+
 def read(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    if not check(path).is_file():
         return {}
-    loaded = yaml.safe_load(path.read_text()) or {}
-    return loaded.get("all", {}).get("children", {}).get("dlami", {}).get("hosts", {}) or {}
+    return hosts_of(yaml.safe_load(path.read_text()))
 
 
 def write(path: Path, hosts: dict[str, Any]) -> None:
+    check(path)
     document = {"all": {"children": {"dlami": {"hosts": hosts}}}}
     path.parent.mkdir(parents=True, exist_ok=True)
     # A temporary file of its own: two dlcloud runs writing at once never share one.
@@ -44,7 +90,24 @@ def write(path: Path, hosts: dict[str, Any]) -> None:
     Path(temporary).replace(path)
 
 
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """One read-modify-write of the inventory at a time, across processes: no entry is lost."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f".{path.name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def add_host(path: Path, name: str, instance: dict[str, Any], region: str, key_file: Path) -> None:
+    with locked(path):
+        _add_host(path, name, instance, region, key_file)
+
+
+def _add_host(path: Path, name: str, instance: dict[str, Any], region: str, key_file: Path) -> None:
     hosts = read(path)
     hosts[name] = {
         "ansible_host": instance.get("PublicIpAddress") or instance.get("PrivateIpAddress"),
@@ -58,8 +121,33 @@ def add_host(path: Path, name: str, instance: dict[str, Any], region: str, key_f
 
 
 def remove_hosts(path: Path, instance_ids: set[str]) -> list[str]:
+    with locked(path):
+        return _remove_hosts(path, instance_ids)
+
+
+def _remove_hosts(path: Path, instance_ids: set[str]) -> list[str]:
     hosts = read(path)
     gone = [n for n, v in hosts.items() if v.get("dlstation_instance_id") in instance_ids]
     if gone:
         write(path, {n: v for n, v in hosts.items() if n not in gone})
     return gone
+
+
+def prune(path: Path, region: str, live_ids: set[str]) -> list[str]:
+    """Remove the region's hosts whose instance ended (TTL, idle stop, console): their names."""
+    hosts = read(path)
+    ended = {
+        v.get("dlstation_instance_id")
+        for v in hosts.values()
+        if v.get("dlstation_region") == region and v.get("dlstation_instance_id") not in live_ids
+    }
+    return remove_hosts(path, {i for i in ended if i})
+
+
+def key_files(path: Path) -> dict[str, str]:
+    """Key file -> a host that still names it."""
+    return {
+        str(v.get("ansible_ssh_private_key_file")): name
+        for name, v in read(path).items()
+        if v.get("ansible_ssh_private_key_file")
+    }

@@ -2,47 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
 import shlex
-import uuid
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, WaiterError
 
+from bench.exitcodes import USAGE
 from bench.facts import platforms
 from bench.facts.catalog import Catalog, CatalogError, Price
-from cloud import ami, guard
-from cloud.aws import Aws, CloudError, aws_errors, error_code, explain
+from cloud import ami, guard, interrupts
+from cloud.aws import AWS_FAILURES, Aws, CloudError, aws_errors, error_code, explain
+from cloud.options import LaunchRequest
+
+__all__ = ["LaunchRequest", "Launcher", "Plan"]
 
 SSH_USER = "ubuntu"  # the Deep Learning AMIs on Ubuntu log in as ubuntu
 JUPYTER_PORT = 8888
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 # Waiters poll every 10 s for up to 15 minutes: GPU instances can take a while to pass checks.
 WAITER_CONFIG = {"Delay": 10, "MaxAttempts": 90}
-SECURITY_GROUP = "dlstation-ssh"
+ENDED_STATES = ("shutting-down", "terminated")
+MAX_GENERATIONS = 20  # tokens walked past ended launches of a name before giving up
 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class LaunchRequest:
-    """What the user asked for on the command line."""
-
-    instance_type: str
-    name: str
-    ttl_text: str = "4h"
-    spot: bool = False
-    ami_type: str = ami.DEFAULT_AMI_TYPE
-    ami_id: str | None = None
-    key_name: str | None = None
-    ssh_cidr: str | None = None
-    volume_gb: int = 100
-    idle_stop: str = "30m"
 
 
 @dataclass
@@ -62,10 +52,15 @@ class Plan:
     quota: str
     idle: timedelta | None = None
     warnings: list[str] = field(default_factory=list)
+    ssh_cidr: str = ""  # who may SSH in: --ssh-cidr, else the caller's address
+    disk_usd_per_hour: float | None = None
 
     def cost_for_ttl(self) -> float | None:
+        """The most the TTL can cost: the instance and its root disk, for the whole TTL."""
         hourly = self.price.usd_per_hour
-        return None if hourly is None else hourly * self.ttl.total_seconds() / 3600
+        if hourly is None or self.disk_usd_per_hour is None:
+            return None
+        return (hourly + self.disk_usd_per_hour) * self.ttl.total_seconds() / 3600
 
     def lines(self) -> list[str]:
         r = self.request
@@ -83,7 +78,9 @@ class Plan:
             f"zones {', '.join(self.zones)}",
             f"  image      {self.ami_id} ({self.ami_source})",
             f"  software   {software}",
-            f"  disk       {r.volume_gb} GiB gp3, encrypted, deleted with the instance",
+            f"  disk       {r.volume_gb} GiB gp3, encrypted, deleted with the instance"
+            + ("" if self.disk_usd_per_hour is None else f", ${self.disk_usd_per_hour:.4f}/h"),
+            f"  ssh from   {self.ssh_cidr} only",
             f"  lifetime   {r.ttl_text}: powers off and terminates at "
             f"{self.expires_at:%Y-%m-%d %H:%M} UTC, even if this machine is gone",
             "  idle stop  "
@@ -95,7 +92,8 @@ class Plan:
                 "CPU use or keep-alive"
             ),
             f"  price      {price} ({self.price.basis}; catalog {self.price.as_of})",
-            f"  for TTL    {'unknown' if total is None else f'${total:.2f}'} at most",
+            f"  for TTL    {'unknown' if total is None else f'${total:.2f}'} at most "
+            "(instance and disk)",
             f"  quota      {self.quota}",
         ]
         lines += [f"  warning    {w}" for w in self.warnings]
@@ -115,6 +113,7 @@ class Launcher:
         key_folder: Path | None = None,
         waiter_config: dict[str, int] | None = None,
         say: Callable[[str], None] = print,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.aws = aws
         self.ec2 = aws.client("ec2")
@@ -124,10 +123,19 @@ class Launcher:
         self.key_folder = key_folder or guard.key_dir()
         self.waiter_config = waiter_config or WAITER_CONFIG
         self.say = say
+        # Set when the command stops: every wait of this launcher ends within one poll.
+        self.stopping = stopping or threading.Event()
+        self.abandoned: list[str] = []  # "i-... (name)" of launches stopped and terminated
+
+    @property
+    def owner(self) -> str:
+        """The caller's identity: the owner tag of everything this launcher creates."""
+        return self.aws.caller()
 
     def ensure(self, request: LaunchRequest) -> dict[str, Any]:
         """The live instance of that name, launched (checked first, no question) if missing."""
-        existing = self.find_existing(guard.check_name(request.name))
+        self.refuse_foreign(guard.check_name(request.name), request.campaign)
+        existing = self.find_existing(request.name)
         if existing is not None:
             return existing
         return self.launch(self.preflight(request))
@@ -141,10 +149,20 @@ class Launcher:
         except CatalogError as error:
             raise CloudError(str(error), 2) from None
         guard.check_name(request.name)
+        request.check()
         ttl = guard.parse_ttl(request.ttl_text)
         idle = guard.parse_idle(request.idle_stop)
-        with aws_errors("checking your AWS credentials"):
-            owner = str(self.aws.client("sts").get_caller_identity()["Arn"])
+        owner = self.owner
+        # Everything access() will create or change is checked here, read-only, first.
+        cidr = guard.check_cidr(
+            request.ssh_cidr or guard.caller_cidr(self.checkip), request.allow_wide_cidr
+        )
+        guard.check_key_pair(self.ec2, self.key_name(request), self.key_folder)
+        guard.check_group(
+            guard.find_group(self.ec2, self.group_name(request), guard.default_vpc(self.ec2)),
+            owner,
+        )
+        self.refuse_foreign(request.name, request.campaign)
         zones = self.offered_zones(request.instance_type)
         warnings: list[str] = []
         quota = self.check_quota(request, warnings)
@@ -169,7 +187,28 @@ class Launcher:
             quota=quota,
             idle=idle,
             warnings=warnings,
+            ssh_cidr=cidr,
+            disk_usd_per_hour=self.catalog.disk_per_hour(request.volume_gb, self.aws.region),
         )
+
+    def key_name(self, request: LaunchRequest) -> str:
+        return request.key_name or f"dlstation-{self.aws.region}"
+
+    def group_name(self, request: LaunchRequest) -> str:
+        return guard.ssh_group_name(request.campaign or request.name, self.owner)
+
+    def refuse_foreign(self, name: str, campaign: str | None) -> None:
+        """A campaign uses only its own instances, a plain launch only a plain launch's."""
+        for instance in self.live_named(name):
+            theirs = guard.tags_of(instance).get(guard.TAG_CAMPAIGN)
+            if theirs == campaign:
+                continue
+            started = f"campaign {theirs!r}" if theirs else "`dlcloud launch`"
+            raise CloudError(
+                f"{name!r} is taken by {instance['InstanceId']}, which {started} started; "
+                "it is left alone: pick another --name, or terminate that instance first",
+                USAGE,
+            )
 
     def offered_zones(self, instance_type: str) -> list[str]:
         with aws_errors("looking up where the instance type is offered"):
@@ -261,9 +300,12 @@ class Launcher:
             )["Reservations"]
         return [i for r in reservations for i in r["Instances"]]
 
-    @staticmethod
-    def name_filters(name: str) -> list[dict[str, Any]]:
-        return [*guard.project_filter(), {"Name": f"tag:{guard.TAG_NAME}", "Values": [name]}]
+    def name_filters(self, name: str) -> list[dict[str, Any]]:
+        """The caller's own dlcloud instances of that name: nobody else's, nothing by hand."""
+        return [
+            *guard.owned_filters(self.owner),
+            {"Name": f"tag:{guard.TAG_NAME}", "Values": [name]},
+        ]
 
     def follow(self, name: str) -> dict[str, Any]:
         """Wait for the instance of that name another launch started; the survivor if two did."""
@@ -279,37 +321,64 @@ class Launcher:
         return ready
 
     def check_permissions(self, plan: Plan) -> None:
-        """run_instances with DryRun: AWS says whether we may, without launching."""
+        """The launch's own run_instances request with DryRun: AWS judges every parameter.
+
+        A key pair or SSH group the launch would create cannot be named before it exists;
+        the request names them when they already do, and carries everything else.
+        """
+        request = plan.request
+        key_name = self.key_name(request)
+        key = guard.find_key_pair(self.ec2, key_name)
+        vpc = guard.default_vpc(self.ec2)
+        group = guard.find_group(self.ec2, self.group_name(request), vpc)
+        zone = plan.zones[0]
+        arguments = self.run_arguments(
+            plan,
+            zone=zone,
+            subnet=self.default_subnets(vpc).get(zone),
+            key_name=key_name if key is not None else None,
+            group_id=str(group["GroupId"]) if group is not None else None,
+            tags=self.instance_tags(plan, key_name, group["GroupId"] if group else "(new)"),
+            token=launch_token(plan.owner, plan.region, request.name, 0, zone),
+        )
         try:
-            self.ec2.run_instances(
-                DryRun=True,
-                ImageId=plan.ami_id,
-                InstanceType=plan.request.instance_type,
-                MinCount=1,
-                MaxCount=1,
-            )
+            self.ec2.run_instances(DryRun=True, **arguments)
         except ClientError as error:
             if error_code(error) != "DryRunOperation":
-                raise explain(error, "checking launch permission (dry run)") from error
+                raise explain(error, "checking the launch (dry run)") from error
 
     def access(self, plan: Plan) -> tuple[str, str, str]:
         """The key pair and SSH group the launch uses, created if missing: key, group id, VPC."""
         request = plan.request
-        labels = guard.Labels(request.name, plan.owner, plan.expires_at, request.ttl_text)
+        labels = self.labels(plan)
         key_name, _ = guard.ensure_key_pair(
-            self.ec2, request.key_name or f"dlstation-{plan.region}", labels, self.key_folder
+            self.ec2, self.key_name(request), labels, self.key_folder
         )
-        cidr = guard.check_cidr(request.ssh_cidr or guard.caller_cidr(self.checkip))
         vpc = guard.default_vpc(self.ec2)
-        group_id = guard.ensure_security_group(self.ec2, SECURITY_GROUP, vpc, cidr, labels)
+        group_id = guard.ensure_security_group(
+            self.ec2, self.group_name(request), vpc, plan.ssh_cidr, labels
+        )
+        pair = guard.find_key_pair(self.ec2, key_name)
+        claimed = [group_id] + ([pair["KeyPairId"]] if pair and pair.get("KeyPairId") else [])
+        guard.claim(self.ec2, claimed, self.now())
         return key_name, group_id, vpc
+
+    @staticmethod
+    def labels(plan: Plan) -> guard.Labels:
+        r = plan.request
+        return guard.Labels(r.name, plan.owner, plan.expires_at, r.ttl_text, r.campaign)
+
+    def instance_tags(self, plan: Plan, key_name: str, group_id: str) -> list[dict[str, str]]:
+        instance = self.labels(plan).instance(plan.request.ami_type, key_name, group_id)
+        return guard.tag_list({**instance, **self.billing_tags(plan)})
 
     def launch(self, plan: Plan) -> dict[str, Any]:
         """Key, firewall, then run_instances zone by zone; waits until status checks pass.
 
         Launches of one name on this machine take turns, and each holds its turn until AWS
-        lists its instance, so the next one finds it instead of starting a second; launches
-        from other machines are settled by one_per_name.
+        lists its instance, so the next one finds it instead of starting a second. Launches
+        from other machines send the same client token (launch_token), so AWS starts one
+        instance for all of them. Stopped at any point, it terminates what it started.
         """
         name = plan.request.name
         with guard.folder_lock(self.key_folder, f".launch-{plan.region}-{name}.lock"):
@@ -320,45 +389,149 @@ class Launcher:
                     "not starting a second one"
                 )
                 return self.follow(name)
-            own = self.start(plan)
-            with aws_errors("waiting for AWS to list the instance"):
-                self.ec2.get_waiter("instance_exists").wait(
-                    Filters=[*self.name_filters(name), {"Name": "instance-id", "Values": [own]}],
-                    WaiterConfig={"Delay": 1, "MaxAttempts": 60},
-                )
+            tokens: list[str] = []
+            try:
+                with guard.resource_lock(self.key_folder, exclusive=False, say=self.say):
+                    own, ours = self.start(plan, tokens)
+                    self.wait_listed(name, own)
+            except BaseException as error:
+                self.abandon(tokens, error)
+                raise
+        if not ours:
+            self.say(
+                f"another dlcloud launched {name!r} ({own}) with the same token; "
+                "not starting a second one"
+            )
+            return self.wait_until_ready(own)
         return self.one_per_name(name, own)
 
-    def start(self, plan: Plan) -> str:
-        """Key, firewall and run_instances, zone by zone until one has capacity: the id."""
+    def wait_listed(self, name: str, instance_id: str) -> None:
+        self.wait(
+            "instance_exists",
+            {"Delay": 1, "MaxAttempts": 60},
+            "waiting for AWS to list the instance",
+            Filters=[*self.name_filters(name), {"Name": "instance-id", "Values": [instance_id]}],
+        )
+
+    def abandon(self, tokens: list[str], error: BaseException) -> None:
+        """Terminate whatever a stopped or failed launch started, found by its tokens."""
+        if not tokens:
+            if isinstance(error, interrupts.Interrupted):
+                error.cleaned = True
+            return
+        with interrupts.deferred():
+            with aws_errors("looking for the instance this launch started"):
+                reservations = self.ec2.describe_instances(
+                    Filters=[
+                        {"Name": f"tag:{guard.TAG_TOKEN}", "Values": tokens},
+                        {"Name": "instance-state-name", "Values": LIVE_STATES},
+                    ]
+                )["Reservations"]
+            started = [i for r in reservations for i in r["Instances"]]
+            if started:
+                with aws_errors("terminating the instance this launch started"):
+                    self.ec2.terminate_instances(InstanceIds=[i["InstanceId"] for i in started])
+            ended = [
+                f"{i['InstanceId']} ({guard.tags_of(i).get(guard.TAG_NAME, '?')})" for i in started
+            ]
+            self.abandoned += ended
+            if isinstance(error, interrupts.Interrupted):
+                error.cleaned = True
+                error.terminated += ended
+
+    def start(self, plan: Plan, tokens: list[str]) -> tuple[str, bool]:
+        """Key, firewall and run_instances, zone by zone until one has capacity.
+
+        Returns the instance id and whether this launch started it (False: another dlcloud
+        sent the same token first). Each token tried is appended to `tokens` before it is sent.
+        """
         request = plan.request
-        labels = guard.Labels(request.name, plan.owner, plan.expires_at, request.ttl_text)
         key_name, group_id, vpc = self.access(plan)
-        tags = guard.tag_list(
-            {
-                **labels.instance(request.ami_type, key_name, group_id),
-                **self.billing_tags(plan),
-            }
-        )
+        base = {
+            **self.labels(plan).instance(request.ami_type, key_name, group_id),
+            **self.billing_tags(plan),
+        }
         subnets = self.default_subnets(vpc)
-        for zone in plan.zones:
-            try:
-                instance = self.run_in_zone(
-                    plan,
-                    zone=zone,
-                    subnet=subnets.get(zone),
-                    key_name=key_name,
-                    group_id=group_id,
-                    tags=tags,
+        generation = self.generation(plan)
+        for _ in range(MAX_GENERATIONS):
+            for zone in plan.zones:
+                token = launch_token(plan.owner, plan.region, request.name, generation, zone)
+                tokens.append(token)
+                try:
+                    arguments = self.run_arguments(
+                        plan,
+                        zone=zone,
+                        subnet=subnets.get(zone),
+                        key_name=key_name,
+                        group_id=group_id,
+                        tags=guard.tag_list({**base, guard.TAG_TOKEN: token}),
+                        token=token,
+                    )
+                    instance = self.ec2.run_instances(**arguments)["Instances"][0]
+                except ClientError as error:
+                    code = error_code(error)
+                    if code == "IdempotentParameterMismatch":
+                        other = self.launched_with(token)
+                        if other is None:
+                            break  # that token's launch has ended: the next generation
+                        return other, False
+                    if code != "InsufficientInstanceCapacity":
+                        raise explain(error, "launching the instance") from error
+                    continue
+                if instance["State"]["Name"] in ENDED_STATES:
+                    break  # AWS answered with the ended launch this token started before
+                return str(instance["InstanceId"]), True
+            else:
+                raise CloudError(
+                    f"no capacity for {request.instance_type} in any zone of {plan.region} "
+                    f"({', '.join(plan.zones)}); try later, --spot, another type or region"
                 )
-            except ClientError as error:
-                if error_code(error) != "InsufficientInstanceCapacity":
-                    raise explain(error, "launching the instance") from error
-                continue
-            return str(instance["InstanceId"])
+            generation += 1
         raise CloudError(
-            f"no capacity for {request.instance_type} in any zone of {plan.region} "
-            f"({', '.join(plan.zones)}); try later, --spot, another type or region"
+            f"{MAX_GENERATIONS} launches of {request.name!r} ended meanwhile; launch it again"
         )
+
+    def generation(self, plan: Plan) -> int:
+        """The first token generation not spent on an ended launch, as far as AWS lists them.
+
+        Every machine computes it from the same listing; one that sees less of it only tries
+        a spent token first, which AWS answers without starting anything.
+        """
+        prefix = launch_token(plan.owner, plan.region, plan.request.name, 0, "").rsplit("-", 2)[0]
+        with aws_errors("looking for earlier launches of that name"):
+            reservations = self.ec2.describe_instances(Filters=self.name_filters(plan.request.name))
+        spent: dict[int, bool] = {}
+        for instance in (i for r in reservations["Reservations"] for i in r["Instances"]):
+            token = guard.tags_of(instance).get(guard.TAG_TOKEN, "")
+            if not token.startswith(prefix + "-"):
+                continue
+            try:
+                number = int(token[len(prefix) + 1 :].split("-", 1)[0])
+            except ValueError:
+                continue
+            ended = instance["State"]["Name"] in ENDED_STATES
+            spent[number] = spent.get(number, True) and ended
+        if not spent:
+            return 0
+        top = max(spent)
+        return top + 1 if spent[top] else top
+
+    def launched_with(self, token: str) -> str | None:
+        """The live instance another launch started with this token (once AWS lists it)."""
+        filters = [{"Name": f"tag:{guard.TAG_TOKEN}", "Values": [token]}]
+        try:
+            self.wait("instance_exists", {"Delay": 1, "MaxAttempts": 30}, "", Filters=filters)
+        except CloudError:
+            return None
+        with aws_errors("looking up the instance of that token"):
+            reservations = self.ec2.describe_instances(Filters=filters)["Reservations"]
+        live = [
+            i
+            for r in reservations
+            for i in r["Instances"]
+            if i["State"]["Name"] not in ENDED_STATES
+        ]
+        return str(live[0]["InstanceId"]) if live else None
 
     @staticmethod
     def billing_tags(plan: Plan) -> dict[str, str]:
@@ -385,9 +558,14 @@ class Launcher:
             ready = self.wait_until_ready(own)
             winner = self.keep_oldest(name, own)
             return ready if winner == own else self.wait_until_ready(winner)
-        except (KeyboardInterrupt, CloudError):
-            # Ctrl-C or a failure meanwhile: what this launch started must not keep billing.
-            self.ec2.terminate_instances(InstanceIds=[own])
+        except (KeyboardInterrupt, CloudError) as error:
+            # A signal or a failure meanwhile: what this launch started must not keep billing.
+            with interrupts.deferred():
+                self.ec2.terminate_instances(InstanceIds=[own])
+            self.abandoned.append(f"{own} ({name})")
+            if isinstance(error, interrupts.Interrupted):
+                error.cleaned = True
+                error.terminated.append(f"{own} ({name})")
             raise
 
     def keep_oldest(self, name: str, own: str) -> str:
@@ -409,24 +587,24 @@ class Launcher:
             subnets = self.ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])
         return {s["AvailabilityZone"]: s["SubnetId"] for s in subnets["Subnets"]}
 
-    def run_in_zone(
-        self,
+    @staticmethod
+    def run_arguments(
         plan: Plan,
         *,
         zone: str,
         subnet: str | None,
-        key_name: str,
-        group_id: str,
+        key_name: str | None,
+        group_id: str | None,
         tags: list[dict[str, str]],
+        token: str,
     ) -> dict[str, Any]:
+        """The run_instances request of one zone: the launch and its dry run send this."""
         request = plan.request
         arguments: dict[str, Any] = {
             "ImageId": plan.ami_id,
             "InstanceType": request.instance_type,
             "MinCount": 1,
             "MaxCount": 1,
-            "KeyName": key_name,
-            "SecurityGroupIds": [group_id],
             "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
             "InstanceInitiatedShutdownBehavior": "terminate",
             "UserData": guard.watchdog_user_data(plan.expires_at, plan.idle),
@@ -445,9 +623,14 @@ class Launcher:
                 {"ResourceType": "instance", "Tags": tags},
                 {"ResourceType": "volume", "Tags": tags},
             ],
-            # One token per attempt: a retried call cannot start a second instance.
-            "ClientToken": f"{request.name}-{uuid.uuid4().hex[:20]}",
+            # The same for every launch of this name and generation, on any machine: AWS starts
+            # one instance for all of them, and a retried call cannot start a second.
+            "ClientToken": token,
         }
+        if key_name is not None:
+            arguments["KeyName"] = key_name
+        if group_id is not None:
+            arguments["SecurityGroupIds"] = [group_id]
         if subnet:
             arguments["SubnetId"] = subnet
         else:
@@ -460,20 +643,41 @@ class Launcher:
                     "InstanceInterruptionBehavior": "terminate",
                 },
             }
-        instance: dict[str, Any] = self.ec2.run_instances(**arguments)["Instances"][0]
-        return instance
+        return arguments
 
     def wait_until_ready(self, instance_id: str) -> dict[str, Any]:
         """Running, then status checks ok."""
-        with aws_errors("waiting for the instance"):
-            for waiter in ("instance_running", "instance_status_ok"):
-                self.ec2.get_waiter(waiter).wait(
-                    InstanceIds=[instance_id], WaiterConfig=self.waiter_config
-                )
+        for waiter in ("instance_running", "instance_status_ok"):
+            self.wait(
+                waiter, self.waiter_config, "waiting for the instance", InstanceIds=[instance_id]
+            )
         with aws_errors("describing the instance"):
             described = self.ec2.describe_instances(InstanceIds=[instance_id])
         instance: dict[str, Any] = described["Reservations"][0]["Instances"][0]
         return instance
+
+    def wait(self, name: str, config: dict[str, int], action: str, **params: Any) -> None:
+        """A boto3 waiter polled one attempt at a time, so that `stopping` ends it at once."""
+        waiter = self.ec2.get_waiter(name)
+        attempts = config.get("MaxAttempts", 1)
+        for attempt in range(1, attempts + 1):
+            try:
+                waiter.wait(**params, WaiterConfig={"Delay": 0, "MaxAttempts": 1})
+            except WaiterError as error:
+                if "Max attempts exceeded" not in str(error) or attempt == attempts:
+                    raise explain(error, action or f"waiting ({name})") from error
+            except AWS_FAILURES as error:
+                raise explain(error, action or f"waiting ({name})") from error
+            else:
+                return
+            if self.stopping.wait(config.get("Delay", 1)):
+                raise CloudError(f"stopped while {action or 'waiting'}")
+
+
+def launch_token(owner: str, region: str, name: str, generation: int, zone: str) -> str:
+    """RunInstances' client token: one per caller, region, name, generation and zone."""
+    digest = hashlib.sha256(f"{owner}\n{region}\n{name}".encode()).hexdigest()[:24]
+    return f"dlcloud-{digest}-{generation}-{zone}"[:64]
 
 
 def age_order(instance: dict[str, Any]) -> tuple[Any, str]:

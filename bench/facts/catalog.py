@@ -129,6 +129,12 @@ class Catalog:
     def price(self, instance_type: str, region: str, spot: bool) -> Price:
         return self.spot(instance_type, region) if spot else self.on_demand(instance_type, region)
 
+    def disk_per_hour(self, gib: int, region: str) -> float | None:
+        """What a gp3 root disk of this size costs per hour there (EBS bills per GiB-month)."""
+        monthly = self.data.get("ebs_gp3_usd_per_gib_month", {}).get(region)
+        hours = self.data.get("hours_per_month")
+        return None if monthly is None or not hours else gib * monthly / hours
+
     def quota_code(self, instance_type: str, spot: bool) -> str:
         market = "spot" if spot else "on-demand"
         return self.quota_codes[market][self.get(instance_type).quota_class]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from bench import subprocesses
 
 EVENT_FD_ENV = "DLBENCH_EVENT_FD"
 _TERMINATE_GRACE_S = 5.0
@@ -65,13 +66,7 @@ class WorkerProcess:
 
     def terminate(self) -> None:
         """SIGTERM, then SIGKILL if it is still there after a grace period."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=_TERMINATE_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        subprocesses.stop(self.popen, _TERMINATE_GRACE_S)
         self._close()
 
     def log_tail(self, lines: int = 15) -> str:

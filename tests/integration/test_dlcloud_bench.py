@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,7 +96,9 @@ def host_vars(root: Path, **more: Any) -> str:
     )
 
 
-def command(world: dict[str, Any], name: str, variables: str) -> list[str]:
+def command(
+    world: dict[str, Any], name: str, variables: str, bench_args: str = WORKLOAD, out: str = ""
+) -> list[str]:
     executable = shutil.which("dlcloud", path=str(Path(sys.executable).parent)) or "dlcloud"
     return [
         executable,
@@ -107,13 +110,13 @@ def command(world: dict[str, Any], name: str, variables: str) -> list[str]:
         "--name",
         name,
         "--out",
-        str(world["tmp"] / name),
+        str(world["tmp"] / (out or name)),
         "--ttl",
         "1h",
         "--backend",
         "jax",
         "--bench-args",
-        WORKLOAD,
+        bench_args,
         "--ami-id",
         world["image"],
         "--ssh-cidr",
@@ -194,6 +197,9 @@ def test_campaign_ranks_both_types_and_leaves_nothing(
         assert kind in ranking
     assert "Campaign cost:" in ranking and "instance-hours" in ranking
     assert "campaign cost:" in out
+    # The terminal shows the same ranking, built from the result files.
+    shown = out.split("## Ranking: campaign full", 1)[1]
+    assert "| 1 | g" in shown and "| 2 | g" in shown and "Campaign cost:" in shown
     assert live(world["ec2"]) == []
     assert inventory_hosts(world) == {}
     assert sorted(p.name for p in (folder / "results").glob("*.json")) == [
@@ -221,11 +227,11 @@ def test_resume_launches_nothing_new(
 def test_one_host_failing_is_its_rows_reason(world: dict[str, Any]) -> None:
     # A benchmark error on one host: dlbench refuses --epochs 0 there.
     broken = (
-        "{{ dlcloud_bench_args[inventory_hostname]"
-        " ~ (' --epochs 0' if 'g6' in inventory_hostname else '') }}"
+        "{{ dlcloud_bench_argv[inventory_hostname]"
+        " + (['--epochs', '0'] if 'g6' in inventory_hostname else []) }}"
     )
     variables = host_vars(
-        world["tmp"] / "host-fail", dlstation_configure_verify=False, bench_args=broken
+        world["tmp"] / "host-fail", dlstation_configure_verify=False, bench_argv=broken
     )
     done = bench(world, "fail", variables)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
@@ -270,3 +276,68 @@ def test_ctrl_c_terminates_everything_and_writes_the_partial_report(
     assert all("interrupted" in (row["reason"] or "") for row in found.values())
     assert all(row["instance_hours"] > 0 for row in found.values())
     assert (world["tmp"] / "interrupted" / "report" / "report.md").is_file()
+
+
+HOSTILE = '\'{{ lookup("pipe", "touch PWNED; id -un") }}\''
+LITERAL = '{{ lookup("pipe", "touch PWNED; id -un") }}'
+
+
+def test_bench_args_and_paths_are_data_never_templates(world: dict[str, Any]) -> None:
+    variables = host_vars(world["tmp"] / "host-pwn", dlstation_configure_verify=False)
+    folder = "pwn-{{ 6 * 7 }}"  # a campaign folder whose name looks like a template
+    done = subprocess.run(
+        command(world, "pwn", variables, bench_args=f"{WORKLOAD} {HOSTILE}", out=folder),
+        env=world["env"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
+    assert not list(REPO.glob("PWNED")) and not list(world["tmp"].rglob("PWNED"))
+    found = rows(world["tmp"] / folder)
+    for row in found.values():
+        # dlbench got the text as one argument, literally, and refused it.
+        assert row["status"] == "failed", row
+        assert f"dlbench: error: unrecognized arguments: {LITERAL} (see" in row["reason"], row
+    assert not (world["tmp"] / "pwn-42").exists()
+    assert live(world["ec2"]) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_or_sighup_while_waiting_for_ssh_terminates_both(
+    world: dict[str, Any], signum: int
+) -> None:
+    name = f"stop-{signal.Signals(signum).name.lower()}"
+    variables = host_vars(world["tmp"] / f"host-{name}", dlstation_configure_verify=False)
+    closed = free_port()  # nothing listens there: SSH never answers
+    process = subprocess.Popen(
+        command(world, name, variables),
+        env={**world["env"], "DLCLOUD_SSH_PROBE": f"127.0.0.1:{closed}"},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if sum("waiting SSH" in s for s in seen) == len(TYPES):
+            break
+    running = live(world["ec2"])
+    assert len(running) == len(TYPES), "".join(seen)
+    sent = time.monotonic()
+    process.send_signal(signum)
+    rest, errors = process.communicate(timeout=120)
+    took = time.monotonic() - sent
+    assert process.returncode == 143, "".join(seen) + rest + errors
+    stopped = signal.Signals(signum).name
+    (summary,) = [line for line in errors.splitlines() if "interrupted by" in line]
+    assert summary.startswith(f"dlcloud: interrupted by {stopped}; terminated ")
+    for instance_id in running:
+        assert instance_id in summary
+    assert live(world["ec2"]) == []
+    assert inventory_hosts(world) == {}
+    assert took < 60, f"{took:.0f} s from the signal to the exit"

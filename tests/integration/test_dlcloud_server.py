@@ -19,8 +19,10 @@ import boto3
 import pytest
 import yaml
 
+from cloud import guard
 from tests.conftest import REPO, free_port
 from tests.fakes.aws import FAKE_CREDENTIALS
+from tests.harness.aging import age_launch_resources
 
 CIDR = "203.0.113.7/32"
 # Every test here drives the installed dlcloud against moto's server: seconds each.
@@ -160,6 +162,7 @@ def test_launch_list_inventory_terminate(moto_env: dict[str, str], tmp_path: Pat
     refused = dlcloud(moto_env, "terminate", "lab")  # no terminal, no --yes
     assert refused.returncode == 1 and project_states(client)[instance_id] == "running"
 
+    age_launch_resources(client, Path(moto_env["DLCLOUD_KEY_DIR"]))  # past the grace period
     terminated = dlcloud(moto_env, "terminate", "lab", "--yes")
     assert terminated.returncode == 0, terminated.stderr
     assert f"terminated {instance_id}" in terminated.stdout
@@ -336,6 +339,7 @@ def test_the_users_key_pair_file_and_instance_survive_terminate(moto_env: dict[s
     assert dlcloud(moto_env, *launch_args(image, "lab2")).returncode == 0
     ours = Path(moto_env["DLCLOUD_KEY_DIR"]) / "dlstation-us-east-1.pem"
     assert ours.is_file()
+    age_launch_resources(client, Path(moto_env["DLCLOUD_KEY_DIR"]))  # past the grace period
     terminated = dlcloud(moto_env, "terminate", "lab2", "--yes")
     assert terminated.returncode == 0, terminated.stderr
     assert "deleted key pair dlstation-us-east-1" in terminated.stdout
@@ -361,8 +365,16 @@ def test_a_users_security_group_is_untouched(moto_env: dict[str, str]) -> None:
     assert reaped.returncode == 0 and "nothing to reap" in reaped.stdout
     assert client.describe_security_groups(GroupIds=[tagged])["SecurityGroups"]
 
+    sts = boto3.client(
+        "sts",
+        endpoint_url=moto_env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    ours = guard.ssh_group_name("lab", sts.get_caller_identity()["Arn"])
     same_name = client.create_security_group(
-        GroupName="dlstation-ssh", Description="the user's own", VpcId=vpc["VpcId"]
+        GroupName=ours, Description="the user's own", VpcId=vpc["VpcId"]
     )["GroupId"]
     refused = dlcloud(moto_env, *launch_args(image, "lab"))
     assert refused.returncode == 2

@@ -17,6 +17,7 @@ from bench.facts.catalog import Catalog
 from cloud import campaign, fleet, guard, inventory
 from cloud.aws import Aws, CloudError
 from cloud.cli import build_parser
+from cloud.options import MachineOptions
 from tests.fakes.aws import FAKE_CREDENTIALS, answer, fail
 
 CIDR = "203.0.113.7/32"
@@ -64,7 +65,8 @@ class FakePlaybooks:
                 )
             )
             if task == "Run dlbench":
-                folder = Path(variables["bench_fetch_dir"])
+                # Every value dlcloud hands Ansible is marked unsafe: data, never a template.
+                folder = Path(variables["bench_fetch_dir"]["__ansible_unsafe"])
                 folder.mkdir(parents=True, exist_ok=True)
                 document = {"status": "complete", "runs": [{"status": "complete"}]}
                 (folder / f"{host}.json").write_text(json.dumps(document))
@@ -80,7 +82,11 @@ def make(
 ) -> campaign.Campaign:
     image = aws.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     options = campaign.Options(
-        types=types, name="unit", folder=tmp_path / "unit", ami_id=image, ssh_cidr=CIDR, yes=True
+        types=types,
+        name="unit",
+        folder=tmp_path / "unit",
+        machine=MachineOptions(ttl_text="2h", ami_id=image, ssh_cidr=CIDR),
+        yes=True,
     )
     ssh_probes: list[str] = []
 
@@ -190,3 +196,28 @@ def test_resume_launches_only_what_is_missing(aws: Aws, tmp_path: Path) -> None:
     assert len(fleet.project_instances(aws.client("ec2"))) == launched + 1
     state = json.loads((tmp_path / "unit" / "campaign.json").read_text())
     assert [row["status"] for row in state["types"]] == ["reused", "done"]
+
+
+def test_teardown_leaves_an_instance_of_the_same_name_it_did_not_start(
+    aws: Aws, tmp_path: Path
+) -> None:
+    chosen = make(aws, tmp_path, FakePlaybooks(), ["g5.xlarge"])
+    ec2 = aws.client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    tags = guard.tag_list(
+        {
+            guard.TAG_CREATED_BY: guard.CREATED_BY,
+            guard.TAG_OWNER: aws.caller(),
+            guard.TAG_NAME: "unit-g5-xlarge",
+        }
+    )
+    by_hand = ec2.run_instances(
+        ImageId=image,
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="g5.xlarge",
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )["Instances"][0]["InstanceId"]
+    chosen.teardown()
+    (found,) = ec2.describe_instances(InstanceIds=[by_hand])["Reservations"][0]["Instances"]
+    assert found["State"]["Name"] == "running"

@@ -16,8 +16,9 @@ from botocore.exceptions import EndpointConnectionError
 from botocore.parsers import ResponseParserError
 from moto import mock_aws
 
+from bench import exitcodes
 from bench.facts.catalog import Catalog
-from cloud import ami, fleet, guard, inventory, prices
+from cloud import ami, cli, fleet, guard, inventory, prices
 from cloud import launcher as launcher_module
 from cloud.aws import Aws, CloudError, aws_errors, explain
 from cloud.cli import build_parser, main
@@ -26,6 +27,11 @@ from tests.fakes.aws import FAKE_CREDENTIALS, answer, fail
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 CIDR = "203.0.113.7/32"
+
+
+def later() -> datetime:
+    """A terminate once the grace period of what these launches set up is over."""
+    return datetime.now(timezone.utc) + guard.GRACE + timedelta(minutes=1)
 
 
 @pytest.fixture
@@ -56,6 +62,10 @@ def request(image_id: str, **changes: Any) -> LaunchRequest:
         "ssh_cidr": CIDR,
     }
     return LaunchRequest(**{**values, **changes})
+
+
+def scope(aws: Aws, tmp_path: Path) -> fleet.Scope:
+    return fleet.Scope(aws.caller(), tmp_path / "keys", tmp_path / "dlcloud.yml")
 
 
 def launch(aws: Aws, tmp_path: Path, image_id: str, **changes: Any) -> dict[str, Any]:
@@ -149,7 +159,7 @@ def test_ctrl_c_while_waiting_terminates_the_instance(
     with pytest.raises(KeyboardInterrupt):
         chosen.launch(plan)
     ec2.meta.events.unregister("before-call.ec2.DescribeInstances", interrupted)
-    states = {i["State"]["Name"] for i in fleet.project_instances(ec2)}
+    states = {i["State"]["Name"] for i in fleet.owned_instances(ec2, None)}
     assert states <= {"shutting-down", "terminated"}
 
 
@@ -191,9 +201,10 @@ def test_unknown_type_and_unoffered_type(aws: Aws, tmp_path: Path, image_id: str
 def test_plan_states_cost_for_the_ttl(aws: Aws, tmp_path: Path, image_id: str) -> None:
     plan = launcher(aws, tmp_path).preflight(request(image_id, ttl_text="3h"))
     assert plan.price.usd_per_hour == 1.006
-    assert plan.cost_for_ttl() == pytest.approx(3.018)
+    disk = 100 * 0.08 / 730  # gp3 per GiB-month, a month being 730 hours
+    assert plan.cost_for_ttl() == pytest.approx((1.006 + disk) * 3)
     text = "\n".join(plan.lines())
-    assert "$1.0060/h" in text and "$3.02 at most" in text
+    assert "$1.0060/h" in text and "$3.05 at most (instance and disk)" in text
 
 
 def test_ami_from_ssm_then_fallback_then_error(aws: Aws) -> None:
@@ -241,10 +252,11 @@ def test_terminate_cleans_group_and_key_when_unused(
     ec2 = aws.client("ec2")
     first = launch(aws, tmp_path, image_id, name="one")
     second = launch(aws, tmp_path, image_id, name="two")
-    done = fleet.terminate(ec2, [first], tmp_path / "keys")
+    done = fleet.terminate(ec2, [first], scope(aws, tmp_path), later())
     assert done.instances == [first["InstanceId"]]
-    assert done.security_groups == [] and done.key_pairs == [], "still used by 'two'"
-    done = fleet.terminate(ec2, [second], tmp_path / "keys")
+    assert done.security_groups == [first["SecurityGroups"][0]["GroupId"]], "each launch its own"
+    assert done.key_pairs == [], "still used by 'two'"
+    done = fleet.terminate(ec2, [second], scope(aws, tmp_path), later())
     assert done.security_groups == [second["SecurityGroups"][0]["GroupId"]]
     assert done.key_pairs == ["dlstation-us-east-1"]
     assert not (tmp_path / "keys" / "dlstation-us-east-1.pem").exists()
@@ -254,32 +266,29 @@ def test_terminate_cleans_group_and_key_when_unused(
 def test_reap_finds_expired_instances_and_orphans(aws: Aws, tmp_path: Path, image_id: str) -> None:
     ec2 = aws.client("ec2")
     expired = launch(aws, tmp_path, image_id, name="old", ttl_text="1h")
-    ec2.create_volume(
+    tagged = ec2.create_volume(
         AvailabilityZone="us-east-1a",
         Size=10,
         TagSpecifications=[
             {"ResourceType": "volume", "Tags": [{"Key": "Project", "Value": "dlstation"}]}
         ],
-    )
-    ec2.create_volume(AvailabilityZone="us-east-1a", Size=10)  # not ours: left alone
-    plan = fleet.find_leftovers(ec2, NOW + timedelta(hours=2))
+    )["VolumeId"]
+    plain = ec2.create_volume(AvailabilityZone="us-east-1a", Size=10)["VolumeId"]
+    before = {tagged, plain}
+    plan = fleet.find_leftovers(ec2, NOW + timedelta(hours=2), aws.caller())
     assert [i["InstanceId"] for i in plan.expired] == [expired["InstanceId"]]
-    assert len(plan.volumes) == 1
+    assert plan.volumes == [], "a Project tag does not make a volume dlcloud's"
     assert plan.security_groups == {expired["SecurityGroups"][0]["GroupId"]}
-    done = fleet.reap(ec2, plan, tmp_path / "keys")
+    done = fleet.reap(ec2, plan, scope(aws, tmp_path), later())
     assert done.instances == [expired["InstanceId"]]
-    assert len(done.volumes) == 1
-    remaining = ec2.describe_volumes()["Volumes"]
-    assert not any(
-        guard.tags_of(v).get("Project") == "dlstation" and v["State"] == "available"
-        for v in remaining
-    )
-    assert fleet.find_leftovers(ec2, NOW + timedelta(hours=2)).empty()
+    assert done.volumes == []
+    assert before <= {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    assert fleet.find_leftovers(ec2, NOW + timedelta(hours=2), aws.caller()).empty()
 
 
 def test_reap_leaves_live_instances_alone(aws: Aws, tmp_path: Path, image_id: str) -> None:
     launch(aws, tmp_path, image_id, ttl_text="8h")
-    assert fleet.find_leftovers(aws.client("ec2"), NOW + timedelta(hours=2)).empty()
+    assert fleet.find_leftovers(aws.client("ec2"), NOW + timedelta(hours=2), aws.caller()).empty()
 
 
 def test_inventory_add_and_remove(tmp_path: Path) -> None:
@@ -478,7 +487,7 @@ def test_users_key_pair_and_file_survive_terminate(aws: Aws, tmp_path: Path, ima
     ec2 = aws.client("ec2")
     key_file = user_key(aws, tmp_path)
     instance = launch(aws, tmp_path, image_id, key_name="mykey")
-    done = fleet.terminate(ec2, [instance], tmp_path / "keys")
+    done = fleet.terminate(ec2, [instance], scope(aws, tmp_path), later())
     assert done.key_pairs == [] and done.key_files == []
     assert any("key pair mykey" in kept and "did not create" in kept for kept in done.kept)
     assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["mykey"]
@@ -497,7 +506,7 @@ def test_key_in_use_by_any_instance_is_kept(aws: Aws, tmp_path: Path, image_id: 
         KeyName=instance["KeyName"],
         InstanceType="t3.micro",
     )
-    done = fleet.terminate(ec2, [instance], tmp_path / "keys")
+    done = fleet.terminate(ec2, [instance], scope(aws, tmp_path), later())
     assert done.key_pairs == []
     assert any("another instance uses it" in kept for kept in done.kept)
     assert (tmp_path / "keys" / "dlstation-us-east-1.pem").is_file()
@@ -520,7 +529,7 @@ def test_key_file_changed_since_dlcloud_wrote_it_is_kept(
     instance = launch(aws, tmp_path, image_id)
     path = tmp_path / "keys" / "dlstation-us-east-1.pem"
     path.write_text("the user put another key here\n")
-    done = fleet.terminate(aws.client("ec2"), [instance], tmp_path / "keys")
+    done = fleet.terminate(aws.client("ec2"), [instance], scope(aws, tmp_path), later())
     assert done.key_pairs == ["dlstation-us-east-1"] and done.key_files == []
     assert path.read_text() == "the user put another key here\n"
 
@@ -531,7 +540,7 @@ def test_created_resources_carry_the_creation_tag(aws: Aws, tmp_path: Path, imag
     (key,) = ec2.describe_key_pairs()["KeyPairs"]
     assert guard.created_by_dlcloud(key)
     groups = ec2.describe_security_groups(
-        Filters=[{"Name": "group-name", "Values": ["dlstation-ssh"]}]
+        Filters=[{"Name": "group-name", "Values": [guard.ssh_group_name("lab", aws.caller())]}]
     )
     assert guard.created_by_dlcloud(groups["SecurityGroups"][0])
 
@@ -541,10 +550,12 @@ def test_users_group_of_the_same_name_is_not_changed(
 ) -> None:
     ec2 = aws.client("ec2")
     vpc = guard.default_vpc(ec2)
-    group = ec2.create_security_group(GroupName="dlstation-ssh", Description="mine", VpcId=vpc)
+    ours = guard.ssh_group_name("lab", aws.caller())
+    group = ec2.create_security_group(GroupName=ours, Description="mine", VpcId=vpc)
     chosen = launcher(aws, tmp_path)
     with pytest.raises(CloudError, match="dlcloud did not create"):
-        chosen.launch(chosen.preflight(request(image_id)))
+        chosen.preflight(request(image_id))
+    assert ec2.describe_key_pairs()["KeyPairs"] == [], "refused before the key pair"
     (found,) = ec2.describe_security_groups(GroupIds=[group["GroupId"]])["SecurityGroups"]
     assert found["IpPermissions"] == []
 
@@ -561,7 +572,7 @@ def test_reap_leaves_what_the_user_tagged_for_the_project(aws: Aws, tmp_path: Pa
     ec2.create_key_pair(
         KeyName="users-key", TagSpecifications=[{"ResourceType": "key-pair", "Tags": project}]
     )
-    assert fleet.find_leftovers(ec2, NOW).empty()
+    assert fleet.find_leftovers(ec2, NOW, aws.caller()).empty()
 
 
 # -- names, printed commands, options, regions ----------------------------------------------
@@ -681,7 +692,7 @@ def test_launch_records_the_planned_price(aws: Aws, tmp_path: Path, image_id: st
 def test_terminate_prints_the_bill(aws: Aws, tmp_path: Path, image_id: str) -> None:
     instance = launch(aws, tmp_path, image_id)
     ended = instance["LaunchTime"] + timedelta(hours=2, minutes=30)
-    done = fleet.terminate(aws.client("ec2"), [instance], tmp_path / "keys", ended)
+    done = fleet.terminate(aws.client("ec2"), [instance], scope(aws, tmp_path), ended)
     (bill,) = done.bills
     assert bill.startswith(f"lab ({instance['InstanceId']}): ran 2h30m, $2.52 at $1.0060/h")
     assert "(on-demand, " in bill
@@ -750,7 +761,13 @@ def test_two_same_name_launches_agree_on_the_one_to_keep(
     ec2 = aws.client("ec2")
     first = launch(aws, tmp_path, image_id, name="race")["InstanceId"]
     # A second launch that ran concurrently (find_existing saw nothing) tagged the same name.
-    tags = [{"Key": "Project", "Value": "dlstation"}, {"Key": "Name", "Value": "race"}]
+    tags = guard.tag_list(
+        {
+            guard.TAG_CREATED_BY: guard.CREATED_BY,
+            guard.TAG_OWNER: aws.caller(),
+            guard.TAG_NAME: "race",
+        }
+    )
     second = ec2.run_instances(
         ImageId=image_id,
         MinCount=1,
@@ -768,7 +785,7 @@ def test_two_same_name_launches_agree_on_the_one_to_keep(
     (survivor,) = kept
     (loser,) = {first, second} - kept
     assert len(said) == 1 and f"terminated this one ({loser})" in said[0]
-    states = {i["InstanceId"]: i["State"]["Name"] for i in fleet.project_instances(ec2)}
+    states = {i["InstanceId"]: i["State"]["Name"] for i in fleet.owned_instances(ec2, None)}
     assert states[survivor] == "running"
     assert states[loser] in ("shutting-down", "terminated")
 
@@ -794,3 +811,61 @@ def test_ensure_returns_the_existing_instance(aws: Aws, tmp_path: Path, image_id
     first = launch(aws, tmp_path, image_id)
     again = launcher(aws, tmp_path).ensure(request(image_id))
     assert again["InstanceId"] == first["InstanceId"]
+
+
+# -- checked before anything is created ---------------------------------------------------
+
+
+def test_dry_run_sends_the_launchs_own_request(aws: Aws, tmp_path: Path, image_id: str) -> None:
+    ec2 = aws.client("ec2")
+    chosen = launcher(aws, tmp_path)
+    calls = fail(ec2, "RunInstances", "Unused", when=lambda params: False)
+    plan = chosen.preflight(request(image_id, spot=True, volume_gb=16384))
+    chosen.check_permissions(plan)
+    chosen.launch(plan)
+    dry, real = calls[0], calls[-1]
+    assert dry["DryRun"] is True and "DryRun" not in real
+    for key in ("BlockDeviceMappings", "InstanceMarketOptions", "MetadataOptions", "UserData"):
+        assert dry[key] == real[key], key
+    assert dry["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 16384
+    assert set(real) - set(dry) <= {"KeyName", "SecurityGroupIds"}, "made by the launch itself"
+
+
+def test_a_crash_exits_70_with_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(self: cli.Commands) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli.Commands, "offers", broken)
+    assert cli.main(["--region", "us-east-1", "offers"]) == exitcodes.INTERNAL
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a bug" in err
+    assert err.strip().splitlines()[-1].startswith("dlcloud: internal error")
+
+
+def test_a_key_file_an_inventory_host_names_is_kept(
+    aws: Aws, tmp_path: Path, image_id: str
+) -> None:
+    ec2 = aws.client("ec2")
+    instance = launch(aws, tmp_path, image_id)
+    key_file = tmp_path / "keys" / "dlstation-us-east-1.pem"
+    elsewhere = {**instance, "InstanceId": "i-0elsewhere"}
+    inventory.add_host(tmp_path / "dlcloud.yml", "far", elsewhere, "us-west-2", key_file)
+    done = fleet.terminate(ec2, [instance], scope(aws, tmp_path), later())
+    assert done.key_pairs == [] and key_file.is_file()
+    assert any("host far names it" in kept for kept in done.kept)
+    assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["dlstation-us-east-1"]
+
+
+def test_a_colleagues_key_pair_and_group_are_kept(aws: Aws, tmp_path: Path, image_id: str) -> None:
+    ec2 = aws.client("ec2")
+    instance = launch(aws, tmp_path, image_id)
+    group = instance["SecurityGroups"][0]["GroupId"]
+    pair = ec2.describe_key_pairs()["KeyPairs"][0]["KeyPairId"]
+    colleague = "arn:aws:iam::123456789012:user/colleague"
+    ec2.create_tags(Resources=[group, pair], Tags=[{"Key": guard.TAG_OWNER, "Value": colleague}])
+    done = fleet.terminate(ec2, [instance], scope(aws, tmp_path), later())
+    assert done.security_groups == [] and done.key_pairs == []
+    assert f"security group {group}: it is {colleague}'s" in done.kept
+    assert f"key pair dlstation-us-east-1: it is {colleague}'s" in done.kept

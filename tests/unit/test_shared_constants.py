@@ -75,7 +75,7 @@ def test_inventory_key_file_is_where_dlcloud_saves_keys(
 
 def test_inventory_groups_by_dlclouds_ami_type_tag() -> None:
     assert aws_ec2()["groups"]["dlami"] == f"'{guard.TAG_AMI_TYPE}' in tags"
-    assert aws_ec2()["filters"][f"tag:{guard.TAG_PROJECT}"] == guard.PROJECT
+    assert aws_ec2()["filters"][f"tag:{guard.TAG_CREATED_BY}"] == guard.CREATED_BY
 
 
 def test_inventory_lists_running_hosts_of_dlclouds_live_states() -> None:
