@@ -23,6 +23,12 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+# EC2 instance states, named once for every module that filters or judges by them.
+RUNNING = "running"
+UP_STATES = ["pending", RUNNING]  # billing and booting or booted
+LIVE_STATES = [*UP_STATES, "stopping", "stopped"]  # not ended: terminate and list see these
+IN_USE_STATES = [*LIVE_STATES, "shutting-down"]  # may still hold a key pair or a group
+
 # Everything botocore raises that is not a bug of ours; ResponseParserError is no BotoCoreError.
 AWS_FAILURES = (ClientError, BotoCoreError, ResponseParserError)
 

@@ -31,7 +31,7 @@ from bench.subprocesses import run_streamed
 from bench.training.backends import BACKENDS
 from bench.training.workloads import WORKLOADS
 from cloud import fleet, guard, interrupts, inventory, options, playbooks
-from cloud.aws import Aws, CloudError, aws_errors
+from cloud.aws import LIVE_STATES, RUNNING, Aws, CloudError, aws_errors
 from cloud.campaign_state import (
     DONE,
     FAILED,
@@ -41,7 +41,7 @@ from cloud.campaign_state import (
     load_state,
     save_state,
 )
-from cloud.launcher import LIVE_STATES, Launcher, LaunchRequest, Plan
+from cloud.launcher import Launcher, LaunchRequest, Plan
 from cloud.options import MachineOptions
 from cloud.playbooks import CLONE
 
@@ -501,7 +501,7 @@ class Campaign:
         state = instance["State"]["Name"]
         if state == "pending":
             return self.launcher.wait_until_ready(instance["InstanceId"])
-        if state != "running":
+        if state != RUNNING:
             raise CloudError(
                 f"{instance['InstanceId']} of that name is {state}; this campaign terminates it, "
                 "run it again"

@@ -17,7 +17,16 @@ from bench.exitcodes import INTERNAL, USAGE
 from bench.facts.catalog import Catalog, user_catalog_path
 from bench.textfmt import table
 from cloud import campaign, fleet, guard, idle, interrupts, inventory, options, prices
-from cloud.aws import AWS_FAILURES, Aws, CloudError, aws_errors, check_region, explain
+from cloud.aws import (
+    AWS_FAILURES,
+    LIVE_STATES,
+    RUNNING,
+    Aws,
+    CloudError,
+    aws_errors,
+    check_region,
+    explain,
+)
 from cloud.launcher import Launcher, ssh_argv, ssh_command, tunnel_command
 
 Confirm = Callable[[str], bool]
@@ -327,7 +336,7 @@ class Commands:
     @staticmethod
     def idle_cell(ec2: Any, instance: dict[str, Any], setting: str) -> str:
         """The idle-stop setting, with the idle time the watchdog last logged where readable."""
-        if instance["State"]["Name"] != "running" or setting in ("-", "off"):
+        if instance["State"]["Name"] != RUNNING or setting in ("-", "off"):
             return setting
         return fleet.idle_time(ec2, instance) or f"? of {setting} (no report)"
 
@@ -369,7 +378,7 @@ class Commands:
         ec2 = self.aws.client("ec2")
         owner = self.owner()
         if self.args.all:
-            targets = fleet.owned_instances(ec2, owner, fleet.LIVE)
+            targets = fleet.owned_instances(ec2, owner, LIVE_STATES)
         else:
             targets = [fleet.find_by_name(ec2, self.args.name, owner)]
         if not targets:

@@ -14,12 +14,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 from bench.exitcodes import USAGE
 from bench.facts.catalog import Catalog, CatalogError
 from cloud import guard, idle, inventory
-from cloud.aws import CloudError, aws_errors, error_code, explain
+from cloud.aws import (
+    IN_USE_STATES,
+    LIVE_STATES,
+    UP_STATES,
+    CloudError,
+    aws_errors,
+    error_code,
+    explain,
+)
 
 TERMINATE_WAIT = {"Delay": 5, "MaxAttempts": 120}
-IN_USE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 SPOT_INTERRUPTED = "Server.SpotInstanceTermination"
-LIVE = ["pending", "running", "stopping", "stopped"]
 
 
 def project_instances(ec2: Any, states: list[str] | None = None) -> list[dict[str, Any]]:
@@ -84,7 +90,7 @@ def describe(
             hourly = catalog.price(instance["InstanceType"], region, spot).usd_per_hour
         except CatalogError:
             hourly = None
-    running = instance["State"]["Name"] in ("pending", "running")
+    running = instance["State"]["Name"] in UP_STATES
     reason = instance.get("StateReason", {})
     interrupted = reason.get("Code") == SPOT_INTERRUPTED
     return {
@@ -148,7 +154,9 @@ def find_by_name(ec2: Any, name: str, owner: str | None) -> dict[str, Any]:
     """The owner's live dlcloud instance of that name (any owner's when owner is None)."""
     guard.check_name(name)
     matches = [
-        i for i in owned_instances(ec2, owner, LIVE) if guard.tags_of(i).get(guard.TAG_NAME) == name
+        i
+        for i in owned_instances(ec2, owner, LIVE_STATES)
+        if guard.tags_of(i).get(guard.TAG_NAME) == name
     ]
     if not matches:
         raise CloudError(f"no live dlstation instance named {name!r}; see `dlcloud list`", USAGE)
@@ -352,7 +360,7 @@ class ReapPlan:
 def find_leftovers(ec2: Any, now: datetime, owner: str) -> ReapPlan:
     """The caller's expired instances and unused groups and keys; their kept disks, to list."""
     plan = ReapPlan()
-    for instance in owned_instances(ec2, owner, LIVE):
+    for instance in owned_instances(ec2, owner, LIVE_STATES):
         expires = parse_time(guard.tags_of(instance).get(guard.TAG_EXPIRES))
         if expires is not None and expires <= now:
             plan.expired.append(instance)

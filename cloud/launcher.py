@@ -17,14 +17,22 @@ from bench.exitcodes import USAGE
 from bench.facts import platforms
 from bench.facts.catalog import Catalog, CatalogError, Price
 from cloud import ami, guard, interrupts
-from cloud.aws import AWS_FAILURES, Aws, CloudError, aws_errors, error_code, explain
+from cloud.aws import (
+    AWS_FAILURES,
+    LIVE_STATES,
+    UP_STATES,
+    Aws,
+    CloudError,
+    aws_errors,
+    error_code,
+    explain,
+)
 from cloud.options import LaunchRequest
 
 __all__ = ["LaunchRequest", "Launcher", "Plan"]
 
 SSH_USER = "ubuntu"  # the Deep Learning AMIs on Ubuntu log in as ubuntu
 JUPYTER_PORT = 8888
-LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 # Waiters poll every 10 s for up to 15 minutes: GPU instances can take a while to pass checks.
 WAITER_CONFIG = {"Delay": 10, "MaxAttempts": 90}
 ENDED_STATES = ("shutting-down", "terminated")
@@ -255,7 +263,7 @@ class Launcher:
         used = 0
         with aws_errors("counting running instances"):
             pages = self.ec2.get_paginator("describe_instances").paginate(
-                Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+                Filters=[{"Name": "instance-state-name", "Values": UP_STATES}]
             )
             for page in pages:
                 for reservation in page["Reservations"]:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from bench.facts import platforms
 from bench.training.backends import BACKENDS
-from cloud import ami, guard, launcher
+from cloud import ami, aws, guard, launcher
 from tests.conftest import REPO
 
 ROLES = REPO / "playbooks" / "roles"
+IDLE_WATCHDOG = REPO / "cloud" / "data" / "idle_watchdog.py"
 
 
 def load(path: Path) -> Any:
@@ -78,22 +83,61 @@ def test_inventory_groups_by_dlclouds_ami_type_tag() -> None:
     assert aws_ec2()["filters"][f"tag:{guard.TAG_CREATED_BY}"] == guard.CREATED_BY
 
 
-def test_inventory_lists_running_hosts_of_dlclouds_live_states() -> None:
-    state = aws_ec2()["filters"]["instance-state-name"]
-    assert state == "running" and state in launcher.LIVE_STATES
+def test_inventory_lists_the_hosts_dlcloud_calls_ready() -> None:
+    assert aws_ec2()["filters"]["instance-state-name"] == aws.RUNNING
+    assert aws.RUNNING in aws.UP_STATES
+
+
+def watchdog_config() -> Any:
+    """The idle watchdog's defaults: it runs on the instance alone, so it keeps its own copies."""
+    spec = importlib.util.spec_from_file_location("idle_watchdog", IDLE_WATCHDOG)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building
+    spec.loader.exec_module(module)
+    return module.Config(period=60)
+
+
+def jupyter_token_file() -> str:
+    """Where the jupyter role writes the token, rendered with keras_env's default root."""
+    tasks = (ROLES / "jupyter" / "tasks" / "main.yml").read_text()
+    template = "{{ keras_env_root }}/jupyter/token.env"
+    assert f'creates: "{template}"' in tasks
+    root = load(ROLES / "keras_env" / "defaults" / "main.yml")["keras_env_root"]
+    return template.replace("{{ keras_env_root }}", root)
+
+
+def test_jupyter_port_is_the_jupyter_roles() -> None:
+    port = load(ROLES / "jupyter" / "defaults" / "main.yml")["jupyter_port"]
+    assert port == launcher.JUPYTER_PORT
+    assert urlsplit(watchdog_config().jupyter_url).port == port
+
+
+def test_jupyter_token_file_is_where_the_jupyter_role_writes_it() -> None:
+    token = jupyter_token_file()
+    assert str(watchdog_config().jupyter_token_file) == token
+    boot = guard.idle_watchdog_units(timedelta(minutes=30))
+    assert f"DLSTATION_JUPYTER_TOKEN_FILE={token}\n" in boot
 
 
 def test_dlstation_folders_come_from_keras_env_alone() -> None:
-    """/opt/dlstation is written once, in keras_env's defaults; the other roles read it there."""
+    """/opt/dlstation is written once, in keras_env's defaults; every other copy is compared.
+
+    The roles read keras_env_root; the instance-side code (the idle watchdog and the boot script
+    that installs it) cannot, so its copies are checked against the role above.
+    """
     defaults = load(ROLES / "keras_env" / "defaults" / "main.yml")
     assert defaults["keras_env_root"] == "/opt/dlstation"
+    folders = [REPO / "playbooks", REPO / "inventory", REPO / "bench", REPO / "cloud"]
     holders = [
         path.relative_to(REPO)
-        for pattern in ("*.yml", "*.j2")
-        for path in [*REPO.glob(pattern), *(REPO / "playbooks").rglob(pattern)]
+        for pattern in ("*.yml", "*.j2", "*.py", "*.sh", "*.json")
+        for path in [*REPO.glob(pattern), *(p for f in folders for p in f.rglob(pattern))]
         if "/opt/dlstation" in path.read_text()
     ]
     assert sorted(map(str, holders)) == [
+        "cloud/data/idle_watchdog.py",  # the token test below
+        "cloud/guard.py",  # the same test
         "playbooks/roles/keras_env/defaults/main.yml",
         "playbooks/roles/keras_env/meta/argument_specs.yml",
     ]
