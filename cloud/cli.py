@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read on-demand prices (Pricing API) and week-long spot medians",
     )
+    prices.add_argument(
+        "--offer-file",
+        action="store_true",
+        help="with --refresh: on-demand prices from AWS's public price list (no credentials)",
+    )
     prices.add_argument("--regions", nargs="+", help="regions to refresh (default: --region)")
     prices.add_argument(
         "--output",
@@ -90,8 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     launch.add_argument(
         "--ami-type",
-        default=ami.DEFAULT_AMI_TYPE,
+        default=None,
         help=f"DLAMI type (default: {ami.DEFAULT_AMI_TYPE})",
+    )
+    launch.add_argument(
+        "--os",
+        choices=sorted(ami.BY_OS),
+        help="the DLAMI of this Ubuntu release (instead of --ami-type)",
     )
     launch.add_argument(
         "--idle-stop",
@@ -234,9 +244,15 @@ class Commands:
             print("refresh: dlcloud prices --refresh --regions us-east-1 us-west-2")
             return 0
         regions = self.args.regions or [self.aws.region]
-        data = prices.refresh(
-            self.catalog, lambda region: Aws(region, self.args.profile), regions, self.now()
-        )
+        if self.args.offer_file:
+            try:
+                data = prices.refresh_from_offer_files(self.catalog, regions, self.now())
+            except prices.OfferFileError as error:
+                raise CloudError(f"{error}; the catalog is unchanged", 1) from None
+        else:
+            data = prices.refresh(
+                self.catalog, lambda region: Aws(region, self.args.profile), regions, self.now()
+            )
         output = self.args.output or user_catalog_path()
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(data, indent=1) + "\n")
@@ -250,7 +266,7 @@ class Commands:
             name=args.name or f"dlstation-{args.instance_type.replace('.', '-')}",
             ttl_text=args.ttl,
             spot=args.spot,
-            ami_type=args.ami_type,
+            ami_type=ami.choose_type(args.ami_type, args.os),
             ami_id=args.ami_id,
             key_name=args.key_name,
             ssh_cidr=args.ssh_cidr,
