@@ -25,7 +25,7 @@ def test_requirements_per_build() -> None:
     ]
     assert platforms.requirements("3.12", "cpu", ["torch", "tensorflow"]) == [
         "keras==3.15.1",
-        "torch==2.13.0",
+        "torch==2.15.0",
         "tensorflow-cpu==2.21.0",
     ]
 
@@ -62,12 +62,17 @@ def test_launch_plan_names_the_hosts_python_and_versions() -> None:
     assert ami.DEFAULT_AMI_TYPE == "base-oss-nvidia-driver-gpu-ubuntu-24.04"
     assert (
         "  software   Ubuntu 24.04, Python 3.12: setup.yml installs keras 3.15.1, "
-        "tensorflow 2.21.0, jax 0.10.2, torch 2.13.0"
+        "tensorflow 2.21.0, jax 0.12.0.1, torch 2.15.0"
     ) in default.lines()
     older = plan(LaunchRequest("g5.xlarge", "gpu1", ami_type=ami.DEFAULT_AMI_TYPE[:-5] + "22.04"))
     assert any(
         "Ubuntu 22.04, Python 3.10" in line and "keras 3.12.4" in line for line in older.lines()
     )
+    newest = plan(LaunchRequest("g5.xlarge", "gpu1", ami_type=ami.BY_OS["ubuntu-26.04"]))
+    assert (
+        "  software   Ubuntu 26.04, Python 3.14: setup.yml installs keras 3.15.1, "
+        "jax 0.12.0.1, torch 2.15.0; no tensorflow"
+    ) in newest.lines()
     given = plan(LaunchRequest("g5.xlarge", "gpu1", ami_id="ami-0fedcba9876543210"))
     assert any("--ami-id image: setup.yml picks" in line for line in given.lines())
 
@@ -213,3 +218,15 @@ def test_launch_os_picks_the_dlami_of_that_release() -> None:
     for ami_type in ami.BY_OS.values():
         assert platforms.for_ami_type(ami_type) is not None, f"{ami_type} not in the table"
     assert "no tensorflow" in platforms.describe_host("base-oss-nvidia-driver-gpu-ubuntu-26.04")
+
+
+def test_launch_refuses_os_and_ami_type_together(capsys: pytest.CaptureFixture[str]) -> None:
+    from cloud.cli import main
+
+    argv = ["launch", "--instance-type", "g5.xlarge", "--os", "ubuntu-26.04"]
+    assert main([*argv, "--ami-type", ami.DEFAULT_AMI_TYPE]) == 2
+    assert "give --os or --ami-type, not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["launch", "--instance-type", "g5.xlarge", "--os", "ubuntu-20.04"])
+    assert usage.value.code == 2
+    assert "invalid choice: 'ubuntu-20.04'" in capsys.readouterr().err
