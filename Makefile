@@ -17,7 +17,7 @@ export DLSTATION_DATA_DIR
 REPORT_DIR ?= reports/$(shell date -u +%Y%m%dT%H%M%SZ)
 BENCH_ARGS ?=
 
-.PHONY: venv setup bench test test-prereqs check lint clean clean-results versions
+.PHONY: venv setup bench test test-prereqs check lint docs clean clean-results versions
 
 venv: $(STAMP)
 
@@ -44,13 +44,13 @@ bench: $(STAMP)
 	$(BIN)/dlbench report $(REPORT_DIR) --out $(REPORT_DIR) --title "dlbench on $$(hostname)"
 
 # Markers whose tests need something slow or outside the repository; `make check` leaves them out.
-FAST_TESTS := not slow and not realdata and not chromium and not motoserver and not index and not provision
+FAST_TESTS := not slow and not realdata and not chromium and not motoserver and not sshd and not index and not provision
 
 # The whole suite. Real provisioning of this machine is opt-in: DLSTATION_TEST_PROVISION=1.
 test: $(STAMP) test-prereqs
 	$(BIN)/pytest -q
 
-# Chromium and its fonts (apt-get, as root); without them their tests skip.
+# Chromium and its fonts, openssh-server (apt-get, as root); without them their tests skip.
 test-prereqs:
 	.ci/test-prereqs
 
@@ -71,3 +71,9 @@ clean:
 
 clean-results:
 	rm -rf results reports
+
+# Record every transcript in the guides again, in place (`make docs DOCS=cloud-walkthrough`
+# for one; `python -m tests.docs --list` names them). dlcloud runs against moto's server on
+# 127.0.0.1, dlbench for real; the test suite compares them with what varies masked.
+docs: $(STAMP)
+	$(BIN)/python -m tests.docs $(DOCS)

@@ -1,4 +1,4 @@
-"""The exit codes of every dlbench and dlcloud command: one per outcome, a crash never a verdict's."""
+"""Exit codes of every dlbench and dlcloud command: one per outcome, a crash never a verdict."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.facts.catalog import Catalog, user_catalog_path
 from bench.textfmt import table
-from cloud import ami, campaign, fleet, guard, inventory, prices
+from cloud import ami, campaign, fleet, guard, idle, inventory, prices
 from cloud.aws import AWS_FAILURES, Aws, CloudError, aws_errors, check_region, explain
 from cloud.launcher import Launcher, LaunchRequest, ssh_argv, ssh_command, tunnel_command
 
@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     ssh = commands.add_parser("ssh", help="open an SSH session to an instance")
     ssh.add_argument("name")
     ssh.add_argument("--print", action="store_true", help="print the command instead")
+
+    keepalive = commands.add_parser(
+        "keepalive", help="keep an instance up for a while, whatever idle stop would decide"
+    )
+    keepalive.add_argument("name")
+    keepalive.add_argument("duration", help="e.g. 90m, 2h, 1d; off to clear it")
+    keepalive.add_argument("--print", action="store_true", help="print the command instead")
 
     stop = commands.add_parser("stop", help="stop an instance (its disk still bills)")
     stop.add_argument("name")
@@ -355,12 +362,22 @@ class Commands:
         """The idle-stop setting, with the idle time the watchdog last logged where readable."""
         if instance["State"]["Name"] != "running" or setting in ("-", "off"):
             return setting
-        return f"{fleet.idle_time(ec2, instance) or '?'} of {setting}"
+        return fleet.idle_time(ec2, instance) or f"? of {setting} (no report)"
 
     def ssh(self) -> int:
         instance = fleet.find_by_name(self.aws.client("ec2"), self.args.name)
         key_name = instance.get("KeyName", "")
         command = ssh_argv(instance, guard.key_dir() / f"{key_name}.pem")
+        if self.args.print:
+            print(shlex.join(command))
+            return 0
+        self.execute(command)
+        return 0
+
+    def keepalive(self) -> int:
+        instance = fleet.find_by_name(self.aws.client("ec2"), self.args.name)
+        ssh = ssh_argv(instance, guard.key_dir() / f"{instance.get('KeyName', '')}.pem")
+        command = idle.keepalive_argv(ssh, self.args.duration)
         if self.args.print:
             print(shlex.join(command))
             return 0

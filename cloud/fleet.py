@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,13 +11,12 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bench.facts.catalog import Catalog, CatalogError
-from cloud import guard
+from cloud import guard, idle
 from cloud.aws import CloudError, aws_errors, error_code, explain
 
 TERMINATE_WAIT = {"Delay": 5, "MaxAttempts": 120}
 IN_USE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 SPOT_INTERRUPTED = "Server.SpotInstanceTermination"
-IDLE_LINE = re.compile(r"dlstation-idle: (?:busy, )?idle (\d+m) of (\d+m)")
 
 
 def project_instances(ec2: Any, states: list[str] | None = None) -> list[dict[str, Any]]:
@@ -108,14 +106,13 @@ def shown_in_list(instance: dict[str, Any]) -> bool:
 
 
 def idle_time(ec2: Any, instance: dict[str, Any]) -> str | None:
-    """'12m/30m' from the idle watchdog's newest console line, when AWS has one to show."""
+    """The idle watchdog's last decision from the console, when AWS has one to show."""
     try:
         output = ec2.get_console_output(InstanceId=instance["InstanceId"], Latest=True)
         text = base64.b64decode(output.get("Output") or "").decode(errors="replace")
     except (ClientError, BotoCoreError, ValueError):
         return None
-    found = IDLE_LINE.findall(text)
-    return f"{found[-1][0]}/{found[-1][1]}" if found else None
+    return idle.last_decision(text)
 
 
 def bill_line(instance: dict[str, Any], now: datetime) -> str:

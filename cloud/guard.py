@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import gzip
 import hashlib
 import ipaddress
 import os
@@ -40,6 +42,8 @@ CREATED_BY = "dlcloud"
 # What dlcloud wrote into the key folder: "<file name> <sha256>" per line.
 KEY_LEDGER = ".dlcloud-written"
 IDLE_WATCHDOG_FILE = "data/idle_watchdog.py"
+# On the instance: `sudo dlstation-keepalive 2h` keeps it up that long, `off` clears it.
+KEEPALIVE_COMMAND = "dlstation-keepalive"
 _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 CHECKIP_URL = "https://checkip.amazonaws.com"
 _TTL = re.compile(r"^(\d+(?:\.\d+)?)([mhd])$")
@@ -130,11 +134,18 @@ class Labels:
 
 def idle_watchdog_units(idle: timedelta) -> str:
     """Shell lines installing the idle watchdog (package data) with a one-minute timer."""
-    script = resources.files("cloud").joinpath(IDLE_WATCHDOG_FILE).read_text()
+    script = resources.files("cloud").joinpath(IDLE_WATCHDOG_FILE).read_bytes()
+    # Compressed: user data holds at most 16 KiB. mtime=0 keeps the boot script reproducible.
+    packed = base64.encodebytes(gzip.compress(script, mtime=0)).decode().rstrip()
     return f"""mkdir -p /usr/local/lib/dlstation /etc/dlstation
-cat > /usr/local/lib/dlstation/idle_watchdog.py <<'WATCHDOG'
-{script.rstrip()}
+base64 -d <<'WATCHDOG' | gunzip > /usr/local/lib/dlstation/idle_watchdog.py
+{packed}
 WATCHDOG
+cat > /usr/local/bin/{KEEPALIVE_COMMAND} <<'KEEPALIVE'
+#!/bin/sh
+exec /usr/bin/python3 /usr/local/lib/dlstation/idle_watchdog.py keepalive "$@"
+KEEPALIVE
+chmod 755 /usr/local/bin/{KEEPALIVE_COMMAND}
 cat > /etc/dlstation/idle-stop.env <<'ENV'
 DLSTATION_IDLE_SECONDS={int(idle.total_seconds())}
 DLSTATION_JUPYTER_TOKEN_FILE=/opt/dlstation/jupyter/token.env

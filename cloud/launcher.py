@@ -91,7 +91,8 @@ class Plan:
                 "off: only the TTL stops it"
                 if self.idle is None
                 else f"{r.idle_stop}: powers off (and terminates) after {r.idle_stop} with no "
-                "GPU use, SSH session, busy Jupyter kernel, dlbench or ansible"
+                "GPU process, SSH session, Ansible or bench run, Jupyter kernel activity, "
+                "CPU use or keep-alive"
             ),
             f"  price      {price} ({self.price.basis}; catalog {self.price.as_of})",
             f"  for TTL    {'unknown' if total is None else f'${total:.2f}'} at most",

@@ -44,6 +44,19 @@ os.environ[loopback_guard.LOG_ENV] = str(GUARD_LOG)
 os.environ.pop(loopback_guard.ALLOW_ENV, None)
 loopback_guard.install()
 
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def network_guard_env() -> dict[str, str]:
+    """The variables that carry the guard into a subprocess; for environments built from scratch."""
+    return {key: os.environ[key] for key in ("PYTHONPATH", loopback_guard.LOG_ENV)}
+
+
 PROVISION_ENV = "DLSTATION_TEST_PROVISION"
 INDEX_HOST = ("pypi.org", 443)
 # Markers whose tests may reach the network (the package index; provisioning installs from it).
@@ -98,11 +111,25 @@ def _missing_index() -> str | None:
     return None
 
 
+SSHD = Path("/usr/sbin/sshd")
+
+
+def _missing_sshd() -> str | None:
+    if not SSHD.is_file() or shutil.which("ssh") is None or shutil.which("sudo") is None:
+        return "sshd, ssh or sudo not installed: `make test` installs them as root"
+    if os.geteuid() != 0:
+        return "the sshd tests log in as root to a test sshd on 127.0.0.1: run them as root"
+    if not (Path(sys.executable).parent / "ansible-playbook").is_file():
+        return "ansible-playbook not next to this Python: pip install -e '.[dev]'"
+    return None
+
+
 PREREQUISITES = {
     "realdata": _missing_realdata,
     "chromium": _missing_chromium,
     "motoserver": _missing_motoserver,
     "index": _missing_index,
+    "sshd": _missing_sshd,
 }
 
 

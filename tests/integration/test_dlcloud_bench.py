@@ -24,7 +24,7 @@ import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 from tests.fakes.aws import FAKE_CREDENTIALS
 
 pytestmark = [pytest.mark.motoserver, pytest.mark.slow]
@@ -32,12 +32,6 @@ pytestmark = [pytest.mark.motoserver, pytest.mark.slow]
 TYPES = ["g5.xlarge", "g6.xlarge"]
 VENV = Path(sys.executable).parent.parent
 WORKLOAD = "reuters --synthetic --epochs 2 --no-imds"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -20,18 +19,12 @@ import boto3
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 from tests.fakes.aws import FAKE_CREDENTIALS
 
 CIDR = "203.0.113.7/32"
 # Every test here drives the installed dlcloud against moto's server: seconds each.
 pytestmark = [pytest.mark.motoserver, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -480,9 +473,25 @@ def test_launch_list_and_terminate_show_the_bill(moto_env: dict[str, str]) -> No
     listed = dlcloud(moto_env, "list")
     header, _, row = listed.stdout.splitlines()[:3]
     assert "idle" in header and "cost so far" in header
-    assert "of 45m" in row and "$0.00" in row
+    assert "? of 45m (no report)" in row and "$0.00" in row
     terminated = dlcloud(moto_env, "terminate", "paid", "--yes")
     assert terminated.returncode == 0, terminated.stderr
     (bill,) = [line for line in terminated.stdout.splitlines() if line.startswith("cost: ")]
     assert bill.startswith("cost: paid (i-") and "ran 0h0" in bill
     assert "at $1.0060/h (on-demand, " in bill
+
+
+def test_keepalive_prints_the_command_that_sets_it_on_the_instance(
+    moto_env: dict[str, str],
+) -> None:
+    image = image_of(ec2(moto_env))
+    assert dlcloud(moto_env, *launch_args(image, "kept")).returncode == 0
+    ssh = shlex.split(dlcloud(moto_env, "ssh", "kept", "--print").stdout)
+    printed = dlcloud(moto_env, "keepalive", "kept", "2h", "--print")
+    assert printed.returncode == 0, printed.stderr
+    command = shlex.split(printed.stdout)
+    assert command[:-1] == ssh, "the same login as dlcloud ssh"
+    assert shlex.split(command[-1]) == ["sudo", "dlstation-keepalive", "2h"]
+    refused = dlcloud(moto_env, "keepalive", "kept", "soon; reboot", "--print")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "write e.g. 90m, 2h or 1d, or off" in refused.stderr and refused.stdout == ""

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import nbformat
 import pytest
 
 from bench import api
+from tests.conftest import free_port, network_guard_env
 
 NOTEBOOKS = api.notebooks_dir()
 SHIPPED = ("imdb.ipynb", "reuters.ipynb", "this-machine.ipynb")
@@ -98,6 +98,8 @@ def kernel_environment(root: Path, data_dir: Path | None) -> dict[str, str]:
         "KERAS_BACKEND": "tensorflow",
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "JUPYTER_PLATFORM_DIRS": "1",
+        # The kernels and servers built here from nothing keep the suite's network guard.
+        **network_guard_env(),
     }
     if data_dir is not None:
         env["DLSTATION_DATA_DIR"] = str(data_dir)
@@ -240,13 +242,6 @@ class Server:
         )
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def quiet_lab_config(config_dir: Path) -> None:

@@ -16,6 +16,10 @@ from typing import Any
 
 LOG_ENV = "DLSTATION_NETGUARD_LOG"
 ALLOW_ENV = "DLSTATION_TEST_NETWORK"
+# The networks a test may reach; the guard's own tests narrow it to 127.0.0.1/32, so that the
+# address they must be refused (127.0.0.2) is still on loopback should the guard ever fail.
+NETWORKS_ENV = "DLSTATION_NETGUARD_NETWORKS"
+DEFAULT_NETWORKS = "127.0.0.0/8,::1/128"
 _INSTALLED = "_dlstation_loopback_guard"
 
 
@@ -23,8 +27,14 @@ class NonLoopbackConnectionError(PermissionError):
     """A test (or a process it started) tried to reach beyond loopback."""
 
 
+def allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks tests may reach: $DLSTATION_NETGUARD_NETWORKS, else 127.0.0.0/8 and ::1."""
+    spec = os.environ.get(NETWORKS_ENV) or DEFAULT_NETWORKS
+    return [ipaddress.ip_network(part.strip()) for part in spec.split(",") if part.strip()]
+
+
 def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and their IPv4-mapped form; names are resolved first."""
+    """True for the allowed networks (127.0.0.0/8, ::1) and their IPv4-mapped form."""
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -35,7 +45,7 @@ def is_loopback(host: str) -> bool:
         return all(is_loopback(str(info[4][0])) for info in resolved)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return address.is_loopback
+    return any(address in network for network in allowed_networks())
 
 
 def _check(sock: socket.socket, address: Any) -> None:

@@ -664,7 +664,7 @@ def test_idle_watchdog_is_installed_unless_off(aws: Aws, tmp_path: Path, image_i
     on = launch(aws, tmp_path, image_id, name="on", idle_stop="45m")
     script = user_data(aws, on)
     assert "DLSTATION_IDLE_SECONDS=2700" in script
-    assert "def jupyter_check" in script and "dlstation-idle.timer" in script
+    assert "idle_watchdog.py" in script and "dlstation-idle.timer" in script
     assert guard.tags_of(on)[guard.TAG_IDLE] == "45m"
     off = launch(aws, tmp_path, image_id, name="off", idle_stop="off")
     assert "dlstation-idle" not in user_data(aws, off)
@@ -735,7 +735,9 @@ def test_idle_time_comes_from_the_watchdogs_console_lines() -> None:
         "dlstation-idle: busy, idle 0m of 30m: ssh: 1 session(s) open\n"
         "dlstation-idle: idle 12m of 30m: nothing in use\n"
     )
-    assert fleet.idle_time(ConsoleOutput(text), {"InstanceId": "i-1"}) == "12m/30m"
+    assert fleet.idle_time(ConsoleOutput(text), {"InstanceId": "i-1"}) == "idle 12m of 30m"
+    busy = text + "dlstation-idle: busy, idle 0m of 30m: ssh: 1 connection(s) to port 22\n"
+    assert fleet.idle_time(ConsoleOutput(busy), {"InstanceId": "i-1"}) == "busy: ssh"
     assert fleet.idle_time(ConsoleOutput("booting\n"), {"InstanceId": "i-1"}) is None
 
 

@@ -1,180 +1,155 @@
-"""The on-instance idle watchdog, executed for real: fake nvidia-smi and who on PATH, a fake
-JupyterLab API on 127.0.0.1, a fake /proc, and a power-off command the test observes."""
+"""The on-instance idle watchdog, executed for real over the real /proc with a controlled clock:
+the clock, the GPU, Jupyter's answers, the keep-alive, and the boot script that installs it.
+The process trees (SSH, Ansible, bench, CPU) are in tests/integration/test_idle_sessions.py."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
-from cloud import guard
-
-T0 = 1_800_000_000.0  # a fixed clock, seconds since the epoch
-MINUTE = 60.0
-TOKEN = "0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Kernels(BaseHTTPRequestHandler):
-    """GET /api/kernels as JupyterLab answers it, only with the right token."""
-
-    kernels: ClassVar[list[dict[str, Any]]] = []
-
-    def do_GET(self) -> None:
-        if self.path != "/api/kernels" or self.headers.get("Authorization") != f"token {TOKEN}":
-            self.send_response(403)
-            self.end_headers()
-            return
-        body = json.dumps(type(self).kernels).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@dataclass
-class Box:
-    """A fake instance: what its tools report, and where the watchdog's traces land."""
-
-    root: Path
-    port: int
-    env: dict[str, str] = field(default_factory=dict)
-
-    def tool(self, name: str, output: str, code: int = 0) -> None:
-        script = self.root / "bin" / name
-        script.write_text(f"#!{sys.executable}\nprint({output!r})\nraise SystemExit({code})\n")
-        script.chmod(0o755)
-
-    def remove_tool(self, name: str) -> None:
-        (self.root / "bin" / name).unlink()
-
-    def process(self, pid: int, *argv: str) -> None:
-        folder = self.root / "proc" / str(pid)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
-
-    def run(self, minutes: float) -> tuple[bool, str]:
-        """One watchdog round at T0 + minutes: (did it power off, its log line)."""
-        done = subprocess.run(
-            [sys.executable, str(resources.files("cloud").joinpath("data/idle_watchdog.py"))],
-            env={**self.env, "DLSTATION_IDLE_NOW": str(T0 + minutes * MINUTE)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        marker = self.root / "powered-off"
-        powered = marker.exists()
-        marker.unlink(missing_ok=True)
-        return powered, done.stdout.strip()
+from cloud import guard, idle
+from tests.conftest import free_port
+from tests.fakes.idle import B0, MINUTE, T0, WATCHDOG, Box, Kernels, idle_box
 
 
 @pytest.fixture
 def box(tmp_path: Path) -> Iterator[Box]:
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "proc").mkdir()
-    (tmp_path / "token.env").write_text(f"JUPYTER_TOKEN={TOKEN}\n")
-    Kernels.kernels = []
-    port = free_port()
-    server = ThreadingHTTPServer(("127.0.0.1", port), Kernels)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake = Box(tmp_path, port)
-    fake.env = {
-        "PATH": str(tmp_path / "bin"),
-        "DLSTATION_IDLE_SECONDS": str(30 * MINUTE),
-        "DLSTATION_IDLE_STATE": str(tmp_path / "idle-since"),
-        "DLSTATION_IDLE_POWEROFF": f"{sys.executable} -c \"open('{tmp_path}/powered-off', 'w')\"",
-        "DLSTATION_JUPYTER_URL": f"http://127.0.0.1:{port}",
-        "DLSTATION_JUPYTER_TOKEN_FILE": str(tmp_path / "token.env"),
-        "DLSTATION_IDLE_PROC": str(tmp_path / "proc"),
-    }
-    fake.tool("nvidia-smi", "0, 0\n1, 2")
-    fake.tool("who", "")
-    fake.process(1, "/sbin/init")
-    try:
+    with idle_box(tmp_path) as fake:
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
+
+
+def stamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def test_powers_off_only_after_the_whole_period_idle(box: Box) -> None:
     assert box.run(0) == (False, "dlstation-idle: idle 0m of 30m: nothing in use")
     assert box.run(29) == (False, "dlstation-idle: idle 29m of 30m: nothing in use")
-    powered, line = box.run(30.5)
-    assert powered and "idle 30m of 30m" in line and "powering off" in line
+    assert box.run(30.5) == (True, "dlstation-idle: idle 30m of 30m: nothing in use; powering off")
 
 
-def test_gpu_use_restarts_the_period(box: Box) -> None:
+def test_a_gpu_process_at_zero_percent_keeps_it_up(box: Box) -> None:
     box.run(0)
-    box.tool("nvidia-smi", "0, 0\n1, 87")
-    powered, line = box.run(10)
+    box.gpus("0, 0\n1, 0\n", apps="4242, python\n")
+    powered, line = box.run(45)
+    assert not powered
+    assert line == "dlstation-idle: busy, idle 0m of 30m: gpu: 1 process(es) on a GPU (pid 4242)"
+    box.gpus("0, 0\n1, 0\n")
+    assert box.run(74)[0] is False, "idle only 29 minutes since the process let go of the GPU"
+    assert box.run(75)[0] is True
+
+
+def test_gpu_utilisation_alone_also_counts(box: Box) -> None:
+    box.gpus("0, 0\n1, 87\n")
+    powered, line = box.run(40)
     assert not powered and line.endswith("busy, idle 0m of 30m: gpu: GPU 1 at 87%")
-    box.tool("nvidia-smi", "0, 0\n1, 0")
-    assert box.run(35)[0] is False, "idle only 25 minutes since the GPU was busy"
-    assert box.run(41)[0] is True
-
-
-def test_an_open_ssh_session_keeps_it_up(box: Box) -> None:
-    box.tool("who", "ubuntu   pts/0        2026-11-27 12:00 (203.0.113.7)")
-    box.run(0)
-    powered, line = box.run(60)
-    assert not powered and "ssh: 1 session(s) open" in line
 
 
 @pytest.mark.parametrize(
-    ("change", "reason"),
-    [
-        (lambda b: b.remove_tool("nvidia-smi"), "gpu: cannot run nvidia-smi"),
-        (lambda b: b.tool("nvidia-smi", "NVIDIA-SMI has failed", 9), "gpu: nvidia-smi failed"),
-        (lambda b: b.remove_tool("who"), "ssh: cannot run who"),
-        (lambda b: (b.root / "token.env").write_text("JUPYTER_TOKEN=wrong\n"), "jupyter: cannot"),
-    ],
+    ("clock_step_h", "powered_at_31m"),
+    [(+2, True), (-10, True)],
 )
-def test_a_check_that_cannot_run_counts_as_busy(box: Box, change: Any, reason: str) -> None:
-    box.run(0)
-    change(box)
-    powered, line = box.run(60)
-    assert not powered and reason in line
-
-
-def test_a_busy_kernel_keeps_it_up(box: Box) -> None:
-    Kernels.kernels = [{"id": "k1", "execution_state": "busy", "last_activity": ""}]
-    box.run(0)
-    powered, line = box.run(60)
-    assert not powered and "jupyter: kernel k1 is busy" in line
+def test_the_wall_clock_stepping_changes_nothing(
+    box: Box, clock_step_h: float, powered_at_31m: bool
+) -> None:
+    assert box.run(0)[0] is False
+    stepped = T0 + clock_step_h * 3600
+    powered, line = box.run(1, wall=stepped + MINUTE)
+    assert not powered and "idle 1m of 30m" in line, "one idle minute on the boot clock"
+    assert box.run(31, wall=stepped + 31 * MINUTE)[0] is powered_at_31m
 
 
 def test_recent_kernel_activity_counts_as_use(box: Box) -> None:
-    used = datetime.fromtimestamp(T0 + 20 * MINUTE, timezone.utc).isoformat()
-    Kernels.kernels = [
-        {"id": "k1", "execution_state": "idle", "last_activity": used.replace("+00:00", "Z")}
+    Kernels.answer = [
+        {"id": "k1", "execution_state": "idle", "last_activity": stamp(T0 + 20 * MINUTE)}
     ]
     box.run(0)
     powered, line = box.run(45)
     assert not powered and "idle 25m of 30m" in line, "idle since the kernel's last activity"
     assert box.run(51)[0] is True
+
+
+def test_kernel_activity_survives_a_wall_clock_step(box: Box) -> None:
+    """Activity read at minute 20 stays at minute 20 of the boot clock after a 10 h step back."""
+    Kernels.answer = [{"id": "k1", "execution_state": "idle", "last_activity": stamp(T0)}]
+    box.run(0)
+    Kernels.answer = [
+        {"id": "k1", "execution_state": "idle", "last_activity": stamp(T0 + 20 * MINUTE)}
+    ]
+    assert "idle 0m" in box.run(20)[1]
+    back = T0 - 10 * 3600
+    powered, line = box.run(45, wall=back + 45 * MINUTE)
+    assert not powered and "idle 25m of 30m" in line, line
+    assert box.run(50.5, wall=back + 50.5 * MINUTE)[0] is True
+
+
+def test_a_kernel_stamp_in_the_future_is_clamped_and_logged(box: Box) -> None:
+    Kernels.answer = [
+        {"id": "k1", "execution_state": "idle", "last_activity": "2099-01-01T00:00:00Z"}
+    ]
+    powered, line = box.run(0)
+    assert not powered and line.startswith("dlstation-idle: idle 0m of 30m: nothing in use")
+    assert "kernel k1 last_activity 2099-01-01T00:00:00Z is in the future" in line
+    powered, line = box.run(20)
+    assert "idle 20m of 30m" in line and "first seen, 20m ago" in line
+    assert box.run(30)[0] is True, "a stamp stuck in the future must not keep it up forever"
+
+
+def test_a_busy_kernel_keeps_it_up(box: Box) -> None:
+    Kernels.answer = [{"id": "k1", "execution_state": "busy", "last_activity": ""}]
+    box.run(0)
+    powered, line = box.run(60)
+    assert not powered and line.endswith("jupyter: kernel k1 is busy")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [[1, 2], {"kernels": []}, "busy", None, [{"id": "k1", "last_activity": 7}]],
+)
+def test_an_answer_that_cannot_be_parsed_is_busy_with_its_reason(box: Box, answer: Any) -> None:
+    Kernels.answer = answer
+    powered, line = box.run(60)
+    assert not powered
+    if isinstance(answer, list) and answer and isinstance(answer[0], dict):
+        assert line.startswith("dlstation-idle: idle"), "a stamp that is no stamp is ignored"
+    else:
+        assert line.startswith("dlstation-idle: busy, idle 0m of 30m: jupyter: cannot tell")
+        assert "not a list of kernels" in line
+
+
+def test_a_check_that_cannot_tell_for_hours_says_so_in_every_line(box: Box) -> None:
+    (box.root / "token.env").write_text("JUPYTER_TOKEN=wrong\n")
+    lines = [box.run(minutes)[1] for minutes in (0, 1, 90, 200)]
+    assert all(line.startswith("dlstation-idle: busy, idle 0m of 30m:") for line in lines)
+    assert "jupyter: cannot tell for 0m (/api/kernels: HTTP Error 403: Forbidden)" in lines[0]
+    assert "jupyter: cannot tell for 1h30m" in lines[2]
+    assert "jupyter: cannot tell for 3h20m" in lines[3]
+    (box.root / "token.env").write_text("JUPYTER_TOKEN=0123456789abcdef\n")
+    assert box.run(201)[1] == "dlstation-idle: idle 1m of 30m: nothing in use"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda b: (b.root / "bin" / "nvidia-smi").unlink(), "gpu: cannot tell for 0m (["),
+        (lambda b: b.gpus("NVIDIA-SMI has failed", code=9), "gpu: cannot tell for 0m (nvidia-smi"),
+        (lambda b: b.gpus("0, [N/A]\n"), "gpu: cannot tell for 0m (unreadable"),
+    ],
+)
+def test_a_gpu_that_cannot_be_read_counts_as_busy(box: Box, change: Any, reason: str) -> None:
+    box.run(0)
+    change(box)
+    powered, line = box.run(60)
+    assert not powered and reason in line
 
 
 def test_no_jupyter_server_is_no_busy_kernel(box: Box) -> None:
@@ -183,18 +158,63 @@ def test_no_jupyter_server_is_no_busy_kernel(box: Box) -> None:
     assert box.run(31)[0] is True
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ("/opt/dlstation/venv/bin/python", "/opt/dlstation/venv/bin/dlbench", "run"),
-        ("/usr/bin/python3", "/usr/bin/ansible-playbook", "setup.yml"),
-    ],
-)
-def test_dlbench_or_ansible_running_keeps_it_up(box: Box, argv: tuple[str, ...]) -> None:
-    box.process(4242, *argv)
+def test_a_broken_state_file_restarts_the_count_and_says_so(box: Box) -> None:
     box.run(0)
-    powered, line = box.run(60)
-    assert not powered and "processes:" in line and "pid 4242" in line
+    (box.root / "state.json").write_text("{not json")
+    powered, line = box.run(40)
+    assert not powered and line.startswith("dlstation-idle: idle 0m of 30m: nothing in use")
+    assert "unreadable" in line
+    assert box.run(70)[0] is True
+
+
+def keepalive(box: Box, minutes: float, *args: str) -> subprocess.CompletedProcess[str]:
+    clock = {"DLSTATION_IDLE_BOOT_NOW": str(B0 + minutes * MINUTE)}
+    return subprocess.run(
+        [sys.executable, str(WATCHDOG), "keepalive", *args],
+        env={**box.env, **clock},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_keepalive_holds_it_up_until_it_expires(box: Box) -> None:
+    box.run(0)
+    done = keepalive(box, 10, "2h")
+    assert done.returncode == 0 and "keep-alive set: busy for 2h00m" in done.stdout
+    powered, line = box.run(100)
+    assert not powered and line.endswith("busy, idle 0m of 30m: keep-alive: 30m left")
+    assert box.run(129)[1].endswith("keep-alive: 1m left")
+    assert box.run(131)[1] == "dlstation-idle: idle 2m of 30m: nothing in use"
+    assert box.run(160)[0] is True
+
+
+def test_a_keepalive_can_be_cleared_and_bad_ones_are_refused(box: Box) -> None:
+    box.run(0)
+    keepalive(box, 0, "1d")
+    assert box.run(1)[1].endswith("keep-alive: 23h59m left")
+    assert keepalive(box, 1, "off").returncode == 0
+    assert box.run(31)[0] is True
+    bad = keepalive(box, 0, "soon")
+    assert bad.returncode == 2 and "write e.g. 90m, 2h or 1d" in bad.stderr
+    (box.root / "keepalive").write_text("tomorrow\n")
+    powered, line = box.run(40)
+    assert not powered and "keep-alive: cannot tell" in line
+
+
+def test_the_decision_line_is_what_dlcloud_list_shows(box: Box) -> None:
+    lines = [box.run(0)[1]]
+    keepalive(box, 1, "90m")
+    lines.append(box.run(2)[1])
+    console = "boot noise\n" + "\n".join(lines) + "\n"
+    assert idle.last_decision(console) == "busy: keep-alive 1h29m left"
+    assert idle.last_decision(lines[0]) == "idle 0m of 30m"
+    assert idle.last_decision("booting\n") is None
+    (box.root / "token.env").write_text("JUPYTER_TOKEN=wrong\n")
+    box.run(3)
+    stuck = box.run(200)[1]
+    assert idle.last_decision(console + stuck) == "busy: jupyter cannot tell for 3h17m"
 
 
 def test_the_boot_script_installs_this_very_watchdog(tmp_path: Path) -> None:
@@ -203,8 +223,24 @@ def test_the_boot_script_installs_this_very_watchdog(tmp_path: Path) -> None:
     )
     (tmp_path / "boot.sh").write_text(script)
     assert subprocess.run(["bash", "-n", str(tmp_path / "boot.sh")], check=False).returncode == 0
-    installed = script.split("<<'WATCHDOG'\n", 1)[1].split("\nWATCHDOG\n", 1)[0]
-    packaged = resources.files("cloud").joinpath("data/idle_watchdog.py").read_text()
-    assert installed == packaged.rstrip()
+    packed = script.split("idle_watchdog.py\n", 1)[1].split("\nWATCHDOG\n", 1)[0]
+    assert gzip.decompress(base64.b64decode(packed)) == WATCHDOG.read_bytes()
     assert "DLSTATION_IDLE_SECONDS=1800" in script
+    assert f"/usr/local/bin/{guard.KEEPALIVE_COMMAND}" in script
     assert len(script.encode()) < 16 * 1024, "EC2 user data holds at most 16 KiB"
+
+
+def test_the_boot_scripts_decoder_gives_back_the_file(tmp_path: Path) -> None:
+    """The same base64 | gunzip the instance runs, here, byte for byte."""
+    script = guard.idle_watchdog_units(timedelta(minutes=30))
+    decode = script.split("\n", 1)[1].split("\nWATCHDOG\n", 1)[0] + "\nWATCHDOG\n"
+    decode = decode.replace("/usr/local/lib/dlstation/", f"{tmp_path}/")
+    subprocess.run(["bash", "-c", decode], check=True, timeout=60)
+    assert (tmp_path / "idle_watchdog.py").read_bytes() == WATCHDOG.read_bytes()
+
+
+def test_state_is_json_on_the_boot_clock(box: Box) -> None:
+    box.run(3)
+    state = json.loads((box.root / "state.json").read_text())
+    assert state["idle_since"] == B0 + 3 * MINUTE
+    assert state["last"] == "dlstation-idle: idle 0m of 30m: nothing in use"
