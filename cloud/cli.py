@@ -35,7 +35,7 @@ def add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument("--profile", default=default, help="AWS profile (default: AWS_PROFILE)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one statement per option)
     parser = argparse.ArgumentParser(
         prog="dlcloud",
         description="Launch AWS Deep Learning AMI GPU instances safely; leave nothing billing.",
