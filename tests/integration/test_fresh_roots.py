@@ -181,7 +181,7 @@ def test_a_fresh_root_provisions_and_verifies(first_run: dict[str, Any]) -> None
             "print('%d.%d' % sys.version_info[:2], keras.__version__, jax.__version__)",
         ],
         # A login's environment inside the root, not this test process's KERAS_BACKEND.
-        env={"PATH": "/usr/bin:/bin", "HOME": "/root"},
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"},
     )
     assert found.returncode == 0, found.stderr[-2000:]
     row = platforms.versions(python)
