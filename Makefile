@@ -17,7 +17,7 @@ export DLSTATION_DATA_DIR
 REPORT_DIR ?= reports/$(shell date -u +%Y%m%dT%H%M%SZ)
 BENCH_ARGS ?=
 
-.PHONY: venv setup bench test test-prereqs check lint docs mutate clean clean-results
+.PHONY: venv setup bench test test-prereqs check lint docs mutate versions clean clean-results
 
 venv: $(STAMP)
 
@@ -33,6 +33,11 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 	$(BIN)/ansible-playbook setup.yml $(if $(filter 0,$(shell id -u)),,--ask-become-pass) $(SETUP_ARGS)
 	$(BIN)/dlbench report results/verify --out results/verify/report --title "dlstation setup: verification run"
+
+# Resolve the version table again against PyPI (newest releases installable together per platform
+# Python, CPU and GPU builds), rewrite bench/facts/platforms.json with today's date, print what moved.
+versions: $(STAMP)
+	$(BIN)/python -m bench.facts.platforms refresh
 
 bench: $(STAMP)
 	$(BIN)/dlbench run --out $(REPORT_DIR) $(BENCH_ARGS)

@@ -12,13 +12,25 @@ from cloud.aws import CloudError, aws_errors
 # 22.04 (Python 3.10, still selectable) Keras stops at 3.12 and JAX at 0.6.
 DEFAULT_AMI_TYPE = "base-oss-nvidia-driver-gpu-ubuntu-24.04"
 SSM_PATH = "/aws/service/deeplearning/ami/{arch}/{ami_type}/latest/ami-id"
+# The base DLAMI of each Ubuntu release dlstation sets up, by `dlcloud launch --os`.
+BY_OS: dict[str, str] = {
+    f"ubuntu-{version}": f"base-oss-nvidia-driver-gpu-ubuntu-{version}"
+    for version in ("22.04", "24.04", "26.04")
+}
 # describe_images name patterns for the fallback, per AMI type.
 NAME_PATTERNS: dict[str, str] = {
-    f"base-oss-nvidia-driver-gpu-ubuntu-{version}": (
-        f"Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu {version}) *"
-    )
-    for version in ("22.04", "24.04")
+    ami_type: f"Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu {ami_type[-5:]}) *"
+    for ami_type in BY_OS.values()
 }
+
+
+def choose_type(ami_type: str | None, os_name: str | None) -> str:
+    """The DLAMI type of --ami-type or --os (not both), else the default."""
+    if ami_type and os_name:
+        raise CloudError("give --os or --ami-type, not both", 2)
+    if os_name:
+        return BY_OS[os_name]
+    return ami_type or DEFAULT_AMI_TYPE
 
 
 def ssm_parameter(ami_type: str, arch: str = "x86_64") -> str:

@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read on-demand prices (Pricing API) and week-long spot medians",
     )
+    prices.add_argument(
+        "--offer-file",
+        action="store_true",
+        help="with --refresh: on-demand prices from AWS's public price list (no credentials)",
+    )
     prices.add_argument("--regions", nargs="+", help="regions to refresh (default: --region)")
     prices.add_argument(
         "--output",
@@ -240,9 +245,15 @@ class Commands:
             print("refresh: dlcloud prices --refresh --regions us-east-1 us-west-2")
             return 0
         regions = self.args.regions or [self.aws.region]
-        data = prices.refresh(
-            self.catalog, lambda region: Aws(region, self.args.profile), regions, self.now()
-        )
+        if self.args.offer_file:
+            try:
+                data = prices.refresh_from_offer_files(self.catalog, regions, self.now())
+            except prices.OfferFileError as error:
+                raise CloudError(f"{error}; the catalog is unchanged", 1) from None
+        else:
+            data = prices.refresh(
+                self.catalog, lambda region: Aws(region, self.args.profile), regions, self.now()
+            )
         output = self.args.output or user_catalog_path()
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(data, indent=1) + "\n")

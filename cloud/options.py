@@ -86,8 +86,13 @@ def add_machine_options(parser: argparse.ArgumentParser, *, ttl_default: str) ->
     )
     parser.add_argument(
         "--ami-type",
-        default=ami.DEFAULT_AMI_TYPE,
+        default=None,
         help=f"DLAMI type (default: {ami.DEFAULT_AMI_TYPE})",
+    )
+    parser.add_argument(
+        "--os",
+        choices=sorted(ami.BY_OS),
+        help="the DLAMI of this Ubuntu release (instead of --ami-type)",
     )
     parser.add_argument("--ami-id", help="an exact AMI id instead of the newest DLAMI")
     parser.add_argument(
@@ -120,7 +125,7 @@ def machine_options(args: argparse.Namespace) -> MachineOptions:
     values: dict[str, Any] = {
         "ttl_text": args.ttl,
         "spot": args.spot,
-        "ami_type": args.ami_type,
+        "ami_type": ami.choose_type(args.ami_type, args.os),
         "ami_id": args.ami_id,
         "key_name": args.key_name,
         "ssh_cidr": args.ssh_cidr,

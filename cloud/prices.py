@@ -1,9 +1,12 @@
-"""Refresh the price catalog: the Pricing API for on-demand, spot price history for spot."""
+"""Refresh the price catalog: the Pricing API or AWS's public price list for on-demand, spot
+price history for spot."""
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -90,4 +93,87 @@ def refresh(
                 by_type[kind]["spot_usd_per_hour"][region] = median
         say(f"{region}: {updated_on_demand} on-demand prices, {len(spot)} spot medians")
     data["as_of"] = now.date().isoformat()
+    return data
+
+
+# AWS's public price list: one bulk offer file per region, no credentials needed.
+OFFER_URL = (
+    "https://pricing.us-east-1.amazonaws.com/offers/v1.0/aws/AmazonEC2/current/{region}/index.json"
+)
+OFFER_URL_ENV = "DLSTATION_OFFER_URL"
+# The offer file's attributes of the one price dlstation stores: Linux, shared tenancy, no
+# preinstalled software or license, capacity "Used" (not a reservation's unused capacity).
+LINUX_ON_DEMAND = {
+    "operatingSystem": "Linux",
+    "tenancy": "Shared",
+    "preInstalledSw": "NA",
+    "capacitystatus": "Used",
+    "licenseModel": "No License required",
+}
+
+
+def offer_url(region: str) -> str:
+    """The region's offer file; $DLSTATION_OFFER_URL (with {region}) points elsewhere."""
+    return os.environ.get(OFFER_URL_ENV, OFFER_URL).format(region=region)
+
+
+def read_offer_file(url: str, timeout: float = 300) -> dict[str, Any]:
+    """The offer file's JSON; OfferFileError says what failed and what to do."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            data: dict[str, Any] = json.load(response)
+    except (OSError, ValueError) as error:
+        raise OfferFileError(f"could not read AWS's price list at {url}: {error}") from error
+    if "products" not in data or "terms" not in data:
+        raise OfferFileError(f"{url} is not an AWS offer file (no products or terms)")
+    return data
+
+
+class OfferFileError(RuntimeError):
+    """AWS's price list could not be read or is not an offer file."""
+
+
+def offer_prices(offer: dict[str, Any], instance_types: set[str]) -> dict[str, float]:
+    """Linux on-demand $/h per instance type, from one region's offer file."""
+    found: dict[str, float] = {}
+    on_demand: dict[str, Any] = offer["terms"].get("OnDemand", {})
+    for sku, product in offer["products"].items():
+        attributes = product.get("attributes", {})
+        kind = attributes.get("instanceType")
+        if kind not in instance_types:
+            continue
+        if any(attributes.get(key) != value for key, value in LINUX_ON_DEMAND.items()):
+            continue
+        for term in on_demand.get(sku, {}).values():
+            for dimension in term.get("priceDimensions", {}).values():
+                usd = float(dimension.get("pricePerUnit", {}).get("USD", 0))
+                if usd > 0 and dimension.get("unit") == "Hrs":
+                    found[kind] = usd
+    return found
+
+
+def refresh_from_offer_files(
+    catalog: Catalog,
+    regions: list[str],
+    now: datetime,
+    read: Callable[[str], dict[str, Any]] = read_offer_file,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """A new catalog document with on-demand prices from AWS's public price list."""
+    data = json.loads(json.dumps(catalog.data))
+    by_type = {t["instance_type"]: t for t in data["instance_types"]}
+    published = []
+    for region in regions:
+        offer = read(offer_url(region))
+        found = offer_prices(offer, set(by_type))
+        for kind, usd in found.items():
+            by_type[kind]["on_demand_usd_per_hour"][region] = usd
+        missing = sorted(set(by_type) - set(found))
+        say(
+            f"{region}: {len(found)} on-demand prices"
+            + (f"; not offered there: {', '.join(missing)}" if missing else "")
+        )
+        published.append(f"{region} {offer.get('publicationDate', 'undated')}")
+    data["as_of"] = now.date().isoformat()
+    data["sources"]["on_demand"] = "AWS price list (offer files), Linux: " + ", ".join(published)
     return data

@@ -42,6 +42,8 @@ def play(folders: dict[str, Path]) -> subprocess.CompletedProcess[str]:
         "preflight_facts": {"local": False},
         # The role alone: its keras_env dependency (and preflight under it) is this venv.
         "dlstation_configure_keras_env": False,
+        # What setup.yml passes every role: the version table's path.
+        "dlstation_platforms_file": str(REPO / "bench" / "facts" / "platforms.json"),
         "ansible_python_interpreter": sys.executable,
         # The role's derived paths, moved out of the home and the venv for the test.
         "__jupyter_notebook_dir": str(folders["notebooks"]),

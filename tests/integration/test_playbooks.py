@@ -201,51 +201,33 @@ def planned_venv(report: dict[str, Any]) -> list[str]:
 GPU_HOST = {"gpu_present": True, "driver_working": False, "dlami": False, "secure_boot": False}
 
 
+def table_venv(python: str, backends: list[str]) -> list[str]:
+    """The exact GPU venv of that Python, spelled out: keras and each backend the table has."""
+    row = platforms.versions(python)
+    names = {"tensorflow": "tensorflow[and-cuda]", "jax": "jax[cuda12]", "torch": "torch"}
+    return [f"keras=={row['keras']}"] + [f"{names[b]}=={row[b]}" for b in backends if b in row]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("platform", "repo", "venv"),
+    ("platform", "repo", "driver", "pinned", "venv_backends"),
     [
-        (
-            "Ubuntu-22.04",
-            "ubuntu2204",
-            [
-                "keras==3.12.4",
-                "tensorflow[and-cuda]==2.21.0",
-                "jax[cuda12]==0.6.2",
-                "torch==2.13.0",
-            ],
-        ),
-        (
-            "Ubuntu-24.04",
-            "ubuntu2404",
-            [
-                "keras==3.15.1",
-                "tensorflow[and-cuda]==2.21.0",
-                "jax[cuda12]==0.10.2",
-                "torch==2.13.0",
-            ],
-        ),
-        (
-            "Debian-12",
-            "debian12",
-            [
-                "keras==3.15.1",
-                "tensorflow[and-cuda]==2.21.0",
-                "jax[cuda12]==0.10.2",
-                "torch==2.13.0",
-            ],
-        ),
+        ("Ubuntu-22.04", "ubuntu2204", "nvidia-open-580", False, BACKENDS),
+        ("Ubuntu-24.04", "ubuntu2404", "nvidia-open-580", False, BACKENDS),
+        ("Debian-12", "debian12", "nvidia-open-580", False, BACKENDS),
+        ("Debian-13", "debian13", "nvidia-open", True, BACKENDS),
+        ("Ubuntu-26.04", "ubuntu2604", "nvidia-open", True, ["jax", "torch"]),
     ],
 )
-def test_each_platform_in_check_mode(
-    platform: str, repo: str, venv: list[str], tmp_path: Path
+def test_each_platform_in_check_mode(  # noqa: PLR0917 (pytest passes parameters by position)
+    platform: str, repo: str, driver: str, pinned: bool, venv_backends: list[str], tmp_path: Path
 ) -> None:
     """A bare GPU host of each platform: driver, CUDA, and the venv for its Python."""
     distribution, version = platform.split("-")
     python = platforms.matrix()["platforms"][platform]["python"]
     report = check_mode(
         {**GPU_HOST, "distribution": distribution, "version": version, "python": python},
-        {"cuda_install_toolkit": True, "cuda_version": "12.8", "keras_env_backends": BACKENDS},
+        {"cuda_install_toolkit": True, "keras_env_backends": BACKENDS},
         tmp_path,
     )
     keyring = task_args(report, "Download cuda-keyring")
@@ -254,14 +236,44 @@ def test_each_platform_in_check_mode(
         f"https://developer.download.nvidia.com/compute/cuda/repos/{repo}/x86_64/"
         "cuda-keyring_1.1-1_all.deb"
     )
-    assert task_args(report, "Install the driver")["name"] == ["nvidia-open"]  # type: ignore[index]
-    cuda = task_args(report, "Install the CUDA toolkit and cuDNN, version 12.8")
-    assert cuda is not None and cuda["name"] == ["cuda-toolkit-12-8", "cudnn9-cuda-12"]
+    assert task_args(report, "Install the driver")["name"] == [driver]  # type: ignore[index]
+    pin = task_args(report, "Hold the driver branch where the package names do not")
+    assert (pin is not None) == pinned
+    if pin is not None:  # its content is hidden from the callback (no_log of copy's content)
+        assert pin["dest"] == "/etc/apt/preferences.d/dlstation-nvidia-branch"
+    cuda = task_args(report, "Install the CUDA toolkit and cuDNN, version 12.9")
+    assert cuda is not None and cuda["name"] == ["cuda-toolkit-12-9", "cudnn9-cuda-12"]
     blacklist = task_args(report, "Keep Nouveau away from the GPU")
     assert blacklist is not None and blacklist["dest"] == "/etc/modprobe.d/blacklist-nouveau.conf"
-    assert planned_venv(report) == venv
+    assert planned_venv(report) == table_venv(python, venv_backends)
     assert planned_venv(report) == platforms.requirements(python, "gpu", BACKENDS)
+    left_out = messages(report, "Say which backends were left out")
+    if venv_backends == BACKENDS:
+        assert left_out == ""
+    else:
+        why = f"tensorflow (no stable tensorflow wheel for Python {python}"
+        assert left_out.startswith(f"Left out on Python {python}: {why}")
+        assert "set keras_env_python to a Python 3.13 interpreter" in left_out
     assert not tmp_path.joinpath("root").exists()
+
+
+@pytest.mark.slow
+def test_tensorflow_missing_makes_jax_the_default(tmp_path: Path) -> None:
+    """Ubuntu 26.04 with the default backend list [tensorflow]: JAX instead, and one line why."""
+    report = check_mode(
+        {"distribution": "Ubuntu", "version": "26.04", "python": "3.14", "gpu_present": False},
+        {},
+        tmp_path,
+    )
+    row = platforms.versions("3.14")
+    assert planned_venv(report) == [f"keras=={row['keras']}", f"jax=={row['jax']}"]
+    said = messages(report, "Say which backends were left out")
+    assert said == (
+        "Left out on Python 3.14: tensorflow ("
+        + platforms.unavailable("3.14")["tensorflow"]
+        + "); Keras's default is jax. To get tensorflow, set keras_env_python to a Python 3.13 "
+        "interpreter in config.yml (e.g. keras_env_python: /usr/bin/python3.13)."
+    )
 
 
 @pytest.mark.slow
@@ -307,10 +319,40 @@ def test_dlami_installs_nothing_in_check_mode(tmp_path: Path) -> None:
             assert result.get("skipped"), f"{name} would install on a DLAMI"
     assert task_args(report, "Install the driver") is None
     assert task_args(report, "Download cuda-keyring") is None
-    assert planned_venv(report) == ["keras==3.12.4", "jax[cuda12]==0.10.2"], "the user's jax wins"
+    assert planned_venv(report) == [
+        f"keras=={platforms.versions('3.10')['keras']}",
+        "jax[cuda12]==0.10.2",
+    ], "the user's jax wins"
     said = messages(report, "Say where explicit versions leave the table")
-    assert "keras_env_versions asks jax 0.10.2; the table gives Python 3.10 jax 0.6.2" in said
+    assert (
+        "keras_env_versions asks jax 0.10.2; the table gives Python 3.10 jax "
+        + platforms.versions("3.10")["jax"]
+    ) in said
     assert "and jax 0.10.2 from Python 3.11" in said
+
+
+@pytest.mark.slow
+def test_a_26_04_dlami_installs_the_backends_python_3_14_has(tmp_path: Path) -> None:
+    """Ubuntu 26.04's DLAMI: no driver or CUDA; JAX and torch for Python 3.14, no TensorFlow."""
+    report = check_mode(
+        {
+            "distribution": "Ubuntu",
+            "version": "26.04",
+            "python": "3.14",
+            "gpu_present": True,
+            "driver_working": True,
+            "dlami": True,
+        },
+        {"cuda_install_toolkit": True, "keras_env_backends": BACKENDS},
+        tmp_path,
+    )
+    assert task_args(report, "Install the driver") is None
+    assert task_args(report, "Download cuda-keyring") is None
+    assert planned_venv(report) == table_venv("3.14", ["jax", "torch"])
+    assert "tensorflow" not in " ".join(planned_venv(report))
+    assert "Left out on Python 3.14: tensorflow" in messages(
+        report, "Say which backends were left out"
+    )
 
 
 @pytest.mark.slow
@@ -319,7 +361,8 @@ def test_dlami_installs_nothing_in_check_mode(tmp_path: Path) -> None:
     [
         (
             {"preflight_overrides": {"distribution": "Fedora", "version": "40"}},
-            "Fedora 40 is not supported: dlstation sets up Ubuntu 22.04, Debian 12, Ubuntu 24.04",
+            "Fedora 40 is not supported: dlstation sets up Ubuntu 22.04, Debian 12, Ubuntu 24.04, "
+            "Debian 13, Ubuntu 26.04",
         ),
         (
             {"keras_env_backends": ["tensorflow", "theano"]},
@@ -348,16 +391,23 @@ def test_unknown_cuda_version_fails_in_the_cuda_roles_arguments() -> None:
     )
     assert done.returncode != 0
     flat = " ".join((done.stdout + done.stderr).split())
-    assert "value of cuda_version must be one of: 12.6, 12.8, 13.0, got: 11.2" in flat
+    assert "value of cuda_version must be one of: 12.8, 12.9, 13.0, 13.2, got: 11.2" in flat
     assert "cuda : Validating arguments" in done.stdout
 
 
 def test_every_platform_has_its_os_data() -> None:
-    """vars/<distribution>-<version>.yml in each role with OS data, one per table platform."""
+    """nvidia_driver has vars/<distribution>-<version>.yml for each table platform, no others;
+    keras_env's one family file serves them all."""
     expected = {f"{p}.yml" for p in platforms.matrix()["platforms"]}
+    found = {p.name for p in (ROLES / "nvidia_driver" / "vars").glob("*-*.yml")}
+    assert found == expected
     for role in ("nvidia_driver", "keras_env"):
-        found = {p.name for p in (ROLES / role / "vars").glob("*-*.yml")}
-        assert found == expected, role
+        assert (ROLES / role / "vars" / "Debian.yml").is_file(), f"{role} has no family fallback"
+    for platform in platforms.matrix()["platforms"]:
+        data = yaml.safe_load((ROLES / "nvidia_driver" / "vars" / f"{platform}.yml").read_text())
+        assert data["__nvidia_driver_repo_distro"] == platform.lower().replace("-", "").replace(
+            ".", ""
+        )
 
 
 def test_role_defaults_match_their_argument_specs() -> None:
@@ -392,3 +442,77 @@ def test_check_mode_runs_through_on_a_fresh_machine(tmp_path: Path) -> None:
     assert recap(done.stdout)["failed"] == 0
     assert "Check mode: verification needs the real machine" in done.stdout
     assert not fresh.exists()
+
+
+def preflight(*extra: str) -> subprocess.CompletedProcess[str]:
+    return ansible_playbook("setup.yml", "--tags", "preflight", *extra, timeout=300)
+
+
+def free_line(output: str) -> float:
+    found = re.search(r"([\d.]+) GiB free on /", output)
+    assert found, output[-2000:]
+    return float(found.group(1))
+
+
+@pytest.mark.slow
+def test_preflight_measures_free_space_when_facts_lack_the_mount() -> None:
+    """As in a chroot: no / among the mount facts. Preflight asks df on the host instead."""
+    before = shutil.disk_usage("/").free / 1024**3
+    done = preflight("-e", json.dumps({"ansible_mounts": []}), "-e", "preflight_min_free_gb=0.1")
+    assert done.returncode == 0, done.stdout[-3000:]
+    after = shutil.disk_usage("/").free / 1024**3
+    # Other work on the machine moves the figure a little between the three readings.
+    assert min(before, after) - 3 < free_line(done.stdout) < max(before, after) + 3, "not 0.0"
+
+
+@pytest.mark.slow
+def test_free_space_limit_given_on_the_command_line() -> None:
+    """-e key=value makes a string: the check casts it, and still refuses what is too little."""
+    zero = preflight(
+        "-e", "preflight_min_free_gb=0", "-e", '{"preflight_overrides": {"free_gb": 0.0}}'
+    )
+    assert zero.returncode == 0, zero.stdout[-3000:]
+    refused = preflight(
+        "-e", "preflight_min_free_gb=20", "-e", '{"preflight_overrides": {"free_gb": 3.5}}'
+    )
+    assert refused.returncode != 0
+    flat = " ".join(refused.stdout.split())
+    assert (
+        "/ has 3.5 GiB free and setup needs 20: free some space or lower preflight_min_free_gb"
+        in flat
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("variables", "refused"),
+    [
+        ({}, True),  # open kernel modules need Turing
+        ({"nvidia_driver_open_modules": False}, False),
+        (
+            {
+                "nvidia_driver_open_modules": False,
+                "cuda_install_toolkit": True,
+                "cuda_version": "13.0",
+            },
+            True,
+        ),
+    ],
+)
+def test_a_gpu_older_than_the_chosen_stack_is_named(
+    variables: dict[str, Any], refused: bool
+) -> None:
+    old = [
+        {"pci_id": "1eb8", "name": "Tesla T4"},
+        {"pci_id": "1db1", "name": "Tesla V100-SXM2-16GB"},
+    ]
+    overrides = GPU_HOST | {"distribution": "Ubuntu", "version": "24.04", "gpu_devices": old}
+    done = preflight("--check", "-e", json.dumps({"preflight_overrides": overrides, **variables}))
+    flat = " ".join(done.stdout.split())
+    if not refused:
+        assert done.returncode == 0, flat[-2000:]
+        return
+    assert done.returncode != 0
+    assert "Tesla V100-SXM2-16GB is older than Turing" in flat and "Tesla T4" not in flat
+    expected = "CUDA 13.0" if variables.get("cuda_version") else "NVIDIA's open kernel modules"
+    assert f"{expected} support Turing (sm_75, e.g. a T4) and newer" in flat

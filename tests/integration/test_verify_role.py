@@ -45,6 +45,7 @@ def play(folder: Path, venv: Path) -> subprocess.CompletedProcess[str]:
     keras_env_backends: [jax]
     keras_env_root: {folder}
     dlstation_configure_keras_env: false  # the role alone; its keras_env is the stand-in venv
+    dlstation_platforms_file: {REPO / "bench" / "facts" / "platforms.json"}
     ansible_python_interpreter: {sys.executable}
   roles:
     - role: verify

@@ -2,107 +2,39 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
 
 from bench.facts import platforms
 from bench.training.backends import BACKENDS
 from tests.conftest import REPO
 
-# Each pip call resolves one whole venv from the wheels' metadata alone: the index's metadata
-# files where it serves them, else HTTP range requests into the wheel (pip's fast-deps), never
-# a whole wheel. Two at a time: more made each call slower here, not the whole faster.
-PARALLEL = 2
-# The public index itself: no local mirrors, wheel folders or constraints from pip's configuration.
-INDEX_URL = "https://pypi.org/simple"
-
-
-def lowest_glibc(python: str) -> tuple[int, int]:
-    """The oldest C library among the platforms whose Python this is: wheels must run there."""
-    found = [
-        tuple(int(part) for part in facts["glibc"].split("."))
-        for facts in platforms.matrix()["platforms"].values()
-        if facts["python"] == python
-    ]
-    assert found, f"Python {python} has a row but no platform in the table uses it"
-    major, minor = min(found)
-    return major, minor
-
-
-def platform_tags(glibc: tuple[int, int]) -> list[str]:
-    """pip --platform values a Linux x86_64 host with that glibc accepts, as pip lists them."""
-    major, newest = glibc
-    tags = [f"manylinux_{major}_{minor}_x86_64" for minor in range(newest, 4, -1)]
-    return [*tags, "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
-
 
 def dlstation_dependencies() -> list[str]:
-    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+")
-    project: dict[str, object] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    dependencies = project["dependencies"]
-    assert isinstance(dependencies, list)
-    return [str(d) for d in dependencies]
+    pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+")
+    return platforms.project_dependencies(REPO / "pyproject.toml")
 
 
-def resolve(python: str, build: str, target: Path) -> tuple[str, str, dict[str, str] | str]:
-    """What pip would install for that venv: {name: version}, or its error text."""
+def resolve(python: str, build: str) -> tuple[str, str, dict[str, str] | str]:
+    """What pip would install for that venv, as keras_env asks for it: {name: version} or errors."""
+    table = platforms.matrix()
     requirements = platforms.requirements(python, build, BACKENDS) + dlstation_dependencies()
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--dry-run",
-        "--ignore-installed",
-        "--only-binary=:all:",
-        "--python-version",
-        python,
-        *(f"--platform={tag}" for tag in platform_tags(lowest_glibc(python))),
-        "--target",
-        str(target / f"{python}-{build}"),
-        "--quiet",
-        "--report",
-        "-",
-        "--disable-pip-version-check",
-        "--use-feature=fast-deps",
-        "--index-url",
-        INDEX_URL,
-        *requirements,
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-    env["PIP_CONFIG_FILE"] = os.devnull
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, check=False, env=env
-    )
-    if done.returncode != 0:
-        errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
-        return python, build, "\n".join(errors[-3:]) or done.stderr[-1000:]
-    report = json.loads(done.stdout)
-    installed: dict[str, str] = {
-        str(canonicalize_name(item["metadata"]["name"])): item["metadata"]["version"]
-        for item in report["install"]
-    }
-    return python, build, installed
+    glibc = platforms.lowest_glibc(table, python)
+    return python, build, platforms.pip_resolve(python, glibc, requirements)
 
 
 @pytest.mark.index
 @pytest.mark.slow
-def test_every_row_resolves_on_the_package_index(tmp_path: Path) -> None:
-    """Each Python's row, GPU and CPU builds, all backends in one venv, as keras_env installs it."""
+def test_every_row_resolves_on_the_package_index() -> None:
+    """Each Python's row, GPU and CPU builds, all its backends in one venv, two pip runs at once."""
     cells = [
         (python, build) for python in platforms.matrix()["pythons"] for build in ("gpu", "cpu")
     ]
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        outcomes = list(pool.map(lambda cell: resolve(cell[0], cell[1], tmp_path), cells))
+    with ThreadPoolExecutor(platforms.PARALLEL) as pool:
+        outcomes = list(pool.map(lambda cell: resolve(*cell), cells))
     failures = [
         f"Python {python} {build}: {found}"
         for python, build, found in outcomes
@@ -116,11 +48,28 @@ def test_every_row_resolves_on_the_package_index(tmp_path: Path) -> None:
         for package, version in row.items():
             name = distributions.get(package, package)
             assert found.get(name) == version, f"Python {python} {build}: {name} {found.get(name)}"
+        for missing in platforms.unavailable(python):
+            assert not any(name.startswith(missing) for name in found), f"{missing} on {python}"
         if build == "gpu":
             assert any(name.startswith("jax-cuda12") for name in found), (
                 "jax[cuda12] lost its plugin"
             )
             assert any(name.startswith("nvidia-cudnn") for name in found), "no CUDA wheels"
+
+
+@pytest.mark.index
+def test_what_the_table_leaves_out_has_no_release() -> None:
+    """Each backend the table calls unavailable has no stable wheel for that Python today."""
+    table = platforms.matrix()
+    claims = [(p, b) for p, left in table.get("unavailable", {}).items() for b in left]
+    assert claims, "the table leaves nothing out: drop this test or the key"
+    for python, backend in claims:
+        name = platforms.distribution(table, "cpu", backend)
+        found = platforms.pip_resolve(
+            python, platforms.lowest_glibc(table, python), ["--no-deps", name]
+        )
+        if isinstance(found, dict):
+            assert platforms.is_prerelease(found[name]), f"{name} {found[name]} exists for {python}"
 
 
 def test_requires_python_is_the_tables_pythons() -> None:
@@ -148,6 +97,8 @@ def test_backend_extras_admit_every_row() -> None:
             requirement = Requirement(text)
             package = package_of[requirement.name]
             for python, row in platforms.matrix()["pythons"].items():
+                if package not in row:  # no release for that Python: the table says why
+                    continue
                 assert requirement.specifier.contains(row[package]), (
                     f"extra {extra}: {requirement} excludes {package} {row[package]}, "
                     f"Python {python}'s version"

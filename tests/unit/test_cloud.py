@@ -412,7 +412,7 @@ def test_offers_lists_gpus_with_catalog_date(capsys) -> None:
     out = capsys.readouterr().out
     assert "g5.xlarge" in out and "1x NVIDIA A10G" in out and "1.006" in out
     assert "g4dn" not in out
-    assert "catalog of 2026-11-26" in out
+    assert "catalog of 2026-12-01" in out
 
 
 def pricing_product(usd: str) -> str:
@@ -441,7 +441,7 @@ def test_price_refresh_reads_pricing_api_and_spot_history(aws: Aws) -> None:
     spot = refreshed.spot("g5.xlarge", "eu-west-1")
     assert (spot.usd_per_hour, spot.estimate) == (0.4, False)
     assert data["as_of"] == "2026-11-26"
-    assert lines == ["eu-west-1: 33 on-demand prices, 1 spot medians"]
+    assert lines == ["eu-west-1: 39 on-demand prices, 1 spot medians"]
 
 
 def test_price_refresh_without_pricing_api_keeps_old_prices(aws: Aws) -> None:
