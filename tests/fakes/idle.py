@@ -81,6 +81,22 @@ class Box:
         (self.root / "nvidia-smi.apps").write_text(apps)
         (self.root / "nvidia-smi.code").write_text(str(code))
 
+    def traffic(self, net_bytes: int, disk_bytes: int) -> None:
+        """Counters as /proc/net/dev and /proc/diskstats write them: eth0's and nvme0n1's."""
+        rx, tx = net_bytes // 2, net_bytes - net_bytes // 2
+        (self.root / "net-dev").write_text(
+            "Inter-|   Receive                                                |  Transmit\n"
+            " face |bytes    packets errs drop fifo frame compressed multicast|bytes ...\n"
+            "    lo: 99999999 10 0 0 0 0 0 0 99999999 10 0 0 0 0 0 0\n"
+            f"  eth0: {rx} 10 0 0 0 0 0 0 {tx} 10 0 0 0 0 0 0\n"
+        )
+        sectors = disk_bytes // 512
+        (self.root / "diskstats").write_text(
+            f" 259       0 nvme0n1 10 0 {sectors // 2} 5 10 0 {sectors - sectors // 2} 5 0 9 9\n"
+            f" 259       1 nvme0n1p1 10 0 {sectors} 5 10 0 {sectors} 5 0 9 9\n"
+            "   7       0 loop0 10 0 99999999 5 0 0 0 0 0 9 9\n"
+        )
+
     def scoped_env(self, base: dict[str, str]) -> dict[str, str]:
         """An environment for a process the watchdog should count."""
         key, _, value = self.marker.partition("=")
@@ -134,7 +150,14 @@ def idle_box(root: Path, ssh_port: int | None = None, marker: str | None = None)
         "DLSTATION_JUPYTER_TOKEN_FILE": str(root / "token.env"),
         "DLSTATION_IDLE_SSH_PORTS": str(ssh_port or free_port()),
         "DLSTATION_IDLE_ONLY_ENV": box.marker,
+        # The tests' rounds are minutes apart on the controlled clock, not one a minute.
+        "DLSTATION_IDLE_MAX_GAP_S": str(86400),
+        # The machine's own counters move with whatever else runs here: the box's stay still
+        # unless a test moves them.
+        "DLSTATION_IDLE_NET_DEV": str(root / "net-dev"),
+        "DLSTATION_IDLE_DISKSTATS": str(root / "diskstats"),
     }
+    box.traffic(0, 0)
     try:
         yield box
     finally:
