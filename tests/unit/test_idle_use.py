@@ -50,6 +50,10 @@ def ticks(pid: int, own: bool = True, children: bool = True) -> int:
     ) * children
 
 
+def state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
 @contextlib.contextmanager
 def started(box: Box, argv: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
     """A real process in the box's scope, in its own process group, killed with it after."""
@@ -79,6 +83,14 @@ def test_cpu_of_children_shorter_than_a_round_counts(box: Box) -> None:
     assert not powered and "cpu: pid" in line and "in all" in line, line
 
 
+def test_a_process_started_since_the_last_round_counts_all_its_cpu(box: Box) -> None:
+    assert box.run(0)[0] is False
+    with started(box, [sys.executable, "-c", "while True: pass"]) as loop:
+        wait_for("half a second of CPU", lambda: ticks(loop.pid) >= TICKS // 2)
+        powered, line = box.run(1 / 60)
+    assert not powered and f"cpu: pid {loop.pid} python" in line, line
+
+
 def test_a_process_without_a_command_line_still_counts(box: Box) -> None:
     with started(box, ["bash", "-c", 'exec -a "" yes >/dev/null']) as yes:
         wait_for("yes to run", lambda: Path(f"/proc/{yes.pid}/cmdline").read_bytes() == b"\0")
@@ -100,6 +112,9 @@ def test_the_cpu_share_is_summed_over_processes(box: Box) -> None:
             "CPU on every worker",
             lambda: all(ticks(w.pid) > b + 5 for w, b in zip(workers, base, strict=True)),
         )
+        for worker in workers:  # held still, so what the round sees is what was measured
+            os.kill(worker.pid, signal.SIGSTOP)
+        wait_for("them stopped", lambda: all(state(w.pid) == "T" for w in workers))
         used = [ticks(w.pid) - b for w, b in zip(workers, base, strict=True)]
         seconds = sum(used) / TICKS / 0.3  # 30 % of a core in all...
         assert max(used) / TICKS / seconds < 0.2, "...with every one under 20 %"
