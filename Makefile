@@ -17,7 +17,7 @@ export DLSTATION_DATA_DIR
 REPORT_DIR ?= reports/$(shell date -u +%Y%m%dT%H%M%SZ)
 BENCH_ARGS ?=
 
-.PHONY: venv setup bench test test-prereqs check lint docs clean clean-results
+.PHONY: venv setup bench test test-prereqs check lint docs mutate clean clean-results
 
 venv: $(STAMP)
 
@@ -58,6 +58,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/ansible-playbook --syntax-check setup.yml bench.yml
 	$(BIN)/ansible-lint --nocolor
+
+# Mutation testing of the trust code (tests/mutation/targets.toml): every branch deleted or
+# negated in turn must fail a test; writes tests/mutation/last-run.md. Minutes, so not in CI.
+mutate: $(STAMP)
+	$(BIN)/python -m tests.mutation.run
 
 # What can be rebuilt; measured results and reports stay (`make clean-results` removes those).
 clean:

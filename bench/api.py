@@ -5,26 +5,22 @@ Each function does what the matching command does and returns values instead of 
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import shutil
-import socket
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.machine import fingerprint, nvml
+from bench import app
+from bench.app import NOT_PRICED, UsageError
+from bench.machine import fingerprint, nvml, verify_measure
 from bench.machine.verify import Check
 from bench.results.document import Document
-from bench.training import backends, data
-from bench.training.runner import RunPlan, run_plan
-from bench.training.workloads import WORKLOADS, get_workload
+from bench.training import backends
+from bench.training.workloads import WORKLOADS
 
 KERAS_HOME_ENV = "KERAS_HOME"
-# Runs started from Python have no instance type or price to ask for: nothing queries EC2.
-NOT_PRICED = "runs started from Python are not priced"
 
 
 def notebooks_dir() -> Path:
@@ -32,29 +28,12 @@ def notebooks_dir() -> Path:
     return Path(__file__).resolve().parent / "notebooks"
 
 
-def word_index_name(dataset: str) -> str:
-    """The file keras.datasets.<dataset>.get_word_index() reads."""
-    return f"{dataset}_word_index.json"
-
-
 def keras_home(data_dir: str | None = None, cache_dir: str | None = None) -> Path | None:
     """A KERAS_HOME holding the data folder's files, as `dlbench run` builds it; None without one.
 
-    The folder is --data-dir's value, else $DLSTATION_DATA_DIR. Data files are checked and
-    linked; word indexes are copied, so a Keras re-download could never write over the user's.
+    The folder is --data-dir's value, else $DLSTATION_DATA_DIR; bad data raises UsageError.
     """
-    folder = data.resolve_data_dir(data_dir)
-    if folder is None:
-        return None
-    cache = data.resolve_cache_dir(cache_dir)
-    home: Path | None = None
-    for workload in WORKLOADS.values():
-        home = data.prepare_keras_home(data.verify_data_file(workload, folder), cache)
-        index = folder / word_index_name(workload.dataset)
-        target = home / "datasets" / index.name
-        if index.is_file() and not target.is_file():
-            shutil.copyfile(index, target)
-    return home
+    return app.keras_home(tuple(WORKLOADS.values()), data_dir, app.checked_cache_dir(cache_dir))
 
 
 def use_data_dir(data_dir: str | None = None, cache_dir: str | None = None) -> Path | None:
@@ -63,7 +42,7 @@ def use_data_dir(data_dir: str | None = None, cache_dir: str | None = None) -> P
     if home is None:
         return None
     if "keras" in sys.modules and os.environ.get(KERAS_HOME_ENV) != str(home):
-        raise data.DataError(
+        raise UsageError(
             "keras was imported before the data folder was set, and reads KERAS_HOME only at "
             "import: restart the kernel and run this cell before `import keras`"
         )
@@ -138,19 +117,14 @@ class VerifyReport:
 
 def verify(backend: str, expect_gpu: bool = False, workload: bool = True) -> VerifyReport:
     """Run `dlbench verify` (probes and, unless workload=False, its short Reuters run)."""
-    from bench.machine import verify as judging
-    from bench.machine import verify_measure
-
     options = verify_measure.Options(backend=backend, expect_gpu=expect_gpu, workload=workload)
-    seen = verify_measure.measure(options, say=lambda _text: None)
-    checks = judging.judge(seen)
-    final = judging.verdict(checks)
+    verified = app.verify(options)
     return VerifyReport(
-        verdict=final,
-        exit_code=judging.EXIT_CODES[final],
-        checks=checks,
-        details=judging.as_document(checks, final, seen, socket.gethostname()),
-        text=judging.render(checks, final, seen),
+        verdict=verified.verdict,
+        exit_code=verified.exit_code,
+        checks=verified.checks,
+        details=verified.document(),
+        text=verified.text(),
     )
 
 
@@ -172,37 +146,28 @@ def run(
     The document is kept in `output` when given, else only returned. Nothing asks EC2 for a
     price, as `--no-imds` would not either.
     """
-    chosen = get_workload(workload)
-    if epochs is not None:
-        chosen = dataclasses.replace(chosen, epochs=epochs)
-    home = None if synthetic else keras_home(data_dir, cache_dir)
     with tempfile.TemporaryDirectory(prefix="dlbench-api-") as scratch:
-        plan = RunPlan(
-            workloads=(chosen,),
+        request = app.RunRequest(
+            workloads=(workload,),
             backend=backend,
             mode=mode,
+            epochs=epochs,
             seed=seed,
-            repeats=1,
+            data_dir=data_dir,
+            cache_dir=cache_dir,
             synthetic=synthetic,
-            cache_dir=data.resolve_cache_dir(cache_dir),
-            keras_home=home,
-            output=output or Path(scratch) / "result.json",
+            output=str(output or Path(scratch) / "result.json"),
             telemetry_interval_s=telemetry_interval_s,
         )
-        session = nvml.open_nvml()
-        try:
-            command = ["bench.api.run", workload, f"--backend={backend}", f"--mode={mode}"]
-            return run_plan(
-                plan, session, NOT_PRICED, command, data_dir=data.resolve_data_dir(data_dir)
-            )
-        finally:
-            if isinstance(session, nvml.NvmlSession):
-                session.close()
+        command = ["bench.api.run", workload, f"--backend={backend}", f"--mode={mode}"]
+        _, document = app.run(app.prepare_run(request), command)
+        return document
 
 
 __all__ = [
     "NOT_PRICED",
     "Runtime",
+    "UsageError",
     "VerifyReport",
     "describe_runtime",
     "keras_home",

@@ -1,41 +1,30 @@
-"""dlbench: train the text's models and verify what a machine does with them."""
+"""dlbench: train the text's models and verify what a machine does with them.
+
+This module parses and prints; bench/app.py does the work (the same layer bench.api calls).
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
-import re
-import socket
 import sys
-import tempfile
+import traceback
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn
 
-from bench.facts.catalog import Catalog, CatalogError
-from bench.machine import nvml, verify, verify_measure
+from bench import app, exitcodes
+from bench.app import MAX_SEED, UsageError
+from bench.machine import verify_measure
 from bench.machine.telemetry import DEFAULT_INTERVAL_S
-from bench.results.cost import PriceInputs, resolve_pricing
-from bench.training import backends, data
+from bench.training import data
 from bench.training.backends import BACKENDS, DEFAULT_GPU_MEMORY, GPU_MEMORY_POLICIES
 from bench.training.modes import MODES
-from bench.training.modes.options import OPTIONS, OptionError
-from bench.training.modes.options import check as check_options
+from bench.training.modes.options import OPTIONS
 from bench.training.progress import Progress
-from bench.training.runner import Runner, RunPlan, new_document
-from bench.training.workloads import WORKLOADS, UnknownWorkloadError, get_workload
-from bench.training.workloads.spec import Workload
+from bench.training.workloads import WORKLOADS
 
-EXIT_USAGE = 2
-# numpy's and the backends' seeds are unsigned 32-bit; repeat i uses seed + i.
-MAX_SEED = 2**32 - 1
-REGION_PATTERN = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
+EXIT_USAGE = exitcodes.USAGE
 
 
 class Parser(argparse.ArgumentParser):
@@ -258,74 +247,37 @@ def add_price_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def price_inputs(args: argparse.Namespace) -> PriceInputs:
-    """The cost options as plain values, checked against the catalog before any work starts."""
-    if args.region is not None and args.instance_type is None:
-        raise UsageError("--region prices --instance-type; pass both, or neither")
-    if args.region is not None and not REGION_PATTERN.fullmatch(args.region):
-        raise UsageError(f"--region {args.region!r} is not an AWS region name, e.g. us-east-1")
-    if args.amortisation_per_hour is not None and args.electricity_price is None:
-        raise UsageError(
-            "--amortisation-per-hour is added to --electricity-price; pass both, or neither"
-        )
-    if args.instance_type is not None:
-        try:
-            Catalog.load().get(args.instance_type)
-        except CatalogError as error:
-            raise UsageError(f"--instance-type: {error}") from None
-    return PriceInputs(
+def prices(args: argparse.Namespace) -> app.Prices:
+    return app.Prices(
         price_per_hour=args.price_per_hour,
         instance_type=args.instance_type,
         region=args.region,
         ask_imds=not args.no_imds,
         electricity_price=args.electricity_price,
-        amortisation_per_hour=args.amortisation_per_hour or 0.0,
+        amortisation_per_hour=args.amortisation_per_hour,
     )
 
 
-def writable_folder(folder: Path, what: str, fix: str) -> Path:
-    """Create the folder and prove it writable before any work starts, or say what to do."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise UsageError(
-            f"cannot write {what} to {folder} ({error.strerror or error}); {fix}"
-        ) from None
-    return folder
-
-
-def checked_cache_dir(cli_value: str | None) -> Path:
-    """The encode cache's folder, created and proven writable."""
-    return writable_folder(
-        data.resolve_cache_dir(cli_value),
-        "the cache",
-        f"pass --cache-dir (or set ${data.CACHE_DIR_ENV}) with a writable folder",
+def run_request(args: argparse.Namespace) -> app.RunRequest:
+    return app.RunRequest(
+        workloads=tuple(args.workloads),
+        backend=args.backend,
+        mode=args.mode,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        target_accuracy=args.target_accuracy,
+        seed=args.seed,
+        repeats=args.repeats,
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        synthetic=args.synthetic,
+        out=args.out,
+        output=args.output,
+        telemetry_interval_s=args.telemetry_interval,
+        gpu_memory=args.gpu_memory,
+        opt_in=tuple(args.opt_in),
+        prices=prices(args),
     )
-
-
-def check_run_inputs(args: argparse.Namespace) -> None:
-    """What argparse cannot see alone: combinations, and what this environment lacks."""
-    if args.mode == "compiled" and args.backend not in ("jax", "tensorflow"):
-        raise UsageError(
-            f"--mode compiled is implemented for the jax and tensorflow backends, not "
-            f"{args.backend}: use one of those, or --mode fit (the text's model.fit)"
-        )
-    if args.seed + args.repeats - 1 > MAX_SEED:
-        raise UsageError(
-            f"--seed {args.seed} with --repeats {args.repeats} runs past 2**32-1 ({MAX_SEED}); "
-            f"the largest seed for {args.repeats} repeats is {MAX_SEED - args.repeats + 1}"
-        )
-    try:
-        check_options(args.opt_in, args.mode, args.backend)
-    except OptionError as error:
-        raise UsageError(str(error)) from None
-    if not backends.installed(args.backend):
-        raise UsageError(
-            f"the {args.backend} backend is not installed here: "
-            f"pip install 'dlstation[{args.backend}]', or choose another --backend"
-        )
 
 
 def cmd_list() -> int:
@@ -347,93 +299,13 @@ def cmd_list() -> int:
         )
         print(f"  target      validation accuracy {workload.target_accuracy}")
         print(f"  source      {workload.reference}")
-    return 0
-
-
-def chosen_workloads(args: argparse.Namespace) -> tuple[Workload, ...]:
-    names = args.workloads or list(WORKLOADS)
-    try:
-        chosen = [get_workload(name) for name in dict.fromkeys(names)]
-    except UnknownWorkloadError as error:
-        raise UsageError(str(error)) from None
-    overrides = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "target_accuracy": args.target_accuracy,
-    }
-    given = {key: value for key, value in overrides.items() if value is not None}
-    return tuple(dataclasses.replace(w, **given) for w in chosen)
-
-
-def output_path(args: argparse.Namespace) -> Path:
-    """The result file's path, checked writable before any training starts."""
-    if args.output:
-        path = Path(args.output).expanduser().resolve()
-        if path.is_dir():
-            raise UsageError(
-                f"--output {path} is a folder; pass a file path, or the folder as --out"
-            )
-    else:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        name = f"dlbench-{socket.gethostname()}-{args.backend}-{args.mode}-{stamp}.json"
-        path = Path(args.out).expanduser().resolve() / name
-    writable_folder(path.parent, "results", "pass --out with a writable folder")
-    return path
-
-
-def keras_home_for(
-    workloads: tuple[Workload, ...], args: argparse.Namespace, cache_dir: Path
-) -> Path | None:
-    """Drop unreadable encode caches, verify the data files and link them for Keras's loader."""
-    if args.synthetic:
-        return None
-    for workload in workloads:
-        data.check_encode_cache(workload, cache_dir)
-    data_dir = data.resolve_data_dir(args.data_dir)
-    if data_dir is None:
-        return None
-    keras_home = None
-    try:
-        for workload in workloads:
-            keras_home = data.prepare_keras_home(
-                data.verify_data_file(workload, data_dir), cache_dir
-            )
-    except data.DataError as error:
-        raise UsageError(str(error)) from None
-    return keras_home
+    return exitcodes.OK
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    check_run_inputs(args)
-    workloads = chosen_workloads(args)
-    prices = price_inputs(args)
-    cache_dir = checked_cache_dir(args.cache_dir)
-    keras_home = keras_home_for(workloads, args, cache_dir)
-    output = output_path(args)
-    data_dir = data.resolve_data_dir(args.data_dir)
-    plan = RunPlan(
-        workloads=workloads,
-        backend=args.backend,
-        mode=args.mode,
-        seed=args.seed,
-        repeats=args.repeats,
-        synthetic=args.synthetic,
-        cache_dir=cache_dir,
-        keras_home=keras_home,
-        output=output,
-        telemetry_interval_s=args.telemetry_interval,
-        gpu_memory=args.gpu_memory,
-        options=tuple(dict.fromkeys(args.opt_in)),
-    )
-    session = nvml.open_nvml()
-    pricing = resolve_pricing(prices)
-    document = new_document(plan, session, pricing, ["dlbench", *argv], data_dir=data_dir)
-    runner = Runner(plan, document, Progress(quiet=args.quiet), session, pricing)
-    try:
-        return runner.execute()
-    finally:
-        if isinstance(session, nvml.NvmlSession):
-            session.close()
+    prepared = app.prepare_run(run_request(args))
+    code, _ = app.run(prepared, ["dlbench", *argv], Progress(quiet=args.quiet))
+    return code
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -451,60 +323,69 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"dlbench verify: {text}", file=sys.stderr)
 
-    seen = verify_measure.measure(options, say=say)
-    checks = verify.judge(seen)
-    final = verify.verdict(checks)
+    verified = app.verify(options, say)
     if args.json:
-        print(verify.as_json(checks, final, seen, socket.gethostname()))
+        print(verified.json())
     else:
-        print(verify.render(checks, final, seen))
-    return verify.EXIT_CODES[final]
+        print(verified.text())
+    return verified.exit_code
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import model, render
+    from bench.report import render
 
-    writable_folder(args.out.expanduser(), "the report", "pass --out with a writable folder")
-    collection = model.collect(args.results)
-    for _, why in collection.refused:
+    try:
+        reported = app.report(args.results, args.out, args.title, args.campaign)
+    except render.ReportWriteError as error:
+        print(f"dlbench: {error.strerror}", file=sys.stderr)
+        return exitcodes.FAILED
+    for why in reported.skipped:
         print(f"dlbench: skipped {why}", file=sys.stderr)
-    if not collection.results and not collection.verifies and args.campaign is None:
-        raise UsageError("no dlbench results among the given paths; nothing to report")
-    if args.campaign is not None:
-        from bench.report import ranking
-
-        paths = ranking.write(collection, args.campaign, args.out, args.title)
-    else:
-        paths = render.write(collection, args.out, args.title)
+    paths = reported.paths
     print(f"report: {paths['html']} (also {paths['markdown'].name}, {paths['csv'].name})")
-    return 0
+    return exitcodes.OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench.report import compare, model
+    from bench.report import compare
 
-    try:
-        a = compare.side(model.collect([args.a]), str(args.a))
-        b = compare.side(model.collect([args.b]), str(args.b))
-        print(compare.render(a, b))
-    except compare.CompareError as error:
-        raise UsageError(str(error)) from None
-    return 0
+    compare.print_to_pipe(app.compare(args.a, args.b))
+    return exitcodes.OK
+
+
+def dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.command == "list":
+        return cmd_list()
+    if args.command == "verify":
+        return cmd_verify(args)
+    if args.command == "report":
+        return cmd_report(args)
+    if args.command == "compare":
+        return cmd_compare(args)
+    return cmd_run(args, argv)
+
+
+def internal_error(command: str) -> int:
+    """A bug, not a verdict: the traceback on stderr, then one line saying so; exit 70."""
+    traceback.print_exc(file=sys.stderr)
+    print(
+        f"dlbench: internal error in `dlbench {command}` (a bug in dlstation, exit "
+        f"{exitcodes.INTERNAL}): the traceback is above; please report it",
+        file=sys.stderr,
+    )
+    return exitcodes.INTERNAL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "list":
-            return cmd_list()
-        if args.command == "verify":
-            return cmd_verify(args)
-        if args.command == "report":
-            return cmd_report(args)
-        if args.command == "compare":
-            return cmd_compare(args)
-        return cmd_run(args, argv)
+        return dispatch(args, argv)
     except UsageError as error:
         print(f"dlbench: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("dlbench: interrupted", file=sys.stderr)
+        return exitcodes.INTERRUPTED
+    except Exception:
+        return internal_error(args.command)

@@ -111,6 +111,12 @@ def _missing_index() -> str | None:
     return None
 
 
+def _missing_root() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (mknod, mount -t tmpfs for a small full disk): run as root, as CI does"
+    return None
+
+
 SSHD = Path("/usr/sbin/sshd")
 
 
@@ -125,6 +131,7 @@ def _missing_sshd() -> str | None:
 
 
 PREREQUISITES = {
+    "root": _missing_root,
     "realdata": _missing_realdata,
     "chromium": _missing_chromium,
     "motoserver": _missing_motoserver,

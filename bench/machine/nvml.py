@@ -38,6 +38,7 @@ HARMFUL_THROTTLE = {
 
 
 NOT_SUPPORTED = "not supported"
+NO_GPU_FOUND = "NVML found no NVIDIA GPU"  # NVML started and counted none
 # NVML error codes this module acts on (the binding's values).
 ERROR_NOT_SUPPORTED = 3
 ERROR_TIMEOUT = 10
@@ -259,7 +260,7 @@ def open_nvml(loader: Callable[[], Any] = load_library) -> NvmlSession | str:
     session = NvmlSession(lib)
     if session.device_count() == 0:
         session.close()
-        return "NVML found no NVIDIA GPU"
+        return NO_GPU_FOUND
     return session
 
 

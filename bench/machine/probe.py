@@ -69,9 +69,12 @@ def jax_probe() -> dict[str, Any]:
     x = jnp.ones((size,), jnp.float32)
     add_one = jax.jit(lambda v: v + 1.0)
     per_copy = seconds_per_call(partial(add_one, x), block, "copy")
+    from bench.training.backends import jax_cuda_plugin
+
     return {
         "device_type": "GPU" if on_gpu else "CPU",
         "device_name": device.device_kind if on_gpu else "CPU",
+        "cuda_build": on_gpu or jax_cuda_plugin(),
         "matmul": rates,
         "copy_gbps": 2 * size * 4 / per_copy / 1e9,
     }
@@ -100,6 +103,7 @@ def torch_probe() -> dict[str, Any]:
     return {
         "device_type": "GPU" if on_gpu else "CPU",
         "device_name": torch.cuda.get_device_name(0) if on_gpu else "CPU",
+        "cuda_build": torch.version.cuda is not None,
         "matmul": rates,
         "copy_gbps": 2 * size * 4 / per_copy / 1e9,
     }
@@ -134,6 +138,7 @@ def tensorflow_probe() -> dict[str, Any]:
     return {
         "device_type": "GPU" if on_gpu else "CPU",
         "device_name": name,
+        "cuda_build": bool(tf.test.is_built_with_cuda()),
         "matmul": rates,
         "copy_gbps": 2 * size * 4 / per_copy / 1e9,
     }

@@ -7,6 +7,7 @@ them) into one line per GPU and check, and a verdict; tests drive it with the fa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -14,10 +15,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from bench import exitcodes
+from bench.machine import fingerprint as fingerprints
 from bench.machine.nvml import NOT_SUPPORTED, Reading
 
 PASS, WARN, FAIL, INFO = "PASS", "WARN", "FAIL", "INFO"
-EXIT_CODES = {PASS: 0, FAIL: 1, WARN: 3}
+# A signal was read (its line judges the value) or could not be (its line says why, no value).
+READ, UNREAD = "read", "unread"
+EXIT_CODES = {PASS: exitcodes.OK, FAIL: exitcodes.FAILED, WARN: exitcodes.WARN}
 _RANK = {INFO: 0, PASS: 0, WARN: 1, FAIL: 2}
 # Fractions of the datasheet peak: at or above the first is PASS, above the second WARN.
 MATMUL_BANDS = (0.5, 0.25)
@@ -69,6 +74,17 @@ class Check:
     fix: str | None = None
     scope: str = "machine"
     value: Any = None
+    state: str = READ
+
+    def __post_init__(self) -> None:
+        # What was not read can be a WARN or an INFO, never a PASS or a FAIL.
+        if self.state == UNREAD and self.status not in (WARN, INFO):
+            raise ValueError(f"{self.name}: a signal that was not read cannot be {self.status}")
+
+
+def unread(name: str, why: str, fix: str | None = None, status: str = WARN) -> Check:
+    """The line of a signal that could not be read: what and why, never a value."""
+    return Check(name, status, why, fix, state=UNREAD)
 
 
 @dataclass
@@ -103,7 +119,9 @@ class Observations:
     expected: dict[str, Any]
     nvml_reason: str | None
     nvml_mismatch: bool = False
+    counted: bool = True  # NVML started, so the GPU count (even 0) was read
     gpus: list[GpuSeen] = field(default_factory=list)
+    cuda_visible: str | None = None  # CUDA_VISIBLE_DEVICES in verify's environment
     host: GpuSeen | None = None
     kernel_log: str | None = None  # why the kernel log was not read, None when it was
     unplaced_xids: list[dict[str, Any]] = field(default_factory=list)
@@ -175,6 +193,8 @@ def machine_checks(seen: Observations) -> list[Check]:
                 "sudo rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia; sudo modprobe nvidia)",
             )
         )
+    elif seen.nvml_reason is not None and seen.counted:
+        checks.append(Check("nvml", INFO, f"NVML answers: {seen.nvml_reason}"))
     elif seen.nvml_reason is not None:
         wanted = bool(expected)
         checks.append(
@@ -196,60 +216,107 @@ def machine_checks(seen: Observations) -> list[Check]:
                 f"CUDA {seen.driver.get('cuda_driver_version')}",
             )
         )
-    found = len(seen.gpus)
-    models: dict[str, int] = {}
-    for gpu in seen.gpus:
-        models[gpu.name] = models.get(gpu.name, 0) + 1
-    inventory = ", ".join(f"{n}x {name}" for name, n in models.items()) or "none"
-    source = seen.expected.get("source", "")
-    if expected and found < expected:
-        missing = expected - found
-        model = seen.expected.get("model")
-        checks.append(
-            Check(
-                "gpu count",
-                FAIL,
-                f"{found} of {expected} expected GPUs ({source}): {missing} "
-                f"{model + ' ' if model else ''}missing; NVML sees {inventory}",
-                "a GPU fell off the bus or did not initialise: sudo dmesg | grep -i xid, "
-                "nvidia-smi; reboot, then reseat or replace the card (cloud: stop and start "
-                "the instance)",
-                value={"found": found, "expected": expected},
-            )
-        )
-    elif expected:
-        checks.append(
-            Check(
-                "gpu count",
-                PASS,
-                f"{found} of {expected} expected GPUs ({source}): {inventory}",
-                value={"found": found, "expected": expected},
-            )
-        )
-    elif found:
-        checks.append(
-            Check(
-                "gpu count",
-                INFO,
-                f"{found} GPU(s): {inventory}; {source}",
-                value={"found": found, "expected": None},
-            )
-        )
+    checks.append(count_check(seen))
+    if seen.gpus:
+        checks.append(cuda_visible_check(seen))
     if seen.gpus and seen.kernel_log is not None:
-        checks.append(Check("kernel log", INFO, f"Xid history not read: {seen.kernel_log}"))
+        checks.append(unread("kernel log", f"Xid history not read: {seen.kernel_log}", status=INFO))
     for event in seen.unplaced_xids:
         checks.append(xid_check(event, None))
     return checks
 
 
-def reading_line(gpu: GpuSeen, key: str, check: str) -> Check | None:
-    """The 'not supported' (INFO) or 'could not read' (WARN) line when a counter is missing."""
+def count_check(seen: Observations) -> Check:
+    """How many GPUs NVML sees against how many the machine should have."""
+    expected = seen.expected.get("count")
+    source = seen.expected.get("source", "")
+    if not seen.counted:
+        wanted = f"{expected} expected ({source})" if expected else source
+        return unread(
+            "gpu count",
+            f"not counted: no NVIDIA driver answers (NVML did not start); {wanted}",
+            "install the NVIDIA driver (ansible-playbook setup.yml) and reboot, then verify again"
+            if expected
+            else None,
+            status=WARN if expected else INFO,
+        )
+    found = len(seen.gpus)
+    models: dict[str, int] = {}
+    for gpu in seen.gpus:
+        models[gpu.name] = models.get(gpu.name, 0) + 1
+    inventory = ", ".join(f"{n}x {name}" for name, n in models.items()) or "none"
+    measured = {"found": found, "expected": expected}
+    if expected and found < expected:
+        missing = expected - found
+        model = seen.expected.get("model")
+        return Check(
+            "gpu count",
+            FAIL,
+            f"{found} of {expected} expected GPUs ({source}): {missing} "
+            f"{model + ' ' if model else ''}missing; NVML sees {inventory}",
+            "a GPU fell off the bus or did not initialise: sudo dmesg | grep -i xid, "
+            "nvidia-smi; reboot, then reseat or replace the card (cloud: stop and start "
+            "the instance)",
+            value=measured,
+        )
+    if expected:
+        return Check(
+            "gpu count",
+            PASS,
+            f"{found} of {expected} expected GPUs ({source}): {inventory}",
+            value=measured,
+        )
+    return Check("gpu count", INFO, f"{found} GPU(s): {inventory}; {source}", value=measured)
+
+
+HIDDEN = ("", "-1", "none", "nodevfiles")  # CUDA_VISIBLE_DEVICES values that hide every GPU
+
+
+def cuda_visible_check(seen: Observations) -> Check:
+    """verify pins each probe to its GPU itself; the user's own runs inherit this variable."""
+    variable = seen.cuda_visible
+    if variable is None:
+        return Check(
+            "cuda visible",
+            PASS,
+            f"CUDA_VISIBLE_DEVICES is not set: runs see all {len(seen.gpus)} GPU(s)",
+            value=None,
+        )
+    if variable.strip().lower() in HIDDEN:
+        return Check(
+            "cuda visible",
+            FAIL,
+            f"CUDA_VISIBLE_DEVICES={variable!r} hides every GPU: runs started from this shell "
+            "compute on the CPU",
+            "unset CUDA_VISIBLE_DEVICES (or set it to the GPUs to use, e.g. "
+            "CUDA_VISIBLE_DEVICES=0), also in ~/.bashrc and the Jupyter kernel's environment",
+            value=variable,
+        )
+    return Check(
+        "cuda visible",
+        INFO,
+        f"CUDA_VISIBLE_DEVICES={variable!r}: runs see only those GPUs (verify checks all)",
+        value=variable,
+    )
+
+
+def missing(gpu: GpuSeen, key: str) -> str | None:
+    """Why a health counter has no value: its reason, or that it was never asked for."""
     reading = gpu.health.get(key)
-    if reading is None or reading.missing is None:
+    if reading is None:
+        return "not read"
+    return reading.missing
+
+
+def reading_line(gpu: GpuSeen, key: str, check: str, what: str | None = None) -> Check | None:
+    """The 'not supported' (INFO) or 'could not read' (WARN) line when a counter is missing."""
+    why = missing(gpu, key)
+    if why is None:
         return None
-    if reading.missing.startswith(NOT_SUPPORTED):
-        return Check(check, INFO, f"{reading.missing} by {gpu.name}: nothing to check")
-    return Check(check, WARN, f"could not be read: {reading.missing}", "nvidia-smi -q")
+    subject = f"{what} " if what else ""
+    if why.startswith(NOT_SUPPORTED):
+        return unread(check, f"{subject}{why} by {gpu.name}: nothing to check", status=INFO)
+    return unread(check, f"{subject}could not be read: {why}", "nvidia-smi -q")
 
 
 def value(gpu: GpuSeen, key: str) -> Any:
@@ -267,7 +334,10 @@ def gpu_checks(seen: Observations, gpu: GpuSeen) -> list[Check]:
         checks += load_checks(gpu)
         checks += host_checks(seen, gpu)
     persistence = value(gpu, "persistence_mode")
-    if persistence == 0:
+    line = reading_line(gpu, "persistence_mode", "persistence", "persistence mode")
+    if line is not None:
+        checks.append(line)
+    elif persistence == 0:
         checks.append(
             Check(
                 "persistence",
@@ -277,16 +347,16 @@ def gpu_checks(seen: Observations, gpu: GpuSeen) -> list[Check]:
                 value=0,
             )
         )
-    elif persistence == 1:
-        checks.append(Check("persistence", PASS, "persistence mode on", value=1))
+    else:
+        checks.append(Check("persistence", PASS, "persistence mode on", value=persistence))
     return checks
 
 
 def ecc_check(gpu: GpuSeen) -> Check:
     fix = RESET_FIX.format(index=gpu.index)
-    missing = reading_line(gpu, "ecc_mode", "ecc")
-    if missing is not None:
-        return missing
+    line = reading_line(gpu, "ecc_mode", "ecc", "ECC mode")
+    if line is not None:
+        return line
     mode = value(gpu, "ecc_mode")
     enabled = bool(mode[0] if isinstance(mode, list | tuple) else mode)
     volatile = value(gpu, "ecc_uncorrected_volatile")
@@ -300,14 +370,34 @@ def ecc_check(gpu: GpuSeen) -> Check:
             "sudo nvidia-smi -e 1, then reboot",
             value=counts,
         )
+    not_read = {
+        name: why
+        for name, why in (
+            ("since the driver loaded", missing(gpu, "ecc_uncorrected_volatile")),
+            ("lifetime", missing(gpu, "ecc_uncorrected_aggregate")),
+        )
+        if why is not None
+    }
+    lifetime = (
+        "the lifetime count not read"
+        if "lifetime" in not_read
+        else f"{aggregate} in the card's lifetime"
+    )
     if volatile:
         return Check(
             "ecc",
             FAIL,
-            f"{volatile} uncorrected ECC error(s) since the driver loaded "
-            f"({aggregate} in the card's lifetime)",
+            f"{volatile} uncorrected ECC error(s) since the driver loaded ({lifetime})",
             fix,
             value=counts,
+        )
+    if not_read:
+        why = "; ".join(f"{name}: {reason}" for name, reason in not_read.items())
+        read = "" if "since the driver loaded" in not_read else ", 0 since the driver loaded"
+        return unread(
+            "ecc",
+            f"ECC on{read}; uncorrected error counters not read ({why})",
+            "nvidia-smi -q -d ECC",
         )
     if aggregate:
         return Check(
@@ -324,16 +414,16 @@ def health_checks(gpu: GpuSeen) -> list[Check]:
     """ECC, retired pages and row remapping: read without load."""
     checks = [ecc_check(gpu)]
     fix = RESET_FIX.format(index=gpu.index)
-    missing = reading_line(gpu, "retired_pages_pending", "retired pages")
-    if missing is not None:
-        checks.append(missing)
+    line = reading_line(gpu, "retired_pages_pending", "retired pages")
+    if line is not None:
+        checks.append(line)
     elif value(gpu, "retired_pages_pending"):
         checks.append(Check("retired pages", FAIL, "a page retirement is pending", fix, value=True))
     else:
         checks.append(Check("retired pages", PASS, "no page retirement pending", value=False))
-    missing = reading_line(gpu, "remapped_rows", "row remap")
-    if missing is not None:
-        checks.append(missing)
+    line = reading_line(gpu, "remapped_rows", "row remap")
+    if line is not None:
+        checks.append(line)
     else:
         corrected, uncorrected, pending, failed = value(gpu, "remapped_rows")
         rows = {"corrected": corrected, "uncorrected": uncorrected, "pending": pending}
@@ -394,9 +484,8 @@ def xid_checks(gpu: GpuSeen, kernel_log_read: bool) -> list[Check]:
     if kernel_log_read:
         sources.append("the kernel log since boot")
     if not sources:
-        return [
-            Check("xid", INFO, f"no Xid source: NVML events {gpu.xid_watch}, kernel log unread")
-        ]
+        why = f"no Xid source: NVML events {gpu.xid_watch}, kernel log unread"
+        return [unread("xid", why, status=INFO)]
     return [Check("xid", PASS, f"none ({' and '.join(sources)})", value=[])]
 
 
@@ -414,10 +503,13 @@ def load_checks(gpu: GpuSeen) -> list[Check]:
             )
         )
     if not load.get("readings"):
-        return [*checks, Check("load", WARN, "no NVML readings were taken under load")]
+        return [*checks, unread("load", "no NVML readings were taken under load")]
     checks.append(pcie_check(gpu, load))
     replay = value(gpu, "pcie_replay")
-    if replay is not None:
+    line = reading_line(gpu, "pcie_replay", "pcie replay", "the PCIe replay counter")
+    if line is not None:
+        checks.append(line)
+    else:
         status = WARN if replay > REPLAY_WARN else PASS
         checks.append(
             Check(
@@ -440,21 +532,38 @@ def pcie_check(gpu: GpuSeen, load: dict[str, Any]) -> Check:
     measured = {"gen": gen, "width": width, "gpu_max_gen": gpu_gen, "slot_max_gen": slot_gen}
     measured["max_width"] = max_width
     if gen is None or width is None:
-        return Check("pcie link", INFO, "link not reported under load", value=measured)
+        return unread("pcie link", "link generation and width not reported under load", None, INFO)
     limits = [g for g in (gpu_gen, slot_gen) if g is not None]
-    able_gen = min(limits) if limits else gen
-    able_width = max_width or width
     text = f"x{width} Gen {gen} under load"
-    if gen < able_gen or width < able_width:
+    # What was read may already prove the link trained down; otherwise all three maxima count.
+    if (limits and gen < min(limits)) or (max_width is not None and width < max_width):
+        able_gen = min(limits) if limits else gen
         return Check(
             "pcie link",
             FAIL,
-            f"{text}; this GPU and slot can do x{able_width} Gen {able_gen}",
+            f"{text}; this GPU and slot can do x{max_width or width} Gen {able_gen}",
             "the link trained down: reseat the card or its riser, use a full x16 slot, check "
             "the BIOS PCIe setting; cloud: stop and start the instance",
             value=measured,
         )
-    if gpu_gen is not None and slot_gen is not None and slot_gen < gpu_gen:
+    not_read = {
+        what: why
+        for what, key in (
+            ("GPU max gen", "pcie_gen_max_gpu"),
+            ("slot max gen", "pcie_gen_max_slot"),
+            ("max width", "pcie_width_max"),
+        )
+        if (why := missing(gpu, key)) is not None
+    }
+    if not_read:
+        why = "; ".join(f"{what}: {reason}" for what, reason in not_read.items())
+        return unread(
+            "pcie link",
+            f"{text}; what the GPU and slot can do was not read ({why})",
+            "nvidia-smi -q -d PCIE",
+            status=INFO if all(r.startswith(NOT_SUPPORTED) for r in not_read.values()) else WARN,
+        )
+    if slot_gen < gpu_gen:
         return Check(
             "pcie link",
             WARN,
@@ -466,7 +575,13 @@ def pcie_check(gpu: GpuSeen, load: dict[str, Any]) -> Check:
 
 
 def throttle_check(load: dict[str, Any]) -> Check:
-    readings = load["readings"]
+    readings = load.get("throttle_read", load["readings"])
+    if not readings:
+        return unread(
+            "throttle",
+            f"clock event reasons not reported in {load['readings']} readings under load",
+            "nvidia-smi -q -d PERFORMANCE",
+        )
     held = load.get("throttle_readings", {})
     seconds = load.get("load_s", 0.0)
     shares = {reason: count / readings for reason, count in held.items()}
@@ -508,13 +623,13 @@ def temperature_check(gpu: GpuSeen, load: dict[str, Any]) -> Check:
     slowdown = value(gpu, "temp_slowdown_c")
     measured = {"max_c": hottest, "slowdown_c": slowdown}
     if hottest is None:
-        return Check("temperature", INFO, "not reported", value=measured)
+        return unread("temperature", "not reported under load", status=INFO)
     if slowdown is None:
-        return Check(
+        return unread(
             "temperature",
-            INFO,
-            f"{hottest} C under load; slowdown threshold not reported",
-            value=measured,
+            f"{hottest} C under load; slowdown threshold not read: "
+            f"{missing(gpu, 'temp_slowdown_c')}",
+            status=INFO,
         )
     margin = slowdown - hottest
     if margin < TEMP_MARGIN_C:
@@ -551,20 +666,26 @@ def host_checks(seen: Observations, gpu: GpuSeen) -> list[Check]:
         ]
     checks = []
     if on_gpu and probe["device_type"] != "GPU":
-        checks.append(
-            Check(
-                "backend",
-                FAIL,
-                f"{seen.backend} computed on the CPU although {gpu.name} is present",
-                f"install {seen.backend} with CUDA support (see the diagnosis in `dlbench run` "
-                "results); `make` with TF_EXTRA=tensorflow-cuda for TensorFlow",
-            )
-        )
+        checks.append(cpu_instead_of_gpu(seen.backend, gpu, probe))
     else:
         checks.append(Check("backend", PASS, f"{seen.backend} computes on {probe['device_name']}"))
     checks += rate_checks(gpu.fingerprint if on_gpu else None, probe)
     checks += workload_checks(seen, gpu)
     return checks
+
+
+def cpu_instead_of_gpu(backend: str, gpu: GpuSeen, probe: dict[str, Any]) -> Check:
+    """The beginner's question, answered with its cause: a CPU-only build or no usable CUDA."""
+    found = fingerprints.diagnose(
+        [gpu.fingerprint], {**probe, "name": backend, "device_type": "CPU"}
+    ) or {"cause": "unknown", "fix": f"python -m bench.machine.probe with KERAS_BACKEND={backend}"}
+    return Check(
+        "backend",
+        FAIL,
+        f"{backend} computed on the CPU although {gpu.name} is present: {found['cause']}",
+        found["fix"],
+        value={"device_type": probe["device_type"], "cuda_build": probe.get("cuda_build")},
+    )
 
 
 def rate_checks(fingerprint: dict[str, Any] | None, probe: dict[str, Any]) -> list[Check]:
@@ -724,24 +845,38 @@ def find_reference(
     gpu_name: str | None, backend: str, folder: Path | None = None
 ) -> dict[str, Any] | None:
     """This project's committed result for the same card and backend (fit mode, reuters)."""
-    if gpu_name is None:
-        return None
-    from bench.results import document as results
-
     root = folder or Path(str(resources.files("bench").joinpath("reference")))
-    for path in sorted(root.glob("*.json")) if root.is_dir() else []:
-        try:
-            document = results.load(path)
-        except results.ResultError:
-            continue
+    for name, document in reference_documents(str(root)):
         if not document["gpus"] or document["gpus"][0]["name"] != gpu_name:
             continue
         if document["settings"]["backend"] != backend or document["settings"]["mode"] != "fit":
             continue
         figure = document["summary"].get("reuters", {}).get("steady_samples_per_s", {})
         if figure.get("median"):
-            return {"gpu": gpu_name, "steady_samples_per_s": figure["median"], "file": path.name}
+            return {"gpu": gpu_name, "steady_samples_per_s": figure["median"], "file": name}
     return None
+
+
+@functools.cache
+def reference_documents(root: str) -> tuple[tuple[str, Any], ...]:
+    """The folder's readable result files, read once: each load validates a whole document."""
+    from bench.results import document as results
+
+    folder = Path(root)
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            found.append((path.name, results.load(path)))
+        except results.ResultError:
+            continue
+    return tuple(found)
+
+
+def signal_counts(checks: list[Check]) -> dict[str, int]:
+    return {
+        READ: sum(c.state == READ for c in checks),
+        UNREAD: sum(c.state == UNREAD for c in checks),
+    }
 
 
 def render(checks: list[Check], final: str, seen: Observations) -> str:
@@ -754,6 +889,11 @@ def render(checks: list[Check], final: str, seen: Observations) -> str:
         if check.fix:
             lines.append(f"  {'':<4}  {'':<7} {'':<15} what to do: {check.fix}")
     per_gpu = gpu_verdicts(checks)
+    counts = signal_counts(checks)
+    lines.append(
+        f"signals: {counts[READ]} read, {counts[UNREAD]} could not be read "
+        "(said above, never counted as PASS)"
+    )
     if seen.gpus:
         lines.append("per GPU: " + ", ".join(f"{k} {v}" for k, v in per_gpu.items()))
     lines.append(f"verdict: {final}")
@@ -801,6 +941,7 @@ def as_document(checks: list[Check], final: str, seen: Observations, host: str) 
         "level": seen.level,
         "verdict": final,
         "exit_code": EXIT_CODES[final],
+        "signals": signal_counts(checks),
         "expected": seen.expected,
         "nvml": seen.nvml_reason,
         "machine": [asdict(c) for c in checks if c.scope == "machine"],

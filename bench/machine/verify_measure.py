@@ -116,6 +116,7 @@ class Seams:
     kernel_log: Callable[[], list[str] | str] = read_kernel_log
     imds_lookup: Callable[[], imds.Placement | str] = imds.lookup
     on_ec2: Callable[[], bool] = looks_like_ec2
+    environ: Callable[[str], str | None] = os.environ.get
     clock: Callable[[], float] = time.perf_counter
     sleep: Callable[[float], None] = time.sleep
     python: str = sys.executable
@@ -194,7 +195,12 @@ class LoadMonitor:
         for key, index in busy:
             record = self.records.setdefault(
                 key,
-                {"readings": 0, "throttle_readings": {}, "pcie_gen_max_seen": None},
+                {
+                    "readings": 0,
+                    "throttle_read": 0,
+                    "throttle_readings": {},
+                    "pcie_gen_max_seen": None,
+                },
             )
             if record.get("lost"):
                 continue
@@ -204,6 +210,8 @@ class LoadMonitor:
                 record["lost"] = str(error)
                 continue
             record["readings"] += 1
+            if reading["throttle"] is not None:
+                record["throttle_read"] += 1
             for reason in reading["throttle"] or []:
                 held = record["throttle_readings"]
                 held[reason] = held.get(reason, 0) + 1
@@ -356,6 +364,8 @@ def measure(
         expected=expected_count(options, seams),
         nvml_reason=reason,
         nvml_mismatch=mismatch,
+        counted=live is not None or reason == nvml.NO_GPU_FOUND,
+        cuda_visible=seams.environ("CUDA_VISIBLE_DEVICES"),
         gpus=[GpuSeen(f"gpu{g['index']}", g) for g in gpus],
         driver=gpus[0] if gpus else {},
         timing=timing,

@@ -3,7 +3,7 @@ without each opt-in change, in one run.
 
     python -m bench.perf.modes [--backend jax|tensorflow] [--data-dir DIR] [--epochs 20]
                                [--workloads imdb reuters] [--repeats 1] [--quick]
-                               [--changes] [--keep DIR]
+                               [--changes] [--keep DIR] [--load N]
 
 Every run is its own process (as dlbench runs them), in this order per workload: fit with a
 cold encode cache, compiled with a cold compilation cache, then --repeats rounds of fit warm
@@ -13,12 +13,15 @@ the bare JAX loop, and with --changes the compiled mode warm once more per opt-i
 frameworks' GPU memory default. --quick skips the cold runs and the bare loop. Prints the
 machine, date and versions, one table, and the ratios the compiled mode is held to. Steady
 epochs count training and validation for fit and compiled; samples/s count training only; the
-bare loop trains only, which favours it. --keep DIR keeps every run's result file.
+bare loop trains only, which favours it. --keep DIR keeps every run's result file. --load N
+runs N busy processes beside the benchmark (a machine others use); the machine's load
+average after each run is printed with the figures, as are the per-round ratios' spread.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -27,8 +30,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -90,12 +94,37 @@ def figures(run: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def background_load(processes: int) -> Iterator[None]:
+    """N processes that each spin one core for as long as the block runs."""
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)
+    ]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def spread_text(values: list[float], digits: int = 2) -> str:
+    """'1.05x [0.98-1.12]' for ratios over rounds."""
+    if not values:
+        return "-"
+    middle = statistics.median(values)
+    if len(values) == 1:
+        return f"{middle:.{digits}f}x"
+    return f"{middle:.{digits}f}x [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
 @dataclass
 class Bench:
     """One benchmark's settings and its scratch folder."""
 
     args: argparse.Namespace
     root: Path
+    loads: list[float] = field(default_factory=list)  # 1-minute load average after each run
 
     def extra(self) -> list[str]:
         data = ["--data-dir", self.args.data_dir] if self.args.data_dir else ["--synthetic"]
@@ -128,6 +157,7 @@ class Bench:
             ],
         )
         run = results.load(output)["runs"][0]
+        self.loads.append(os.getloadavg()[0])
         # On stderr: on a lent GPU machine a run cut short should still show what it did.
         end_to_end = run["timing"]["end_to_end_s"]
         print(f"{workload} {mode} {label}: {end_to_end:.1f} s", file=sys.stderr)
@@ -192,6 +222,7 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
             merged[key] = statistics.median(values)
     merged["repeats"] = len(runs)
     merged["samples_each"] = [r["steady_samples_per_s"] for r in runs]
+    merged["epoch_each"] = [r["steady_epoch_s"] for r in runs]
     return merged
 
 
@@ -219,8 +250,8 @@ HEADER = [
     "workload",
     "run",
     "first epoch s",
-    "steady epoch s",
-    "samples/s",
+    "epoch s (train + val)",
+    "train samples/s",
     "end-to-end s",
     "to 1st step s",
     "import s",
@@ -287,6 +318,19 @@ def mode_ratios(workload: str, measured: dict[str, dict[str, Any]]) -> list[list
     if fit.get("repeats", 1) > 1:
         each = " | ".join(" ".join(f"{v:,.0f}" for v in m["samples_each"]) for m in (compiled, fit))
         rows.insert(2, [workload, "training samples/s each: compiled | fit", each, "reported"])
+        # Round i's compiled against round i's fit: they ran one after the other, so a load
+        # that comes and goes moves both.
+        pairs = zip(compiled["samples_each"], fit["samples_each"], strict=True)
+        rounds = [c / f for c, f in pairs if c and f]
+        rows.insert(
+            3,
+            [workload, "training samples/s per round: compiled / fit", spread_text(rounds), ""],
+        )
+        pairs = zip(fit["epoch_each"], compiled["epoch_each"], strict=True)
+        rounds = [f / c for f, c in pairs if c and f]
+        rows.insert(
+            4, [workload, "steady epoch per round: fit / compiled", spread_text(rounds), ""]
+        )
     if "fit (cold)" in measured:
         rows.append(
             [
@@ -360,9 +404,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", type=Path, help="copy every run's result file into this folder (reference data)"
     )
+    parser.add_argument(
+        "--load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N busy processes beside the benchmark, as on a machine others use (default: 0)",
+    )
     args = parser.parse_args(argv)
     rows, ratios, changes = [], [], []
-    with tempfile.TemporaryDirectory() as folder:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as folder, background_load(args.load):
         bench = Bench(args, Path(folder))
         for workload in args.workloads:
             measured = bench.measure(workload)
@@ -370,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
             ratios += mode_ratios(workload, measured)
             changes += change_ratios(workload, measured)
     report(args, measured["fit (warm)"], rows, ratios, changes)
+    print(
+        f"conditions: {args.load} busy background process(es) added; the machine's 1-minute "
+        f"load average after each run {min(bench.loads):.1f} to {max(bench.loads):.1f} on "
+        f"{os.cpu_count()} CPUs; {time.monotonic() - started:.0f} s in all"
+    )
     return 0
 
 

@@ -19,6 +19,7 @@ PHASE_COLOURS = {
     "backend_start": "#e6e6e6",
     "data_load": "#dde8f5",
     "build": "#f5eedd",
+    "fit_setup": "#f5e6dd",
     "first_epoch": "#f5dde0",
     "steady_epochs": "#e2f5dd",
     "evaluation": "#ece0f5",

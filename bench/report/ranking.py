@@ -160,9 +160,13 @@ def blocks(campaign: CampaignSummary, collection: Collection) -> list[render.Blo
 
 def write(collection: Collection, campaign_file: Path, out: Path, title: str) -> dict[str, Path]:
     """The usual report with the campaign's ranking right under the title."""
-    paths = render.write(collection, out, title)
     report = render.build(collection, title)
     report[2:2] = blocks(load(campaign_file), collection)
-    paths["markdown"].write_text(render.to_markdown(report, out / "img"))
-    paths["html"].write_text(render.to_html(report))
-    return paths
+    return render.write_files(
+        out,
+        {
+            "markdown": lambda folder: render.to_markdown(report, folder / render.IMAGE_DIR),
+            "html": lambda folder: render.to_html(report),
+            "csv": lambda folder: render.to_csv(collection),
+        },
+    )

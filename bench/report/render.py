@@ -5,7 +5,11 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import re
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,7 +80,7 @@ def summary_rows(found: list[Group]) -> list[list[str]]:
                 group.backend,
                 group.mode,
                 group.workload + (" (synthetic)" if synthetic else ""),
-                group.setup.label(),
+                group.settings_label(),
                 f"{len(group.complete)}/{len(group.runs)}",
                 cell("steady_samples_per_s", 0),
                 cell("steady_epoch_s", 3),
@@ -100,10 +104,10 @@ SUMMARY_HEADER = [
     "workload",
     "settings",
     "runs",
-    "samples/s",
-    "steady epoch s",
-    "first epoch s",
-    "end-to-end s",
+    "train samples/s",
+    "epoch s (train + validation)",
+    "first epoch s (train + validation)",
+    "end-to-end s per run",
     "test acc",
     "to target s",
     "$ to target",
@@ -122,10 +126,14 @@ def build(collection: Collection, title: str = "dlbench report") -> list[Block]:
             "p",
             f"{len(collection.results)} result file(s), {len(found)} machine x backend x "
             f"mode x workload x settings group(s); written {stamp}. Figures are medians over "
-            "complete runs with [min-max] when there were repeats; modes are never mixed, and "
-            "runs that differ in epochs, batch size, seed or data are separate rows. GPU util "
-            "is GPU 0's mean over the steady epochs, '-' where they took under two sampling "
-            "intervals.",
+            "complete runs with [min-max] when there were repeats; a machine is its hardware "
+            "(CPU model, cores, memory, GPU models and count: the id after its name), modes "
+            "are never mixed, and runs that differ in epochs, batch size, data, target, "
+            "opt-in changes, precision or GPU memory policy are separate rows; runs of other "
+            "seeds are pooled as the spread. Train samples/s counts training only; epoch "
+            "seconds include validation; end-to-end is per run, from its worker's spawn to its "
+            "exit. GPU util is GPU 0's mean over the steady epochs, '-' where they took under "
+            "two sampling intervals.",
         ),
         Block("h2", "Summary"),
         Block("table", header=SUMMARY_HEADER, rows=summary_rows(found)),
@@ -137,7 +145,7 @@ def build(collection: Collection, title: str = "dlbench report") -> list[Block]:
                 "list",
                 "Runs not in the figures",
                 items=[
-                    f"{g.machine} {g.backend} {g.mode} {g.workload} ({g.setup.label()}) "
+                    f"{g.machine} {g.backend} {g.mode} {g.workload} ({g.settings_label()}) "
                     f"repeat {r['repeat']}: {r['status']}"
                     + (f" ({r['error']['message']})" if r["error"] else "")
                     for g, r in incomplete
@@ -168,7 +176,7 @@ def comparison_blocks(found: list[Group]) -> list[Block]:
                 image=plots.bars(
                     members,
                     "steady_samples_per_s",
-                    "samples/s",
+                    "train samples/s",
                     f"{workload}, mode {mode}: steady training samples/s (higher is better)",
                 ),
             )
@@ -416,14 +424,59 @@ def csv_rows(collection: Collection) -> list[dict[str, Any]]:
 
 def write(collection: Collection, out: Path, title: str = "dlbench report") -> dict[str, Path]:
     """Write report.md (+ img/), report.html and results.csv into out; return their paths."""
-    out.mkdir(parents=True, exist_ok=True)
     blocks = build(collection, title)
-    paths = {"markdown": out / "report.md", "html": out / "report.html", "csv": out / "results.csv"}
-    paths["markdown"].write_text(to_markdown(blocks, out / "img"))
-    paths["html"].write_text(to_html(blocks))
-    with paths["csv"].open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for row in csv_rows(collection):
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    return paths
+    return write_files(
+        out,
+        {
+            "markdown": lambda folder: to_markdown(blocks, folder / "img"),
+            "html": lambda folder: to_html(blocks),
+            "csv": lambda folder: to_csv(collection),
+        },
+    )
+
+
+FILE_NAMES = {"markdown": "report.md", "html": "report.html", "csv": "results.csv"}
+IMAGE_DIR = "img"
+
+
+class ReportWriteError(OSError):
+    """The report could not be written; nothing of it was left in place."""
+
+
+def to_csv(collection: Collection) -> str:
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for row in csv_rows(collection):
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def write_files(out: Path, makers: dict[str, Callable[[Path], str]]) -> dict[str, Path]:
+    """Build the files (and img/) in a temp folder inside out, then move each into place.
+
+    A failure (a full disk) removes the temp folder and leaves out as it was: never half a
+    report. `~` in out is the user's home.
+    """
+    out = out.expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        try:
+            for kind, make in makers.items():
+                (staging / FILE_NAMES[kind]).write_text(make(staging))
+        except OSError as error:
+            raise ReportWriteError(
+                error.errno, f"cannot write the report to {out}: {error.strerror or error}"
+            ) from error
+        if (staging / IMAGE_DIR).exists():
+            old = out / IMAGE_DIR
+            if old.is_dir() and not old.is_symlink():
+                old.rename(staging / ".img-old")
+            (staging / IMAGE_DIR).rename(old)
+        # The HTML last: it is what the command names, so it appears when the rest is there.
+        for kind in sorted(makers, key=lambda k: k == "html"):
+            (staging / FILE_NAMES[kind]).replace(out / FILE_NAMES[kind])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {kind: out / FILE_NAMES[kind] for kind in makers}

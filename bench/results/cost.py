@@ -45,6 +45,27 @@ class PriceInputs:
     amortisation_per_hour: float = 0.0
 
 
+class RegionError(ValueError):
+    """A region EC2 does not have; the message gives examples of real ones."""
+
+
+def ec2_regions() -> tuple[str, ...]:
+    """EC2's regions as botocore's bundled endpoint data lists them (no network call)."""
+    import botocore.session
+
+    return tuple(botocore.session.get_session().get_available_regions("ec2"))
+
+
+def check_region(region: str, known: tuple[str, ...] | None = None) -> None:
+    """RegionError unless region is one of EC2's (a run would go on without a price)."""
+    regions = ec2_regions() if known is None else known
+    if region not in regions:
+        raise RegionError(
+            f"--region {region!r} is not an EC2 region (botocore knows {len(regions)}, e.g. "
+            f"{', '.join(sorted(regions)[:3])}); pass one of them, e.g. us-east-1"
+        )
+
+
 def resolve_pricing(
     given: PriceInputs, catalog: Catalog | None = None, lookup: Any = imds.lookup
 ) -> Pricing | str:

@@ -69,6 +69,19 @@ def installed(backend: str) -> bool:
     return _importable(_MODULES[backend])
 
 
+JAX_CUDA_PLUGINS = (
+    "jax_cuda12_plugin",
+    "jax_cuda13_plugin",
+    "jax_plugins.xla_cuda12",
+    "jax_plugins.xla_cuda13",
+)
+
+
+def jax_cuda_plugin() -> bool:
+    """Whether a CUDA plugin for JAX is installed (the CPU build has none)."""
+    return any(_importable(p) for p in JAX_CUDA_PLUGINS)
+
+
 def _tensorflow_devices(tf: Any, variable: Any) -> dict[str, Any]:
     placed = str(variable.device)
     gpus = tf.config.list_physical_devices("GPU")
@@ -87,16 +100,10 @@ def _tensorflow_devices(tf: Any, variable: Any) -> dict[str, Any]:
 def _jax_devices(jax: Any, variable: Any) -> dict[str, Any]:
     device = next(iter(variable.devices()))
     on_gpu = device.platform in ("gpu", "cuda", "rocm")
-    plugins = (
-        "jax_cuda12_plugin",
-        "jax_cuda13_plugin",
-        "jax_plugins.xla_cuda12",
-        "jax_plugins.xla_cuda13",
-    )
     return {
         "device_type": "GPU" if on_gpu else "CPU",
         "device_name": device.device_kind if on_gpu else "CPU",
-        "cuda_build": on_gpu or any(_importable(p) for p in plugins),
+        "cuda_build": on_gpu or jax_cuda_plugin(),
         "placement": str(device),
         "visible": [str(d) for d in jax.devices()],
         "visible_gpus": [d.device_kind for d in jax.devices() if d.platform != "cpu"],

@@ -105,16 +105,25 @@ def verify_data_file(workload: Workload, data_dir: Path) -> Path:
 
 
 def prepare_keras_home(data_file: Path, cache_dir: Path) -> Path:
-    """A private KERAS_HOME whose datasets/ links to the verified file, for Keras's loader."""
+    """A private KERAS_HOME whose datasets/ links to the verified file, for Keras's loader.
+
+    Safe for runs that start together on a fresh cache: the link is made under a name of its
+    own and renamed into place, so no run sees a half-made link or a FileExistsError.
+    """
     keras_home = cache_dir / "keras_home"
     datasets = keras_home / "datasets"
     datasets.mkdir(parents=True, exist_ok=True)
     link = datasets / data_file.name
-    if link.is_symlink() or link.exists():
-        if link.is_symlink() and link.resolve() == data_file.resolve():
-            return keras_home
-        link.unlink()
-    link.symlink_to(data_file)
+    if link.is_symlink() and link.resolve() == data_file.resolve():
+        return keras_home
+    staged = datasets / f".{data_file.name}.{os.getpid()}.link"
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(data_file)
+    try:
+        staged.replace(link)
+    except OSError:
+        staged.unlink(missing_ok=True)
+        raise
     return keras_home
 
 
@@ -209,19 +218,27 @@ class EncodedCache:
 
     def store(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
         """Write atomically; a cache we cannot write only costs time, so failures are ignored."""
+        tmp: Path | None = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.folder, suffix=".tmp", delete=False) as tmp:
+            with tempfile.NamedTemporaryFile(
+                dir=self.folder, prefix=f".{path.stem}.", suffix=".tmp", delete=False
+            ) as handle:
+                tmp = Path(handle.name)
                 np.savez(
-                    tmp,
+                    handle,
                     x_train=np.packbits(arrays["x_train"], axis=1),
                     x_test=np.packbits(arrays["x_test"], axis=1),
                     labels_train=arrays["labels_train"],
                     labels_test=arrays["labels_test"],
                 )
-            Path(tmp.name).replace(path)
-        except OSError:
-            return
+            tmp.replace(path)
+        except BaseException as error:
+            # A partial file would stay forever, one more after each failed run.
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            if not isinstance(error, OSError):
+                raise
 
 
 def check_encode_cache(workload: Workload, cache_dir: Path) -> str | None:

@@ -21,10 +21,10 @@ def summary_table(document: Document) -> str:
         "workload",
         "runs",
         "test acc",
-        "first epoch s",
-        "steady epoch s",
-        "samples/s",
-        "end-to-end s",
+        "first epoch s (train + validation)",
+        "epoch s (train + validation)",
+        "train samples/s",
+        "end-to-end s per run",
         "to target s",
     ]
     rows = []
@@ -102,6 +102,9 @@ class Progress:
                 file=sys.stderr,
             )
 
+    def write_failed(self, line: str) -> None:
+        print(f"dlbench: {line}", file=sys.stderr)
+
     def interrupted(self, reason: str, output: Path) -> None:
         print(f"dlbench: {reason}; partial result saved to {output}", file=sys.stderr)
 
@@ -111,4 +114,6 @@ class Progress:
             return
         self.say("")
         self.say(summary_table(document))
+        if (startup := document.get("startup_s")) is not None:
+            self.say(f"dlbench's own start-up before the first run: {startup:.1f} s")
         self.say(f"\nresult: {output} ({document['status']})")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import math
 import signal
 import time
@@ -18,12 +19,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal, cast
 
+import psutil
+
 from bench.machine import hostinfo
 from bench.machine.fingerprint import diagnose
 from bench.machine.fingerprint import gpus as fingerprint_gpus
 from bench.machine.nvml import NvmlSession
 from bench.machine.telemetry import DEFAULT_INTERVAL_S, Sampler, memory_peak, unavailable
 from bench.results import document as results
+from bench.results import output as result_output
 from bench.results.cost import Pricing, run_cost
 from bench.training.backends import DEFAULT_GPU_MEMORY
 from bench.training.process import WorkerProcess
@@ -39,12 +43,27 @@ FIRST_EPOCH_PARTS: dict[
     "trace_s": "first_epoch_trace_s",
     "compile_s": "first_epoch_compile_s",
 }
-PHASE_TIMINGS: dict[str, Literal["import_s", "backend_start_s", "data_s", "build_s", "eval_s"]] = {
+PHASE_TIMINGS: dict[
+    str, Literal["import_s", "backend_start_s", "data_s", "build_s", "fit_setup_s", "eval_s"]
+] = {
     "startup": "import_s",
     "backend_start": "backend_start_s",
     "data_load": "data_s",
     "build": "build_s",
+    "fit_setup": "fit_setup_s",
     "evaluation": "eval_s",
+}
+# A run's wall time, cut at the worker's phase boundaries: the parent's spawn to the worker's
+# first line, the worker's own imports, each phase, and the worker's exit after its report.
+PARTS = {
+    "startup": "keras_import_s",
+    "backend_start": "backend_start_s",
+    "data_load": "data_s",
+    "build": "build_s",
+    "fit_setup": "fit_setup_s",
+    "first_epoch": "first_epoch_s",
+    "steady_epochs": "steady_epochs_s",
+    "evaluation": "evaluation_s",
 }
 
 
@@ -159,6 +178,8 @@ class RunRecorder:
         self.sampler = sampler
         self.done = False
         self.done_at: float | None = None
+        self.worker_clock: float | None = None  # the worker's start on the shared clock
+        self.done_at_s: float | None = None  # the worker's "done", on its own clock
 
     def apply(self, event: dict[str, Any]) -> None:
         kind = event.pop("event")
@@ -169,6 +190,7 @@ class RunRecorder:
     def on_started(self, event: dict[str, Any]) -> None:
         # Both clocks are the system's monotonic one: spawn to the worker's first line.
         self.run["timing"]["interpreter_s"] = event["clock_s"] - self.started
+        self.worker_clock = event["clock_s"]
 
     def on_phase(self, event: dict[str, Any]) -> None:
         if self.sampler is not None:
@@ -215,6 +237,7 @@ class RunRecorder:
         self.run["peak_rss_mb"] = event["peak_rss_mb"]
         self.done = True
         self.done_at = time.perf_counter()
+        self.done_at_s = event["at_s"]
         if self.run["phases"]:
             self.run["phases"][-1]["end_s"] = event["at_s"]
 
@@ -234,6 +257,7 @@ class RunRecorder:
         if self.done_at is not None:
             timing["exit_s"] = ended - self.done_at  # the worker's teardown after its report
         timing["end_to_end_s"] = ended - self.started
+        run["parts"] = self.parts(ended)
         results.derive_figures(run)
         # The parts are keys beyond the typed epoch's (see on_epoch), so read it as a mapping.
         first: Mapping[str, Any] = run["epochs"][0] if run["epochs"] else {}
@@ -241,7 +265,23 @@ class RunRecorder:
         if parts:
             for part, seconds in parts.items():
                 timing[part] = seconds
-            timing["first_epoch_run_s"] = first["wall_s"] - sum(parts.values())
+            timing["first_epoch_run_s"] = max(0.0, first["wall_s"] - sum(parts.values()))
+
+    def parts(self, ended: float) -> dict[str, float]:
+        """Every second from the run's start to `ended` in one named part; they sum to it."""
+        if self.worker_clock is None:
+            return {"before_worker_s": ended - self.started}
+        bounds = [("interpreter_s", self.started), ("worker_imports_s", self.worker_clock)]
+        bounds += [
+            (PARTS.get(p["phase"], f"{p['phase']}_s"), self.worker_clock + p["start_s"])
+            for p in self.run["phases"]
+        ]
+        if self.done_at_s is not None:
+            bounds.append(("exit_s", self.worker_clock + self.done_at_s))
+        bounds.append(("end", ended))
+        return {
+            name: max(0.0, end - start) for (name, start), (_, end) in itertools.pairwise(bounds)
+        }
 
 
 class Runner:
@@ -260,6 +300,8 @@ class Runner:
         self.progress = progress
         self.nvml = nvml
         self.pricing = pricing
+        self.worker: WorkerProcess | None = None
+        self.written = False  # whether the result file holds a document yet
 
     def start_sampler(self) -> Sampler | None:
         if isinstance(self.nvml, str) or self.plan.telemetry_interval_s <= 0:
@@ -287,9 +329,48 @@ class Runner:
     def save(self) -> None:
         self.document["summary"] = results.summarize(self.document["runs"])
         results.write_atomic(self.plan.output, self.document)
+        self.written = True
 
     def execute(self) -> int:
-        """0 when every run completed, 1 when one failed, 128+signal when interrupted."""
+        """0 when every run completed, 1 when one failed or the result could not be written,
+        128+signal when interrupted."""
+        try:
+            return self.execute_plan()
+        except results.ResultWriteError as error:
+            return self.write_failed(error)
+        finally:
+            self.stop_worker()
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.terminate()
+            self.worker = None
+
+    def write_failed(self, error: results.ResultWriteError) -> int:
+        """Stop the worker; mark the result failed with why, where the disk still allows."""
+        self.stop_worker()
+        reason = str(error.strerror)
+        document = self.document
+        document["status"] = "failed"
+        document["incomplete_reason"] = reason
+        document["finished"] = results.utc_now()
+        for run in document["runs"]:
+            if run["status"] == "incomplete":
+                run["status"] = "failed"
+                run["error"] = run["error"] or {"type": "ResultWriteError", "message": reason}
+        document["summary"] = results.summarize(document["runs"])
+        if not self.written:
+            result_output.release(self.plan.output)
+            kept = "no result was written"
+        elif results.overwrite_in_place(self.plan.output, document):
+            kept = f"{self.plan.output} is marked failed"
+        else:
+            kept = f"{self.plan.output} keeps the last epoch written, marked incomplete"
+        self.progress.write_failed(f"{error.strerror}; the run stopped and {kept}")
+        return 1
+
+    def execute_plan(self) -> int:
+        self.document["startup_s"] = command_startup_s()
         self.save()
         try:
             with signals_raise():
@@ -327,7 +408,14 @@ class Runner:
             / "logs"
             / f"{self.plan.output.stem}-{workload.name}-{repeat}.log"
         )
-        worker = WorkerProcess(self.plan.job(workload, repeat), self.plan.worker_env(), log)
+        try:
+            worker = WorkerProcess(self.plan.job(workload, repeat), self.plan.worker_env(), log)
+        except OSError as log_error:
+            raise results.ResultWriteError(
+                log_error.errno,
+                f"cannot write the worker's log {log}: {log_error.strerror or log_error}",
+            ) from log_error
+        self.worker = worker
         try:
             for event in worker.events():
                 kind = event["event"]
@@ -353,6 +441,7 @@ class Runner:
             run["error"] = {"type": "Interrupted", "message": "stopped before the run finished"}
             raise
         code = worker.wait()
+        self.worker = None
         if recorder.done and code == 0:
             self.close_run(recorder, "complete")
         else:
@@ -367,6 +456,11 @@ class Runner:
             self.close_run(recorder, "failed")
         self.progress.run_finished(run)
         self.save()
+
+
+def command_startup_s() -> float:
+    """Seconds from this process's start (the kernel's clock, 10 ms steps) to now."""
+    return max(0.0, time.time() - psutil.Process().create_time())
 
 
 def non_finite(event: dict[str, Any]) -> str | None:
@@ -395,6 +489,7 @@ def new_document(
         command, plan.settings(data_dir), host or hostinfo.describe_host(), hostinfo.describe_code()
     )
     document["gpus"] = fingerprint_gpus(nvml)
+    document["host"]["machine_id"] = results.machine_id(document["host"], document["gpus"])
     document["nvml"] = nvml if isinstance(nvml, str) else None
     document["pricing"] = pricing if isinstance(pricing, str) else pricing.describe()
     return document

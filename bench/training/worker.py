@@ -118,7 +118,15 @@ def run(job: dict[str, Any], emit: EventWriter) -> None:
     trainer = get_trainer(job["mode"])
     emit("built", at_s=_since_start(), parameters=int(model.count_params()))
 
-    emit("phase", phase="first_epoch", at_s=_since_start())
+    def first_epoch_begins() -> None:
+        emit("phase", phase="first_epoch", at_s=_since_start())
+
+    if job["mode"] == "fit":
+        # fit() prepares its data adapter and callbacks before epoch 1 begins: a part of its own.
+        emit("phase", phase="fit_setup", at_s=_since_start())
+        settings = dataclasses.replace(settings, first_epoch_begins=first_epoch_begins)
+    else:
+        first_epoch_begins()
 
     def on_epoch(record: dict[str, Any]) -> None:
         emit("epoch", at_s=_since_start(), **record)

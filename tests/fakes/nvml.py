@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,7 +20,10 @@ NVML_ERROR_TIMEOUT = 10
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
 NVML_ERROR_GPU_IS_LOST = 15
 NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
+NVML_ERROR_UNKNOWN = 999
 MESSAGES = {
+    NVML_ERROR_NO_PERMISSION: "Insufficient Permissions",
+    NVML_ERROR_UNKNOWN: "Unknown Error",
     NVML_ERROR_NOT_SUPPORTED: "Not Supported",
     NVML_ERROR_DRIVER_NOT_LOADED: "Driver Not Loaded",
     NVML_ERROR_TIMEOUT: "Timeout",
@@ -64,6 +67,10 @@ class FakeGpu:
     thermal_reads: int = 0  # the first N loaded throttle reads also show hw_thermal_slowdown
     xid_after_reads: tuple[int, int] | None = None  # (loaded reads, xid): raised, then lost
     bus_id: str = ""
+    # NVML calls this card answers with an error code instead ('name' or 'name:argument').
+    refuses: dict[str, int] = field(default_factory=dict)
+    # What a probe process pinned to this card reports differently (the software side).
+    probe: dict[str, Any] = field(default_factory=dict)
     loaded: bool = False
     loaded_reads: int = 0
     lost: bool = False
@@ -106,8 +113,81 @@ def _fleet(base: FakeGpu, count: int, **changed_gpu: dict[str, Any]) -> list[Fak
     return gpus
 
 
-# The machine scenarios of `dlbench verify`, each a test.
+H100 = dataclasses.replace(
+    A100,
+    name="NVIDIA H100 80GB HBM3",
+    capability=(9, 0),
+    pcie_max=(5, 5, 16),
+    pcie_load=(5, 16),
+    probe={"rates": {"float32": 51.0, "bfloat16": 700.0, "copy": 2900.0}},
+)
+REFUSED = NVML_ERROR_UNKNOWN
+
+
+def _one(base: FakeGpu = A100, **changes: Any) -> list[FakeGpu]:
+    if "probe" in changes:
+        changes["probe"] = {**base.probe, **changes["probe"]}
+    return _fleet(base, 1, gpu0=changes)
+
+
+# The machine scenarios of `dlbench verify`, each a test in tests/unit/test_verify.py.
 MACHINES: dict[str, Any] = {
+    "no_gpu_found": lambda: [],
+    "ecc_off": lambda: _one(ecc_enabled=False),
+    "ecc_lifetime_only": lambda: _one(ecc_uncorrected=(0, 3)),
+    "ecc_mode_unreadable": lambda: _one(refuses={"nvmlDeviceGetEccMode": NVML_ERROR_NO_PERMISSION}),
+    "ecc_counters_unreadable": lambda: _one(refuses={"nvmlDeviceGetTotalEccErrors": REFUSED}),
+    "ecc_lifetime_unreadable": lambda: _one(refuses={"nvmlDeviceGetTotalEccErrors:1": REFUSED}),
+    "ecc_errors_lifetime_unreadable": lambda: _one(
+        ecc_uncorrected=(4, 0), refuses={"nvmlDeviceGetTotalEccErrors:1": REFUSED}
+    ),
+    "retired_pages_pending": lambda: _one(retired_pages_pending=True),
+    "retired_pages_unreadable": lambda: _one(
+        refuses={"nvmlDeviceGetRetiredPagesPendingStatus": REFUSED}
+    ),
+    "row_remap_unreadable": lambda: _one(refuses={"nvmlDeviceGetRemappedRows": REFUSED}),
+    "slot_limits_link": lambda: _one(H100, pcie_max=(5, 4, 16), pcie_load=(4, 16)),
+    "link_maxima_unsupported": lambda: _one(
+        refuses={"nvmlDeviceGetGpuMaxPcieLinkGeneration": NVML_ERROR_NOT_SUPPORTED}
+    ),
+    "link_maxima_unreadable": lambda: _one(refuses={"nvmlDeviceGetMaxPcieLinkWidth": REFUSED}),
+    "narrow_link_maxima_unreadable": lambda: _one(
+        pcie_load=(4, 8), refuses={"nvmlDeviceGetGpuMaxPcieLinkGeneration": REFUSED}
+    ),
+    "link_unreported_under_load": lambda: _one(
+        refuses={"nvmlDeviceGetCurrPcieLinkGeneration": NVML_ERROR_NOT_SUPPORTED}
+    ),
+    "replay_high": lambda: _one(pcie_replay=250),
+    "replay_unreadable": lambda: _one(refuses={"nvmlDeviceGetPcieReplayCounter": REFUSED}),
+    "throttle_unreadable": lambda: _one(
+        refuses={"nvmlDeviceGetCurrentClocksEventReasons": REFUSED}
+    ),
+    "thermal_short": lambda: _one(thermal_reads=1),
+    "hot_near_slowdown": lambda: _one(temp_c=(40, 84)),
+    "slowdown_unsupported": lambda: _one(slowdown_c=None),
+    "temperature_unreadable": lambda: _one(refuses={"nvmlDeviceGetTemperature": REFUSED}),
+    "persistence_unreadable": lambda: _one(
+        refuses={"nvmlDeviceGetPersistenceMode": NVML_ERROR_NO_PERMISSION}
+    ),
+    "lost_under_load": lambda: _one(xid_after_reads=(1, 79)),
+    "unknown_card": lambda: _one(name="NVIDIA Imaginary X1"),
+    "slow_matmul": lambda: _one(probe={"rates": {"float32": 7.0, "bfloat16": 60.0}}),
+    "slow_copy": lambda: _one(probe={"rates": {"copy": 1000.0}}),
+    "cpu_only_backend_build": lambda: _one(probe={"device_type": "CPU", "cuda_build": False}),
+    "cuda_libraries_missing": lambda: _one(probe={"device_type": "CPU", "cuda_build": True}),
+    "cuda_visible_empty": _one,
+    "cuda_visible_subset": lambda: _fleet(A100, 2),
+    "probe_crashed": lambda: _one(probe={"error": "ImportError: libcudart.so.12: not found"}),
+    "workload_failed": lambda: _one(probe={"workload": "failed"}),
+    "h100_at_reference": lambda: _one(H100),
+    "t4_without_bfloat16": lambda: _one(
+        name="Tesla T4", probe={"rates": {"float32": 7.0, "copy": 250.0}}
+    ),
+    "second_gpu_on_cpu": lambda: _fleet(
+        A100, 2, gpu1={"probe": {"device_type": "CPU", "cuda_build": True}}
+    ),
+    "kernel_xid_unplaced": _one,
+    "h100_below_reference": lambda: _one(H100, probe={"samples_per_s": 40_000.0}),
     "a100x8": lambda: _fleet(A100, 8),
     "x8_gen3_under_load": lambda: _fleet(A100, 8, gpu5={"pcie_load": (3, 8)}),
     "row_remap_pending": lambda: _fleet(A100, 4, gpu2={"remapped_rows": (0, 1, 1, 0)}),
@@ -118,6 +198,15 @@ MACHINES: dict[str, Any] = {
     "lost_at_start": lambda: _fleet(A100, 2, gpu1={"lost": True}),
     "geforce_no_ecc": lambda: _fleet(RTX_4090, 1),
     "thermal_half_load": lambda: _fleet(A100, 2, gpu0={"thermal_reads": 5, "temp_c": (40, 86)}),
+}
+# The kernel log a scenario's verify reads (none otherwise).
+KERNEL_LOG: dict[str, list[str]] = {
+    "kernel_xid_unplaced": ["[  9.1] NVRM: Xid (PCI:0000:99:00): 48, pid=12, name=python, DBE"],
+}
+# The environment verify runs in, where a scenario's differs from an empty one.
+ENVIRON: dict[str, dict[str, str]] = {
+    "cuda_visible_empty": {"CUDA_VISIBLE_DEVICES": ""},
+    "cuda_visible_subset": {"CUDA_VISIBLE_DEVICES": "1"},
 }
 
 
@@ -148,9 +237,12 @@ class FakeNvml:
         self.energy_mj = 1_000_000
         self.shut_down = False
         count = 2 if scenario == "two_gpus" else 1
-        self.gpus = gpus or [
-            FakeGpu(name=name, bus_id=f"00000000:{0x10 + i:02X}:00.0") for i in range(count)
-        ]
+        self.gpus = (
+            gpus
+            if gpus is not None
+            else [FakeGpu(name=name, bus_id=f"00000000:{0x10 + i:02X}:00.0") for i in range(count)]
+        )
+        self.environ: dict[str, str] = {}
         self.pending_xids: list[tuple[int, int]] = []
         self.event_sets = 0
         self.freed_sets = 0
@@ -162,10 +254,13 @@ class FakeNvml:
     def index_of(self, uuid: str) -> int:
         return [self.nvmlDeviceGetUUID(i) for i in range(len(self.gpus))].index(uuid)
 
-    def _gpu(self, handle: int) -> FakeGpu:
+    def _gpu(self, handle: int, call: str = "", argument: int | None = None) -> FakeGpu:
         gpu = self.gpus[handle]
         if gpu.lost:
             raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+        for key in (call, f"{call}:{argument}"):
+            if key in gpu.refuses:
+                raise NVMLError(gpu.refuses[key])
         return gpu
 
     def _unsupported_here(self) -> bool:
@@ -205,7 +300,7 @@ class FakeNvml:
         return self._gpu(handle).capability
 
     def nvmlDeviceGetCurrPcieLinkGeneration(self, handle: int) -> int:
-        gpu = self._gpu(handle)
+        gpu = self._gpu(handle, "nvmlDeviceGetCurrPcieLinkGeneration")
         return (gpu.pcie_load if gpu.loaded else gpu.pcie_idle)[0]
 
     def nvmlDeviceGetCurrPcieLinkWidth(self, handle: int) -> int:
@@ -213,37 +308,37 @@ class FakeNvml:
         return (gpu.pcie_load if gpu.loaded else gpu.pcie_idle)[1]
 
     def nvmlDeviceGetGpuMaxPcieLinkGeneration(self, handle: int) -> int:
-        return self._gpu(handle).pcie_max[0]
+        return self._gpu(handle, "nvmlDeviceGetGpuMaxPcieLinkGeneration").pcie_max[0]
 
     def nvmlDeviceGetMaxPcieLinkGeneration(self, handle: int) -> int:
-        return self._gpu(handle).pcie_max[1]
+        return self._gpu(handle, "nvmlDeviceGetMaxPcieLinkGeneration").pcie_max[1]
 
     def nvmlDeviceGetMaxPcieLinkWidth(self, handle: int) -> int:
-        return self._gpu(handle).pcie_max[2]
+        return self._gpu(handle, "nvmlDeviceGetMaxPcieLinkWidth").pcie_max[2]
 
     def nvmlDeviceGetPcieReplayCounter(self, handle: int) -> int:
-        return self._gpu(handle).pcie_replay
+        return self._gpu(handle, "nvmlDeviceGetPcieReplayCounter").pcie_replay
 
     def nvmlDeviceGetEccMode(self, handle: int) -> list[int]:
-        enabled = self._gpu(handle).ecc_enabled
+        enabled = self._gpu(handle, "nvmlDeviceGetEccMode").ecc_enabled
         if enabled is None:
             raise unsupported()
         return [int(enabled), int(enabled)]
 
     def nvmlDeviceGetTotalEccErrors(self, handle: int, error_type: int, counter: int) -> int:
-        gpu = self._gpu(handle)
+        gpu = self._gpu(handle, "nvmlDeviceGetTotalEccErrors", counter)
         if gpu.ecc_enabled is None:
             raise unsupported()
         return gpu.ecc_uncorrected[counter]
 
     def nvmlDeviceGetRetiredPagesPendingStatus(self, handle: int) -> int:
-        pending = self._gpu(handle).retired_pages_pending
+        pending = self._gpu(handle, "nvmlDeviceGetRetiredPagesPendingStatus").retired_pages_pending
         if pending is None:
             raise unsupported()
         return int(pending)
 
     def nvmlDeviceGetRemappedRows(self, handle: int) -> tuple[int, int, int, int]:
-        rows = self._gpu(handle).remapped_rows
+        rows = self._gpu(handle, "nvmlDeviceGetRemappedRows").remapped_rows
         if rows is None:
             raise unsupported()
         return rows
@@ -260,7 +355,7 @@ class FakeNvml:
         return 700_000
 
     def nvmlDeviceGetPersistenceMode(self, handle: int) -> int:
-        return self._gpu(handle).persistence
+        return self._gpu(handle, "nvmlDeviceGetPersistenceMode").persistence
 
     def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
         total = self._gpu(handle).memory_gib * 2**30
@@ -289,7 +384,7 @@ class FakeNvml:
     def nvmlDeviceGetTemperature(self, handle: int, sensor: int) -> int:
         if self.scenario == "throttling":
             return 88
-        gpu = self._gpu(handle)
+        gpu = self._gpu(handle, "nvmlDeviceGetTemperature")
         return gpu.temp_c[1] if gpu.loaded else gpu.temp_c[0]
 
     def nvmlDeviceGetClockInfo(self, handle: int, clock: int) -> int:
@@ -308,7 +403,7 @@ class FakeNvml:
             return 0x4 | 0x40
         if self.scenario in SCENARIOS:
             return 0x0
-        gpu = self._gpu(handle)
+        gpu = self._gpu(handle, "nvmlDeviceGetCurrentClocksEventReasons")
         if not gpu.loaded:
             return 0x1  # idle
         gpu.loaded_reads += 1
@@ -339,6 +434,8 @@ class FakeNvml:
 
 def machine(scenario: str) -> FakeNvml:
     """The fake NVML of one named machine scenario (see MACHINES)."""
-    if scenario == "mismatch":
-        return FakeNvml("mismatch")
-    return FakeNvml(scenario, gpus=MACHINES[scenario]())
+    if scenario in ("mismatch", "no_driver"):
+        return FakeNvml(scenario)
+    fake = FakeNvml(scenario, gpus=MACHINES[scenario]())
+    fake.environ = ENVIRON.get(scenario, {})
+    return fake

@@ -82,7 +82,7 @@ def test_list_prints_every_definition(capsys: pytest.CaptureFixture[str]) -> Non
         (["run", "imdb", "--region", "us-west-2"], "--region prices --instance-type"),
         (
             ["run", "imdb", "--instance-type", "g5.xlarge", "--region", "Virginia"],
-            "--region 'Virginia' is not an AWS region name, e.g. us-east-1",
+            "--region 'Virginia' is not an EC2 region (botocore knows",
         ),
         (
             ["run", "imdb", "--synthetic", "--cache-dir", "/proc/nope"],

@@ -53,9 +53,9 @@ def test_markdown_has_the_sections_and_the_numbers(report: Path) -> None:
     gpu = recorded("fixture-gpu-a")["summary"]["reuters"]
     median = gpu["steady_samples_per_s"]
     assert f"{median['median']:.0f} [{median['min']:.0f}-{median['max']:.0f}]" in text
-    assert "fixture-a · NVIDIA A10G (fake NVML)" in text
+    assert "fixture-a · NVIDIA A10G (fake NVML) · m-" in text
     assert "repeat 0: incomplete" in text, "the interrupted run is listed, not averaged"
-    assert "fixture-b · CPU: fixture: no NVIDIA GPU on this host" in text
+    assert "fixture-b · CPU · m-" in text and ": fixture: no NVIDIA GPU on this host" in text
     images = [line for line in text.splitlines() if line.startswith("![")]
     assert len(images) >= 5
     for line in images:
@@ -177,8 +177,8 @@ def test_compare_prints_known_ratios(tmp_path: Path) -> None:
     done = dlbench("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
     assert done.returncode == 0, done.stderr
     lines = {line.split("  ")[1].strip(): line for line in done.stdout.splitlines()[2:]}
-    assert " 0.500 " in lines["samples/s"] and "beyond noise" in lines["samples/s"]
-    assert " 2.000 " in lines["steady epoch s"]
+    assert " 0.500 " in lines["train samples/s"] and "beyond noise" in lines["train samples/s"]
+    assert " 2.000 " in lines["epoch s (train + validation)"]
     assert " 1.000 " in lines["test accuracy"] and "within noise" in lines["test accuracy"]
 
 
@@ -240,30 +240,32 @@ def test_report_keeps_runs_of_different_settings_apart(tmp_path: Path) -> None:
     assert setups == [(2, f"reuters.npz {sha}", 2), (2, "synthetic", 2), (3, "synthetic", 2)]
     rows = {(row[3], row[4]): row for row in render.summary_rows(found)}
     assert set(rows) == {
-        ("reuters", f"2 epochs, batch 512, seed 0+i, reuters.npz {sha}"),
-        ("reuters (synthetic)", "2 epochs, batch 512, seed 0+i, synthetic"),
-        ("reuters (synthetic)", "3 epochs, batch 512, seed 0+i, synthetic"),
+        ("reuters", f"2 epochs, batch 512, reuters.npz {sha}, target 0.8, seeds 0, 1"),
+        ("reuters (synthetic)", "2 epochs, batch 512, synthetic, target 0.8, seeds 0, 1"),
+        ("reuters (synthetic)", "3 epochs, batch 512, synthetic, target 0.8, seeds 0, 1"),
     }
-    real = rows[("reuters", f"2 epochs, batch 512, seed 0+i, reuters.npz {sha}")]
+    real = rows[("reuters", f"2 epochs, batch 512, reuters.npz {sha}, target 0.8, seeds 0, 1")]
     assert real[5] == "2/2" and real[10] != "n/a", "the real runs keep their test accuracy"
 
 
-def test_report_separates_seeds_and_batch_sizes(tmp_path: Path) -> None:
+def test_report_pools_seeds_and_separates_batch_sizes(tmp_path: Path) -> None:
+    """Runs of other seeds are the spread of one setting; another batch size is another row."""
     from bench.report import model
 
     base = recorded("fixture-cpu-b")
     other_seed = copy.deepcopy(base)
     other_seed["settings"]["seed"] = 7
+    for run in other_seed["runs"]:
+        run["definition"]["seed"] += 7
     other_batch = copy.deepcopy(base)
     for run in other_batch["runs"]:
         run["definition"]["batch_size"] = 128
     for name, document in (("a", base), ("b", other_seed), ("c", other_batch)):
         (tmp_path / f"{name}.json").write_text(json.dumps(document))
     found = model.groups(model.collect([tmp_path]))
-    assert sorted((g.setup.seed, g.setup.batch_size) for g in found) == [
-        (0, 128),
-        (0, 512),
-        (7, 512),
+    assert sorted((g.setup.batch_size, len(g.runs), model.seeds_of(g.runs)) for g in found) == [
+        (128, 2, "0, 1"),
+        (512, 4, "0, 1, 7, 8"),
     ]
 
 
@@ -274,7 +276,7 @@ def test_compare_names_differing_settings_on_every_row(tmp_path: Path) -> None:
     done = dlbench("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
     assert done.returncode == 0, done.stderr
     rows = done.stdout.splitlines()[2:]
-    assert rows and all("settings differ: epochs 4 vs 2" in row for row in rows)
+    assert rows and all("differ: epochs 4 vs 2" in row for row in rows)
 
 
 def test_compare_refuses_a_side_that_mixes_settings(tmp_path: Path) -> None:
@@ -285,4 +287,5 @@ def test_compare_refuses_a_side_that_mixes_settings(tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text(json.dumps(base))
     done = dlbench("compare", str(tmp_path / "a"), str(tmp_path / "b.json"))
     assert done.returncode == 2
-    assert "mixes settings for reuters" in done.stderr and "synthetic" in done.stderr
+    assert "mixes machines, backends or settings for reuters" in done.stderr
+    assert "synthetic" in done.stderr

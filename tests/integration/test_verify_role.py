@@ -78,3 +78,20 @@ def test_a_fail_verdict_fails_the_host_with_its_failing_lines(tmp_path: Path) ->
     assert "per GPU: gpu0 PASS, gpu1 FAIL" in failed
     assert "PASS  gpu0" not in failed
     assert "Run a short benchmark" not in done.stdout
+
+
+def test_an_internal_error_fails_the_host_as_a_tool_failure_not_a_verdict(tmp_path: Path) -> None:
+    venv = stand_in_venv(tmp_path, "", 70)
+    crash = (
+        "Traceback (most recent call last):\nRuntimeError: boom\n"
+        "dlbench: internal error in `dlbench verify` (a bug in dlstation, exit 70): the "
+        "traceback is above; please report it"
+    )
+    (venv / "bin" / "dlbench").write_text(f"#!/bin/sh\necho '{crash}' >&2\nexit 70\n")
+    done = play(tmp_path, venv)
+    assert done.returncode != 0
+    failed = done.stdout[done.stdout.index("TASK [verify : Check that dlbench verify reached") :]
+    assert "dlbench verify crashed (exit 70, internal error: a bug in dlstation" in failed
+    assert "not a verdict on this machine" in failed and "RuntimeError: boom" in failed
+    assert "dlbench verify says FAIL" not in done.stdout
+    assert "Run a short benchmark" not in done.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ class NanWorker:
         self.log = log
 
     def events(self) -> Iterator[dict[str, Any]]:
-        yield {"event": "started", "clock_s": 0.0}
+        # The worker's start on the clock both processes share, as a real worker reports it.
+        yield {"event": "started", "clock_s": time.perf_counter()}
         for epoch, loss in ((1, 0.5), (2, math.nan), (3, 0.4)):
             yield {
                 "event": "epoch",

@@ -37,7 +37,7 @@ def test_a_corrupt_data_file_is_named_with_the_fix(real_data_dir: Path, tmp_path
     folder.mkdir()
     shutil.copy(real_data_dir / "imdb.npz", folder / "imdb.npz")
     (folder / "reuters.npz").write_bytes(b"not keras's file")
-    with pytest.raises(data.DataError, match=r"reuters\.npz is corrupt .* replace it"):
+    with pytest.raises(api.UsageError, match=r"reuters\.npz is corrupt .* replace it"):
         api.keras_home(str(folder), str(tmp_path / "cache"))
 
 
@@ -58,7 +58,7 @@ def test_use_data_dir_after_import_keras_says_to_restart(
 ) -> None:
     monkeypatch.setitem(sys.modules, "keras", object())
     monkeypatch.setenv(api.KERAS_HOME_ENV, str(tmp_path / "elsewhere"))
-    with pytest.raises(data.DataError, match="restart the kernel"):
+    with pytest.raises(api.UsageError, match="restart the kernel"):
         api.use_data_dir(str(real_data_dir), str(tmp_path / "cache"))
 
 

@@ -14,7 +14,7 @@ from bench.machine import imds, nvml, verify, verify_measure
 from bench.machine.verify import FAIL, PASS, WARN
 from bench.machine.verify_measure import Options, Seams
 from tests.fakes.imds import ImdsServer
-from tests.fakes.nvml import FakeNvml, machine
+from tests.fakes.nvml import KERNEL_LOG, MACHINES, FakeNvml, machine
 
 # Probe figures of a healthy A100-SXM4-80GB (datasheet: 19.5 fp32, 312 bf16, 2039 GB/s).
 A100_PROBE = {"float32": 18.9, "bfloat16": 231.0, "copy": 1712.0}
@@ -32,7 +32,11 @@ class FakeClock:
 
 
 class FakeProcess:
-    """A probe or training process that 'runs' for `polls` polls, its GPU loaded meanwhile."""
+    """A probe or training process that 'runs' for `polls` polls, its GPU loaded meanwhile.
+
+    What it reports follows its GPU's `probe` (the scenario's software side); unpinned, it
+    computes on the CPU.
+    """
 
     def __init__(
         self,
@@ -44,17 +48,29 @@ class FakeProcess:
     ) -> None:
         self.argv, self.env, self.fake, self.left = argv, env, fake, polls
         self.uuid = env.get("CUDA_VISIBLE_DEVICES")
-        self.rates = rates
+        self.software = fake.gpus[fake.index_of(self.uuid)].probe if self.uuid else {}
+        self.rates = {**rates, **self.software.get("rates", {})}
+        self.code = 1 if "error" in self.software else 0
         if self.uuid:
             fake.set_loaded(self.uuid, True)
         if "--output" in argv:
-            record = {
+            record: dict[str, object] = {
                 "status": "complete",
-                "throughput": {"steady_samples_per_s": 80_000.0},
-                "backend": {"device_name": "NVIDIA A100-SXM4-80GB"},
+                "throughput": {"steady_samples_per_s": self.software.get("samples_per_s", 80e3)},
+                "backend": {"device_name": self.device_name},
                 "timing": {"end_to_end_s": 6.5},
             }
+            if self.software.get("workload") == "failed":
+                record = {"status": "failed", "error": {"message": "CUDA_ERROR_OUT_OF_MEMORY"}}
             Path(argv[argv.index("--output") + 1]).write_text(json.dumps({"runs": [record]}))
+
+    @property
+    def device_type(self) -> str:
+        return str(self.software.get("device_type", "GPU" if self.uuid else "CPU"))
+
+    @property
+    def device_name(self) -> str:
+        return "NVIDIA A100-SXM4-80GB" if self.device_type == "GPU" else "CPU"
 
     def poll(self) -> int | None:
         self.left -= 1
@@ -62,16 +78,19 @@ class FakeProcess:
             return None
         if self.uuid:
             self.fake.set_loaded(self.uuid, False)
-        return 0
+        return self.code
 
     def kill(self) -> None:
         self.left = 0
 
     def output(self) -> str:
+        if "error" in self.software:
+            return json.dumps({"backend": "jax", "error": self.software["error"]}) + "\n"
         probe = {
             "backend": "jax",
-            "device_type": "GPU",
-            "device_name": "NVIDIA A100-SXM4-80GB",
+            "device_type": self.device_type,
+            "device_name": self.device_name,
+            "cuda_build": self.software.get("cuda_build", True),
             "matmul": {
                 "float32": {"n": 8192, "tflops": self.rates["float32"]},
                 "bfloat16": {"n": 8192, "tflops": self.rates["bfloat16"]},
@@ -88,7 +107,7 @@ class FakeMachine:
     def __init__(
         self,
         scenario: str,
-        kernel_log: list[str] | str = (),  # type: ignore[assignment]
+        kernel_log: list[str] | str | None = None,
         slow: dict[str, float] | None = None,
         polls: int = 10,
     ) -> None:
@@ -97,15 +116,20 @@ class FakeMachine:
         self.started: list[tuple[float, str, str | None]] = []
         self.slow = slow or {}
         self.polls = polls
+        log = KERNEL_LOG.get(scenario, []) if kernel_log is None else kernel_log
         self.seams = Seams(
             open_nvml=lambda: nvml.open_nvml(lambda: self.fake),
             start=self.start,
-            kernel_log=lambda: kernel_log if isinstance(kernel_log, str) else list(kernel_log),
+            kernel_log=lambda: log if isinstance(log, str) else list(log),
             imds_lookup=lambda: "not on EC2",
             on_ec2=lambda: False,
+            environ=self.environ,
             clock=self.clock,
             sleep=self.clock.sleep,
         )
+
+    def environ(self, name: str) -> str | None:
+        return self.fake.environ.get(name)
 
     def start(self, argv: list[str], env: dict[str, str], log: Path) -> FakeProcess:
         step = "workload" if "--output" in argv else "probe"
@@ -115,7 +139,8 @@ class FakeMachine:
         return FakeProcess(argv, env, self.fake, self.polls, rates)
 
     def verify(self, **options: object) -> tuple[str, str, list[verify.Check]]:
-        seen = verify_measure.measure(Options(backend="jax", **options), self.seams, say=str)  # type: ignore[arg-type]
+        options.setdefault("backend", "jax")
+        seen = verify_measure.measure(Options(**options), self.seams, say=str)  # type: ignore[arg-type]
         checks = verify.judge(seen)
         final = verify.verdict(checks)
         self.seen = seen
@@ -130,6 +155,35 @@ def test_eight_healthy_a100s_pass_with_a_line_per_gpu_and_check() -> None:
     final, text, checks = FakeMachine("a100x8").verify(expect_gpus=8)
     assert final == PASS, text
     lines = text.splitlines()
+    assert line(PASS, "machine", "nvml", "NVML answers: driver 580.95.05, CUDA 13.0") in lines
+    assert (
+        line(
+            PASS,
+            "gpu3",
+            "workload",
+            "the text's reuters model trains on NVIDIA A100-SXM4-80GB: 80,000 samples/s "
+            "(synthetic data, fit)",
+        )
+        in lines
+    )
+    assert (
+        line(
+            "INFO",
+            "gpu3",
+            "reference",
+            "no reference results for NVIDIA A100-SXM4-80GB with jax in bench/reference/",
+        )
+        in lines
+    )
+    assert (
+        line(
+            PASS,
+            "gpu3",
+            "xid",
+            "none (NVML events during the verify and the kernel log since boot)",
+        )
+        in lines
+    )
     assert (
         line(
             PASS,
@@ -256,6 +310,7 @@ def test_xid_79_arriving_mid_verify_fails_and_says_what_it_means() -> None:
     xid = next(t for t in lines if " gpu1 " in t and " xid " in t)
     assert xid.startswith(line(FAIL, "gpu1", "xid", "Xid 79 at "))
     assert xid.endswith("s into the verify (NVML event): GPU has fallen off the bus")
+    assert lines[lines.index(xid) + 1].endswith(f"what to do: {verify.REPLACE_FIX}")
     assert (
         line(FAIL, "gpu1", "nvml", "the GPU stopped answering NVML under load: GPU is lost")
         in lines
@@ -295,7 +350,12 @@ def test_geforce_without_ecc_says_not_supported_and_passes() -> None:
     final, text, _ = FakeMachine("geforce_no_ecc").verify(level="quick", expect_gpus=1)
     lines = text.splitlines()
     assert (
-        line("INFO", "gpu0", "ecc", "not supported by NVIDIA GeForce RTX 4090: nothing to check")
+        line(
+            "INFO",
+            "gpu0",
+            "ecc",
+            "ECC mode not supported by NVIDIA GeForce RTX 4090: nothing to check",
+        )
         in lines
     )
     assert (
@@ -361,6 +421,8 @@ def test_a_markedly_slower_sibling_is_named() -> None:
         )
         in text.splitlines()
     )
+    assert "what to do: slower than its siblings: check its clocks" in text
+    assert text.count("what to do: slower than its siblings") == 1
 
 
 def test_kernel_log_xids_land_on_their_gpu_and_unreadable_logs_are_said() -> None:
@@ -376,6 +438,7 @@ def test_kernel_log_xids_land_on_their_gpu_and_unreadable_logs_are_said() -> Non
         )
         in text.splitlines()
     )
+    assert "what to do: reset the GPU when idle (sudo nvidia-smi -r -i 1) or reboot" in text
     _, text, _ = FakeMachine("a100x8", kernel_log="dmesg: Operation not permitted").verify(
         level="quick"
     )
@@ -436,10 +499,6 @@ def test_datasheet_matches_the_names_nvml_reports(name: str, model: str) -> None
     assert found is not None and found["model"] == model
 
 
-def test_exit_codes_follow_the_verdict() -> None:
-    assert verify.EXIT_CODES == {PASS: 0, FAIL: 1, WARN: 3}
-
-
 def test_report_shows_a_per_gpu_table_for_verify_results(tmp_path: Path) -> None:
     from bench import cli
 
@@ -490,3 +549,641 @@ def test_no_xid_source_at_all_is_said_not_passed_silently() -> None:
         in text.splitlines()
     )
     assert box.fake.freed_sets == 1
+
+
+# Every judging branch, each on a named scenario of tests/fakes/nvml.py: the options, the exact
+# line(s) the branch prints (with "what to do" where it advises) and the verdict it leads to.
+QUICK: dict[str, object] = {"level": "quick", "expect_gpus": 1}
+FULL: dict[str, object] = {"expect_gpus": 1}
+A100 = "NVIDIA A100-SXM4-80GB"
+NOT_COUNTED = "not counted: no NVIDIA driver answers (NVML did not start);"
+BRANCHES: dict[str, tuple[dict[str, object], list[tuple[str, str, str, str]], str]] = {
+    "no_driver": (
+        QUICK,
+        [
+            (
+                FAIL,
+                "machine",
+                "nvml",
+                "no NVIDIA GPU usable: NVML did not start: NVML Shared "
+                "Library Not Found; no NVIDIA driver is installed here (libnvidia-ml.so not found)",
+            ),
+            (
+                "",
+                "",
+                "",
+                "what to do: install the NVIDIA driver (ansible-playbook setup.yml) and reboot",
+            ),
+            (WARN, "machine", "gpu count", f"{NOT_COUNTED} 1 expected (--expect-gpus 1)"),
+            (
+                "",
+                "",
+                "",
+                "what to do: install the NVIDIA driver (ansible-playbook setup.yml) and "
+                "reboot, then verify again",
+            ),
+        ],
+        FAIL,
+    ),
+    "no_gpu_found": (
+        QUICK,
+        [
+            ("INFO", "machine", "nvml", "NVML answers: NVML found no NVIDIA GPU"),
+            (
+                FAIL,
+                "machine",
+                "gpu count",
+                "0 of 1 expected GPUs (--expect-gpus 1): 1 missing; NVML sees none",
+            ),
+        ],
+        FAIL,
+    ),
+    "ecc_off": (
+        QUICK,
+        [
+            (WARN, "gpu0", "ecc", "ECC is off: memory errors go undetected"),
+            ("", "", "", "what to do: sudo nvidia-smi -e 1, then reboot"),
+        ],
+        WARN,
+    ),
+    "ecc_lifetime_only": (
+        QUICK,
+        [
+            (
+                WARN,
+                "gpu0",
+                "ecc",
+                "no uncorrected ECC error since the driver loaded, 3 in the card's lifetime",
+            )
+        ],
+        WARN,
+    ),
+    "ecc_mode_unreadable": (
+        QUICK,
+        [(WARN, "gpu0", "ecc", "ECC mode could not be read: Insufficient Permissions")],
+        WARN,
+    ),
+    "ecc_counters_unreadable": (
+        QUICK,
+        [
+            (
+                WARN,
+                "gpu0",
+                "ecc",
+                "ECC on; uncorrected error counters not read (since the driver "
+                "loaded: Unknown Error; lifetime: Unknown Error)",
+            ),
+            ("", "", "", "what to do: nvidia-smi -q -d ECC"),
+        ],
+        WARN,
+    ),
+    "ecc_lifetime_unreadable": (
+        QUICK,
+        [
+            (
+                WARN,
+                "gpu0",
+                "ecc",
+                "ECC on, 0 since the driver loaded; uncorrected error counters "
+                "not read (lifetime: Unknown Error)",
+            )
+        ],
+        WARN,
+    ),
+    "ecc_errors_lifetime_unreadable": (
+        QUICK,
+        [
+            (
+                FAIL,
+                "gpu0",
+                "ecc",
+                "4 uncorrected ECC error(s) since the driver loaded (the lifetime count not read)",
+            )
+        ],
+        FAIL,
+    ),
+    "retired_pages_pending": (
+        QUICK,
+        [(FAIL, "gpu0", "retired pages", "a page retirement is pending")],
+        FAIL,
+    ),
+    "retired_pages_unreadable": (
+        QUICK,
+        [(WARN, "gpu0", "retired pages", "could not be read: Unknown Error")],
+        WARN,
+    ),
+    "row_remap_unreadable": (
+        QUICK,
+        [(WARN, "gpu0", "row remap", "could not be read: Unknown Error")],
+        WARN,
+    ),
+    "persistence_unreadable": (
+        QUICK,
+        [
+            (
+                WARN,
+                "gpu0",
+                "persistence",
+                "persistence mode could not be read: Insufficient Permissions",
+            )
+        ],
+        WARN,
+    ),
+    "cuda_visible_empty": (
+        QUICK,
+        [
+            (
+                FAIL,
+                "machine",
+                "cuda visible",
+                "CUDA_VISIBLE_DEVICES='' hides every GPU: runs "
+                "started from this shell compute on the CPU",
+            ),
+            (
+                "",
+                "",
+                "",
+                "what to do: unset CUDA_VISIBLE_DEVICES (or set it to the GPUs to use, "
+                "e.g. CUDA_VISIBLE_DEVICES=0), also in ~/.bashrc and the Jupyter kernel's "
+                "environment",
+            ),
+        ],
+        FAIL,
+    ),
+    "cuda_visible_subset": (
+        {"level": "quick", "expect_gpus": 2},
+        [
+            (
+                "INFO",
+                "machine",
+                "cuda visible",
+                "CUDA_VISIBLE_DEVICES='1': runs see only those GPUs (verify checks all)",
+            )
+        ],
+        PASS,
+    ),
+    "kernel_xid_unplaced": (
+        QUICK,
+        [
+            (
+                FAIL,
+                "machine",
+                "xid",
+                "Xid 48 in the kernel log since boot (0000:99:00): double-bit ECC error",
+            )
+        ],
+        FAIL,
+    ),
+    "slot_limits_link": (
+        FULL,
+        [
+            (
+                WARN,
+                "gpu0",
+                "pcie link",
+                "x16 Gen 4 under load: the slot limits it (the GPU can do Gen 5)",
+            ),
+            ("", "", "", "what to do: move the card to a slot of its generation"),
+        ],
+        WARN,
+    ),
+    "link_maxima_unsupported": (
+        FULL,
+        [
+            (
+                "INFO",
+                "gpu0",
+                "pcie link",
+                "x16 Gen 4 under load; what the GPU and slot can do was "
+                "not read (GPU max gen: not supported)",
+            )
+        ],
+        PASS,
+    ),
+    "link_maxima_unreadable": (
+        FULL,
+        [
+            (
+                WARN,
+                "gpu0",
+                "pcie link",
+                "x16 Gen 4 under load; what the GPU and slot can do was "
+                "not read (max width: Unknown Error)",
+            )
+        ],
+        WARN,
+    ),
+    "narrow_link_maxima_unreadable": (
+        FULL,
+        [(FAIL, "gpu0", "pcie link", "x8 Gen 4 under load; this GPU and slot can do x16 Gen 4")],
+        FAIL,
+    ),
+    "link_unreported_under_load": (
+        FULL,
+        [("INFO", "gpu0", "pcie link", "link generation and width not reported under load")],
+        PASS,
+    ),
+    "replay_high": (
+        FULL,
+        [
+            (WARN, "gpu0", "pcie replay", "250 replays since boot (WARN above 100)"),
+            ("", "", "", "what to do: a marginal link: reseat the card, check the riser"),
+        ],
+        WARN,
+    ),
+    "replay_unreadable": (
+        FULL,
+        [(WARN, "gpu0", "pcie replay", "the PCIe replay counter could not be read: Unknown Error")],
+        WARN,
+    ),
+    "throttle_unreadable": (
+        FULL,
+        [(WARN, "gpu0", "throttle", "clock event reasons not reported in 20 readings under load")],
+        WARN,
+    ),
+    "thermal_short": (
+        FULL,
+        [
+            (
+                WARN,
+                "gpu0",
+                "throttle",
+                "hw_thermal_slowdown held 5% of the load (1 of 20 readings, "
+                "about 0.1 s of 2.0 s) (harmless: sw_power_cap 100%); SM clock mean 1931 MHz, max "
+                "1980 MHz (FAIL from 20%)",
+            )
+        ],
+        WARN,
+    ),
+    "hot_near_slowdown": (
+        FULL,
+        [
+            (
+                WARN,
+                "gpu0",
+                "temperature",
+                "84 C under load, 3 C from the slowdown threshold (87 C; WARN within 5 C)",
+            )
+        ],
+        WARN,
+    ),
+    "slowdown_unsupported": (
+        FULL,
+        [
+            (
+                "INFO",
+                "gpu0",
+                "temperature",
+                "66 C under load; slowdown threshold not read: not supported",
+            )
+        ],
+        PASS,
+    ),
+    "temperature_unreadable": (
+        FULL,
+        [("INFO", "gpu0", "temperature", "not reported under load")],
+        PASS,
+    ),
+    "lost_under_load": (
+        FULL,
+        [
+            (FAIL, "gpu0", "nvml", "the GPU stopped answering NVML under load: GPU is lost"),
+            (WARN, "gpu0", "load", "no NVML readings were taken under load"),
+        ],
+        FAIL,
+    ),
+    "unknown_card": (
+        FULL,
+        [
+            (
+                WARN,
+                "gpu0",
+                "throughput",
+                "NVIDIA Imaginary X1 is not in bench/facts/gpus.json; "
+                "measured float32 18.9 TFLOP/s, bfloat16 231.0 TFLOP/s, copy 1712 GB/s",
+            )
+        ],
+        WARN,
+    ),
+    "slow_matmul": (
+        FULL,
+        [
+            (
+                WARN,
+                "gpu0",
+                "matmul float32",
+                "7.0 TFLOP/s = 36% of the A100 80GB SXM datasheet (19.5), n=8192",
+            ),
+            (
+                "",
+                "",
+                "",
+                "what to do: check clocks, power limit and throttling; nvidia-smi -q -d "
+                "PERFORMANCE",
+            ),
+            (
+                FAIL,
+                "gpu0",
+                "matmul bfloat16",
+                "60.0 TFLOP/s = 19% of the A100 80GB SXM datasheet (312), n=8192",
+            ),
+        ],
+        FAIL,
+    ),
+    "t4_without_bfloat16": (
+        FULL,
+        [
+            (PASS, "gpu0", "matmul float32", "7.0 TFLOP/s = 86% of the T4 datasheet (8.1), n=8192"),
+            (PASS, "gpu0", "memory copy", "250 GB/s = 78% of the T4 datasheet (320 GB/s)"),
+        ],
+        PASS,
+    ),
+    "second_gpu_on_cpu": (
+        {"expect_gpus": 2},
+        [
+            (
+                FAIL,
+                "gpu1",
+                "backend",
+                f"jax computed on the CPU although {A100} is present: JAX has a CUDA plugin but "
+                "found no usable GPU: CUDA libraries missing or too old for the driver",
+            )
+        ],
+        FAIL,
+    ),
+    "slow_copy": (
+        FULL,
+        [
+            (
+                WARN,
+                "gpu0",
+                "memory copy",
+                "1000 GB/s = 49% of the A100 80GB SXM datasheet (2039 GB/s)",
+            ),
+            ("", "", "", "what to do: another process may share the GPU: nvidia-smi"),
+        ],
+        WARN,
+    ),
+    "cpu_only_backend_build": (
+        FULL,
+        [
+            (
+                FAIL,
+                "gpu0",
+                "backend",
+                f"jax computed on the CPU although {A100} is present: the "
+                "installed JAX is the CPU build (no CUDA plugin)",
+            ),
+            (
+                "",
+                "",
+                "",
+                "what to do: pip install -U 'jax[cuda12]' (or jax[cuda13] with a CUDA 13 "
+                "driver), then check python -c 'import jax; print(jax.devices())'",
+            ),
+        ],
+        FAIL,
+    ),
+    "cuda_libraries_missing": (
+        FULL,
+        [
+            (
+                FAIL,
+                "gpu0",
+                "backend",
+                f"jax computed on the CPU although {A100} is present: JAX "
+                "has a CUDA plugin but found no usable GPU: CUDA libraries missing or too old for "
+                "the driver",
+            )
+        ],
+        FAIL,
+    ),
+    "probe_crashed": (
+        FULL,
+        [
+            (FAIL, "gpu0", "backend", "jax could not run: ImportError: libcudart.so.12: not found"),
+            ("", "", "", "what to do: check the jax install: python -m bench.machine.probe"),
+        ],
+        FAIL,
+    ),
+    "workload_failed": (
+        FULL,
+        [
+            (
+                FAIL,
+                "gpu0",
+                "workload",
+                "the text's reuters model did not train: CUDA_ERROR_OUT_OF_MEMORY",
+            )
+        ],
+        FAIL,
+    ),
+    "h100_at_reference": (
+        FULL,
+        [
+            (
+                PASS,
+                "gpu0",
+                "reference",
+                "103% of this project's reference for NVIDIA H100 80GB "
+                "HBM3 (77,506 samples/s, h100-80gb-hbm3-jax-reuters-fit.json)",
+            )
+        ],
+        PASS,
+    ),
+    "h100_below_reference": (
+        FULL,
+        [
+            (
+                WARN,
+                "gpu0",
+                "reference",
+                "52% of this project's reference for NVIDIA H100 80GB "
+                "HBM3 (77,506 samples/s, h100-80gb-hbm3-jax-reuters-fit.json)",
+            ),
+            ("", "", "", "what to do: compare `dlbench report` of both results"),
+        ],
+        WARN,
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(BRANCHES))
+def test_each_judging_branch_prints_its_line_and_verdict(scenario: str) -> None:
+    options, expected, final = BRANCHES[scenario]
+    got, text, _ = FakeMachine(scenario).verify(**options)
+    lines = text.splitlines()
+    for status, scope, check, detail in expected:
+        assert line(status, scope, check, detail) in lines, "\n".join(lines)
+    assert got == final, text
+    assert lines[-1] == f"verdict: {final}"
+
+
+def test_every_machine_scenario_is_asserted_somewhere() -> None:
+    here = Path(__file__).read_text()
+    unasserted = [name for name in MACHINES if f'"{name}"' not in here]
+    assert unasserted == []
+
+
+def test_the_tensorflow_cpu_build_is_named_with_its_cuda_install() -> None:
+    _, text, _ = FakeMachine("cpu_only_backend_build").verify(backend="tensorflow", **FULL)
+    lines = text.splitlines()
+    assert (
+        line(
+            FAIL,
+            "gpu0",
+            "backend",
+            f"tensorflow computed on the CPU although {A100} is "
+            "present: the installed TensorFlow is a CPU-only build (tensorflow-cpu, or a "
+            "wheel without CUDA)",
+        )
+        in lines
+    )
+    assert "what to do: pip install 'tensorflow[and-cuda]' (make: TF_EXTRA=tensorflow-cuda)" in text
+
+
+def test_no_driver_with_an_expected_gpu_never_advises_a_new_card() -> None:
+    _, text, _ = FakeMachine("no_driver").verify(level="quick", expect_gpus=1)
+    assert "reseat" not in text and "replac" not in text
+
+
+@pytest.mark.parametrize(
+    ("scenario", "never"),
+    [
+        ("ecc_counters_unreadable", "0 uncorrected"),
+        ("replay_unreadable", "replays since boot"),
+        ("retired_pages_unreadable", "no page retirement pending"),
+        ("throttle_unreadable", "no thermal, power-brake or hardware slowdown"),
+        ("link_maxima_unreadable", "the maximum of GPU and slot"),
+        ("persistence_unreadable", "persistence mode on"),
+    ],
+)
+def test_no_line_prints_a_value_that_was_not_read(scenario: str, never: str) -> None:
+    """A counter that errors is never printed as a number, nor judged PASS or FAIL."""
+    _, text, checks = FakeMachine(scenario).verify(**FULL)
+    assert never not in text
+    not_read = [c for c in checks if c.state == verify.UNREAD]
+    assert not_read and all(c.status in (WARN, "INFO") and c.value is None for c in not_read)
+
+
+def test_an_unread_signal_cannot_be_made_a_pass() -> None:
+    with pytest.raises(ValueError, match="not read"):
+        verify.Check("ecc", PASS, "x", state=verify.UNREAD)
+    with pytest.raises(ValueError, match="not read"):
+        verify.Check("ecc", FAIL, "x", state=verify.UNREAD)
+
+
+def test_json_records_each_signals_state_and_the_counts() -> None:
+    box = FakeMachine("ecc_counters_unreadable")
+    final, text, checks = box.verify(**QUICK)
+    document = verify.as_document(checks, final, box.seen, "host-a")
+    ecc = next(c for c in document["gpus"][0]["checks"] if c["name"] == "ecc")
+    assert ecc["state"] == "unread" and ecc["status"] == WARN and ecc["value"] is None
+    count = next(c for c in document["machine"] if c["name"] == "gpu count")
+    assert count["state"] == "read" and count["value"] == {"found": 1, "expected": 1}
+    assert document["signals"] == {
+        "read": sum(c.state == "read" for c in checks),
+        "unread": sum(c.state == "unread" for c in checks),
+    }
+    assert document["signals"]["unread"] >= 1
+    assert f"signals: {document['signals']['read']} read, 1 could not be read" in text
+
+
+def test_without_an_expected_count_missing_nvml_and_the_count_are_information() -> None:
+    final, text, _ = FakeMachine("no_driver").verify(level="quick")
+    lines = text.splitlines()
+    assert (
+        line(
+            "INFO", "machine", "gpu count", f"{NOT_COUNTED} no expected count: pass --expect-gpus N"
+        )
+        in lines
+    )
+    assert lines[1].startswith(line("INFO", "machine", "nvml", "no NVIDIA GPU usable: NVML"))
+    assert final == PASS
+    final, text, _ = FakeMachine("ecc_off").verify(level="quick")
+    assert (
+        line(
+            "INFO",
+            "machine",
+            "gpu count",
+            f"1 GPU(s): 1x {A100}; no expected count: pass --expect-gpus N",
+        )
+        in text.splitlines()
+    )
+    assert (
+        line(
+            PASS,
+            "machine",
+            "cuda visible",
+            "CUDA_VISIBLE_DEVICES is not set: runs see all 1 GPU(s)",
+        )
+        in text.splitlines()
+    )
+    assert (
+        line(
+            PASS,
+            "gpu0",
+            "xid",
+            "none (NVML events during the verify and the kernel log since boot)",
+        )
+        in text.splitlines()
+    )
+
+
+def test_no_bfloat16_line_where_the_datasheet_has_none() -> None:
+    _, _, checks = FakeMachine("t4_without_bfloat16").verify(**FULL)
+    assert "matmul bfloat16" not in {c.name for c in checks}
+
+
+@pytest.mark.parametrize("scenario", ["second_gpu_on_cpu", "h100_at_reference"])
+def test_siblings_compare_only_gpus_of_one_model_that_computed_on_a_gpu(scenario: str) -> None:
+    _, _, checks = FakeMachine(scenario).verify(expect_gpus=len(MACHINES[scenario]()))
+    assert "siblings" not in {c.name for c in checks}
+
+
+def test_without_a_gpu_the_cpu_path_is_probed_and_said() -> None:
+    final, text, _ = FakeMachine("no_driver").verify()
+    lines = text.splitlines()
+    assert line(PASS, "host", "backend", "jax computes on CPU") in lines
+    assert (
+        line(
+            "INFO",
+            "host",
+            "throughput",
+            "CPU: matmul float32 18900.0 GFLOP/s, bfloat16 231000.0 GFLOP/s, copy 1712.0 GB/s "
+            "(no datasheet for CPUs)",
+        )
+        in lines
+    )
+    assert (
+        line(
+            PASS,
+            "host",
+            "workload",
+            "the text's reuters model trains on CPU: 80,000 samples/s (synthetic data, fit)",
+        )
+        in lines
+    )
+    assert final == PASS
+
+
+def test_a_gpu_never_probed_gets_no_backend_line() -> None:
+    seen = verify.Observations("jax", "full", {}, None)
+    assert verify.host_checks(seen, verify.GpuSeen("gpu0", {"name": A100})) == []
+
+
+def test_a_counter_verify_never_asked_for_is_said_not_read() -> None:
+    gpu = verify.GpuSeen("gpu0", {"name": A100}, health={})
+    check = verify.reading_line(gpu, "pcie_replay", "pcie replay")
+    assert check is not None
+    assert (check.status, check.state, check.detail) == (
+        WARN,
+        verify.UNREAD,
+        "could not be read: not read",
+    )
+
+
+def test_rates_measured_on_the_cpu_are_not_held_against_the_gpus_datasheet() -> None:
+    _, _, checks = FakeMachine("cpu_only_backend_build").verify(**FULL)
+    names = {c.name for c in checks if c.scope == "gpu0"}
+    assert "throughput" in names and not names & {"matmul float32", "memory copy"}

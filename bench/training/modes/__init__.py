@@ -15,6 +15,8 @@ class TrainSettings:
     batch_size: int
     seed: int
     shuffle: bool = True
+    # Called as the first epoch begins, where a mode has set-up before it (fit's data adapter).
+    first_epoch_begins: Callable[[], None] | None = None
 
 
 class EpochObserver(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -18,13 +19,18 @@ def wait_for(variable: Any) -> None:
 class EpochTimer(keras.callbacks.Callback):
     """Times training and validation of each epoch apart, so throughput counts training only."""
 
-    def __init__(self, observer: EpochObserver) -> None:
+    def __init__(
+        self, observer: EpochObserver, first_epoch_begins: Callable[[], None] | None = None
+    ) -> None:
         super().__init__()
         self.observer = observer
+        self.first_epoch_begins = first_epoch_begins
         self.epoch_started = 0.0
         self.train_ended = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch == 0 and self.first_epoch_begins is not None:
+            self.first_epoch_begins()
         self.epoch_started = time.perf_counter()
         self.train_ended = 0.0
 
@@ -61,6 +67,6 @@ def train(
         batch_size=settings.batch_size,
         validation_data=(data.x_val, data.y_val),
         shuffle=settings.shuffle,
-        callbacks=[EpochTimer(observer)],
+        callbacks=[EpochTimer(observer, settings.first_epoch_begins)],
         verbose=0,
     )

@@ -1,0 +1,129 @@
+"""Where a result goes: a regular file that no other running dlbench holds, claimed before
+training starts.
+
+A device, FIFO or link is never replaced (`--output /dev/null` is refused). Default names are
+made unique by an exclusive create, adding `-2`, `-3`, ... when a run started in the same
+second took the name. An explicit `--output` may replace an earlier run's finished file (a
+playbook re-runs to the same path), but never one that a running dlbench holds: each run
+holds a lock beside it until it exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import os
+import stat
+from datetime import datetime
+from pathlib import Path
+
+# Enough for any number of runs started in one second on one machine.
+MAX_SUFFIX = 10_000
+
+
+class OutputError(ValueError):
+    """The result cannot go where it was asked to; the message says what to pass instead."""
+
+
+def default_name(host: str, backend: str, mode: str, now: datetime) -> str:
+    """dlbench-HOST-BACKEND-MODE-YYYYmmddTHHMMSSZ.json (UTC; `now` must be aware)."""
+    return f"dlbench-{host}-{backend}-{mode}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
+
+
+def refuse_existing(path: Path, option: str) -> None:
+    """OutputError when path is a folder, or exists and is not a regular file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise OutputError(f"{option} {path} is a folder; pass a file path, or the folder as --out")
+    if not stat.S_ISREG(mode):
+        raise OutputError(
+            f"{option} {path} exists and is not a regular file (a device, FIFO or link); "
+            "dlbench never replaces it: pass a new file path"
+        )
+
+
+def _create(path: Path) -> bool:
+    """Create path, empty, only if nothing is there (O_EXCL: one winner among racing runs)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+def hold(path: Path, option: str = "--output") -> None:
+    """Lock path for the rest of this process, or OutputError if another dlbench holds it."""
+    lock = lock_path(path)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise OutputError(
+                f"{option} {path} is being written by another dlbench run (pid {holder}); "
+                "wait for it, or pass another path"
+            ) from None
+        # The holder before us may have removed the lock file after we opened it: ours is
+        # only a lock if the name still points at it.
+        try:
+            current = lock.lstat().st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    atexit.register(_let_go, lock, fd)
+
+
+def _let_go(lock: Path, fd: int) -> None:
+    """Remove the lock file while still holding it, then close: the next run takes a new one."""
+    try:
+        lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def claim(path: Path, *, unique: bool, option: str = "--output") -> Path:
+    """The result file's path, created if absent, before the run's first write.
+
+    unique: the name is ours to vary (`--out`'s default names): NAME-2.json etc. when taken.
+    Otherwise path is locked for this process; of two runs given the same path, the second
+    gets an OutputError.
+    """
+    refuse_existing(path, option)
+    try:
+        if not unique:
+            hold(path, option)
+            refuse_existing(path, option)  # it may have changed while we waited for nothing
+            _create(path)
+            return path
+        for n in range(1, MAX_SUFFIX):
+            candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+            if _create(candidate):
+                return candidate
+    except OSError as error:
+        raise OutputError(
+            f"cannot create {path} ({error.strerror or error}); pass --out with a writable folder"
+        ) from None
+    raise OutputError(f"no free name beside {path}; clear old results from {path.parent}")
+
+
+def release(path: Path) -> None:
+    """Remove a claimed file that never received a result (the run stopped first)."""
+    try:
+        if os.lstat(path).st_size == 0:
+            path.unlink()
+    except OSError:
+        return
