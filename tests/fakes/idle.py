@@ -9,6 +9,7 @@ while the processes a test starts (and every process of its sshd's sessions) are
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -38,6 +39,23 @@ case "$*" in
 esac
 exit "$(/bin/cat {root}/nvidia-smi.code)"
 """
+
+
+# Holds a Python process at startup, its final argv already in place, until the test lets go:
+# the interpreter imports sitecustomize before the main module, which opens this FIFO to read.
+HOLD_AT_START = """import os
+if "DLSTATION_TEST_HOLD" in os.environ:
+    open(os.environ["DLSTATION_TEST_HOLD"]).close()
+"""
+
+
+def held_start_env(root: Path, env: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """An environment that holds each Python process started with it; the FIFO that lets go."""
+    (root / "hold").mkdir()
+    (root / "hold" / "sitecustomize.py").write_text(HOLD_AT_START)
+    fifo = root / "hold" / "go"
+    os.mkfifo(fifo)
+    return {**env, "PYTHONPATH": str(root / "hold"), "DLSTATION_TEST_HOLD": str(fifo)}, fifo
 
 
 def new_marker() -> str:

@@ -23,7 +23,7 @@ import pytest
 
 from cloud import guard, idle
 from tests.conftest import REPO, free_port
-from tests.fakes.idle import MINUTE, T0, Box, Kernels, idle_box
+from tests.fakes.idle import MINUTE, T0, Box, Kernels, held_start_env, idle_box
 
 WAIT_S = 120.0
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -57,7 +57,7 @@ def state(pid: int) -> str:
 @contextlib.contextmanager
 def started(box: Box, argv: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
     """A real process in the box's scope, in its own process group, killed with it after."""
-    env = box.scoped_env(dict(os.environ))
+    env = box.scoped_env(kwargs.pop("env", dict(os.environ)))
     process = subprocess.Popen(
         argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True, **kwargs
     )
@@ -320,10 +320,9 @@ def test_a_keepalive_is_bounded_to_seven_days(box: Box) -> None:
     ids=["-u bench/__main__.py", "-O /abs/bench/__main__.py", "runpy.run_module"],
 )
 def test_bench_run_any_way_keeps_it_up(box: Box, tmp_path: Path, argv: list[str]) -> None:
-    """A real bench process, blocked reading a FIFO the test holds, so it is there when sampled."""
-    fifo = tmp_path / "result.json"
-    os.mkfifo(fifo)
-    with started(box, [*argv, "compare", str(fifo), str(fifo)], cwd=REPO) as bench:
+    """A real bench process, held at startup (its argv in place) until it has been sampled."""
+    env, fifo = held_start_env(tmp_path, dict(os.environ))
+    with started(box, [*argv, "--help"], cwd=REPO, env=env) as bench:
         held: list[int] = []
 
         def reading() -> bool:
