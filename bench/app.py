@@ -213,8 +213,11 @@ def output_path(request: RunRequest, now: Callable[[], datetime] | None = None) 
     """
     try:
         if request.output:
-            path = Path(request.output).expanduser().resolve()
+            given = Path(request.output).expanduser()
+            # The folder is resolved, never the name: a link at the name is refused, not followed.
+            path = given.parent.resolve() / given.name
             output.refuse_existing(path, "--output")
+            output.refuse_foreign(path, "--output")
         else:
             when = (now or (lambda: datetime.now(timezone.utc)))()
             name = output.default_name(socket.gethostname(), request.backend, request.mode, when)

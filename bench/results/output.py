@@ -1,7 +1,8 @@
 """Where a result goes: a regular file that no other running dlbench holds, claimed before
 training starts.
 
-A device, FIFO or link is never replaced (`--output /dev/null` is refused). Default names are
+A device, FIFO or link is never replaced or followed (`--output /dev/null` is refused), nor a
+non-empty file that is not a dlbench result. Default names are
 made unique by an exclusive create, adding `-2`, `-3`, ... when a run started in the same
 second took the name. An explicit `--output` may replace an earlier run's finished file (a
 playbook re-runs to the same path), but never one that a running dlbench holds: each run
@@ -16,6 +17,8 @@ import os
 import stat
 from datetime import datetime
 from pathlib import Path
+
+from bench.results import document
 
 # Enough for any number of runs started in one second on one machine.
 MAX_SUFFIX = 10_000
@@ -42,6 +45,23 @@ def refuse_existing(path: Path, option: str) -> None:
         raise OutputError(
             f"{option} {path} exists and is not a regular file (a device, FIFO or link); "
             "dlbench never replaces it: pass a new file path"
+        )
+
+
+def refuse_foreign(path: Path, option: str) -> None:
+    """OutputError when path is a non-empty regular file that is not a dlbench result."""
+    try:
+        if os.lstat(path).st_size == 0:
+            return
+        found = document.read_json(path)
+    except FileNotFoundError:
+        return
+    except (OSError, document.ResultError):
+        found = None
+    if not (isinstance(found, dict) and found.get("tool") == "dlbench"):
+        raise OutputError(
+            f"{option} {path} exists and is not a dlbench result; dlbench never replaces it: "
+            "pass a new file path"
         )
 
 
@@ -107,6 +127,7 @@ def claim(path: Path, *, unique: bool, option: str = "--output") -> Path:
         if not unique:
             hold(path, option)
             refuse_existing(path, option)  # it may have changed while we waited for nothing
+            refuse_foreign(path, option)
             _create(path)
             return path
         for n in range(1, MAX_SUFFIX):

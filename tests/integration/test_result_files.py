@@ -112,6 +112,58 @@ def test_a_device_as_output_is_refused_and_left_untouched(tmp_path: Path) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "null"]
 
 
+def refused_output(target: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        dlbench_argv(*SHORT, "--epochs", "1", "--output", str(target)),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_a_link_as_output_is_refused_and_its_target_left_untouched(tmp_path: Path) -> None:
+    victim = tmp_path / "passwd"
+    victim.write_text("root:x:0:0\n")
+    link = tmp_path / "link.json"
+    link.symlink_to(victim.name)
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "elsewhere.json")
+    for target in (link, dangling):
+        done = refused_output(target)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            f"dlbench: error: --output {target} exists and is not a regular file (a device, "
+            "FIFO or link); dlbench never replaces it: pass a new file path"
+        ]
+    assert victim.read_text() == "root:x:0:0\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.json", "link.json", "passwd"]
+
+
+def test_a_file_that_is_not_a_dlbench_result_is_never_replaced(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.json"
+    for text in ("my notes\n", '{"tool": "other"}\n'):
+        notes.write_text(text)
+        done = refused_output(notes)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            f"dlbench: error: --output {notes} exists and is not a dlbench result; dlbench "
+            "never replaces it: pass a new file path"
+        ]
+        assert notes.read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.json"]
+
+
+def test_an_earlier_result_or_an_empty_file_may_be_claimed_again(tmp_path: Path) -> None:
+    earlier = tmp_path / "r.json"
+    earlier.write_text((REPO / "tests/data/results/fixture-cpu-b.json").read_text())
+    assert output.claim(earlier, unique=False) == earlier
+    empty = tmp_path / "e.json"
+    empty.touch()
+    assert output.claim(empty, unique=False) == empty
+
+
 def test_claims_racing_in_threads_each_get_their_own_name(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
