@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.machine.nvml import NvmlSession
+from bench.machine.nvml import GpuUnreadError, NvmlSession
 
 # Per backend: (cause when the wheel has no CUDA, cause when it has but saw no GPU, fix).
 _CAUSES = {
@@ -35,7 +35,29 @@ _CAUSES = {
 def gpus(session: NvmlSession | str) -> list[dict[str, Any]]:
     if isinstance(session, str):
         return []
-    return [session.fingerprint(i) for i in range(session.device_count())]
+    return [_fingerprint(session, i) for i in range(session.device_count())]
+
+
+def _fingerprint(session: NvmlSession, index: int) -> dict[str, Any]:
+    """One GPU's fingerprint; every field None (not read) when NVML gave no handle for it."""
+    try:
+        return session.fingerprint(index)
+    except GpuUnreadError:
+        return dict.fromkeys(UNREAD_FINGERPRINT) | {"index": index}
+
+
+UNREAD_FINGERPRINT = (
+    "name",
+    "uuid",
+    "memory_total_mib",
+    "driver_version",
+    "cuda_driver_version",
+    "compute_capability",
+    "pcie_generation",
+    "pcie_width",
+    "power_limit_w",
+    "persistence_mode",
+)
 
 
 def diagnose(

@@ -39,6 +39,7 @@ HARMFUL_THROTTLE = {
 
 NOT_SUPPORTED = "not supported"
 NO_GPU_FOUND = "NVML found no NVIDIA GPU"  # NVML started and counted none
+COUNT_UNREAD = "NVML started but did not say how many GPUs there are"  # the count call failed
 # NVML error codes this module acts on (the binding's values).
 ERROR_NOT_SUPPORTED = 3
 ERROR_TIMEOUT = 10
@@ -77,6 +78,10 @@ class Reading:
 
     value: Any = None
     missing: str | None = None
+
+
+class GpuUnreadError(RuntimeError):
+    """NVML gave no handle for a GPU it counted: nothing about it could be read."""
 
 
 class GpuLostError(RuntimeError):
@@ -188,6 +193,8 @@ class NvmlSession:
     def fingerprint(self, index: int) -> dict[str, Any]:
         """What identifies a GPU and its setup, as recorded in every result."""
         lib, handle = self.lib, self.handle(index)
+        if handle is None:
+            raise GpuUnreadError(f"NVML gave no handle for GPU {index}")
         memory = self.guarded(lib.nvmlDeviceGetMemoryInfo, handle)
         capability = self.guarded(lib.nvmlDeviceGetCudaComputeCapability, handle)
         cuda = self.guarded(lib.nvmlSystemGetCudaDriverVersion)
@@ -258,9 +265,10 @@ def open_nvml(loader: Callable[[], Any] = load_library) -> NvmlSession | str:
         advice = _START_ADVICE.get(code, "")
         return StartFailure.of(f"NVML did not start: {error}; {advice}", code)
     session = NvmlSession(lib)
-    if session.device_count() == 0:
+    count = session.guarded(lib.nvmlDeviceGetCount)
+    if not count:
         session.close()
-        return NO_GPU_FOUND
+        return COUNT_UNREAD if count is None else NO_GPU_FOUND
     return session
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from bench import exitcodes
 from bench.machine import fingerprint as fingerprints
-from bench.machine.nvml import NOT_SUPPORTED, Reading
+from bench.machine.nvml import COUNT_UNREAD, NOT_SUPPORTED, Reading
 
 PASS, WARN, FAIL, INFO = "PASS", "WARN", "FAIL", "INFO"
 # A signal was read (its line judges the value) or could not be (its line says why, no value).
@@ -61,6 +61,7 @@ RESET_FIX = (
     "reset the GPU when idle (sudo nvidia-smi -r -i {index}) or reboot; cloud: stop and start "
     "the instance to move to another host"
 )
+NVML_READ_FIX = "run nvidia-smi -q; if it fails too, reboot, then verify again"
 REPLACE_FIX = "the GPU needs replacing; cloud: stop and start the instance to move to another host"
 
 
@@ -103,7 +104,9 @@ class GpuSeen:
 
     @property
     def name(self) -> str:
-        return str(self.fingerprint.get("name") or "this CPU")
+        if self.key == "host":
+            return "this CPU"
+        return str(self.fingerprint.get("name") or f"GPU {self.index} (name not read)")
 
     @property
     def index(self) -> int:
@@ -195,6 +198,8 @@ def machine_checks(seen: Observations) -> list[Check]:
         )
     elif seen.nvml_reason is not None and seen.counted:
         checks.append(Check("nvml", INFO, f"NVML answers: {seen.nvml_reason}"))
+    elif seen.nvml_reason == COUNT_UNREAD:
+        checks.append(unread("nvml", seen.nvml_reason, NVML_READ_FIX))
     elif seen.nvml_reason is not None:
         wanted = bool(expected)
         checks.append(
@@ -208,14 +213,7 @@ def machine_checks(seen: Observations) -> list[Check]:
             )
         )
     else:
-        checks.append(
-            Check(
-                "nvml",
-                PASS,
-                f"NVML answers: driver {seen.driver.get('driver_version')}, "
-                f"CUDA {seen.driver.get('cuda_driver_version')}",
-            )
-        )
+        checks += driver_checks(seen)
     checks.append(count_check(seen))
     if seen.gpus:
         checks.append(cuda_visible_check(seen))
@@ -226,12 +224,28 @@ def machine_checks(seen: Observations) -> list[Check]:
     return checks
 
 
+def driver_checks(seen: Observations) -> list[Check]:
+    """NVML answered: the driver and CUDA versions it gave, and a line for each it did not."""
+    versions = {"driver": "driver_version", "CUDA": "cuda_driver_version"}
+    read = {what: seen.driver.get(key) for what, key in versions.items() if seen.driver.get(key)}
+    said = ", ".join(f"{what} {version}" for what, version in read.items())
+    checks = [Check("nvml", PASS, f"NVML answers: {said}" if said else "NVML answers")]
+    for what in versions:
+        if what not in read and seen.gpus:
+            checks.append(
+                unread(f"{what.lower()} version", f"{what} version not read from NVML", status=INFO)
+            )
+    return checks
+
+
 def count_check(seen: Observations) -> Check:
     """How many GPUs NVML sees against how many the machine should have."""
     expected = seen.expected.get("count")
     source = seen.expected.get("source", "")
     if not seen.counted:
         wanted = f"{expected} expected ({source})" if expected else source
+        if seen.nvml_reason == COUNT_UNREAD:
+            return unread("gpu count", f"not counted: {seen.nvml_reason}; {wanted}")
         return unread(
             "gpu count",
             f"not counted: no NVIDIA driver answers (NVML did not start); {wanted}",
@@ -325,6 +339,9 @@ def value(gpu: GpuSeen, key: str) -> Any:
 
 
 def gpu_checks(seen: Observations, gpu: GpuSeen) -> list[Check]:
+    if gpu.fingerprint.get("unread"):
+        why = gpu.fingerprint["unread"]
+        return [unread("nvml", f"nothing read from this GPU: {why}", NVML_READ_FIX)]
     if not gpu.health:
         why = (gpu.load or {}).get("lost", "no health counters were read")
         return [Check("nvml", FAIL, f"the GPU does not answer NVML: {why}", REPLACE_FIX)]

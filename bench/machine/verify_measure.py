@@ -374,6 +374,8 @@ def measure(
     watch = nvml.XidWatch(live, [g.index for g in seen.gpus]).start() if live else None
     if live is not None:
         for gpu in seen.gpus:
+            if gpu.fingerprint.get("unread"):
+                continue  # no handle: nothing more can be asked of it
             try:
                 gpu.health = live.health(gpu.index)
             except nvml.GpuLostError as error:
@@ -412,6 +414,9 @@ def fingerprints(session: nvml.NvmlSession | None) -> tuple[list[dict[str, Any]]
     for index in range(session.device_count()):
         try:
             found.append(session.fingerprint(index))
+        except nvml.GpuUnreadError as error:
+            found.append({"index": index, "name": None, "uuid": None, "unread": str(error)})
+            lost[index] = str(error)
         except nvml.GpuLostError as error:
             found.append({"index": index, "name": None, "uuid": None})
             lost[index] = str(error)

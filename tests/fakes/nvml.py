@@ -198,6 +198,20 @@ MACHINES: dict[str, Any] = {
     "lost_at_start": lambda: _fleet(A100, 2, gpu1={"lost": True}),
     "geforce_no_ecc": lambda: _fleet(RTX_4090, 1),
     "thermal_half_load": lambda: _fleet(A100, 2, gpu0={"thermal_reads": 5, "temp_c": (40, 86)}),
+    "driver_version_unreadable": _one,
+    "gpu_name_unreadable": lambda: _one(refuses={"nvmlDeviceGetName": REFUSED}),
+    "gpu_count_unreadable": _one,
+    "handle_unreadable": _one,
+}
+# NVML calls that are not about one card (the driver, the count, the handles), refused with
+# an error in a scenario's machine.
+SYSTEM_REFUSES: dict[str, dict[str, int]] = {
+    "driver_version_unreadable": {
+        "nvmlSystemGetDriverVersion": REFUSED,
+        "nvmlSystemGetCudaDriverVersion": REFUSED,
+    },
+    "gpu_count_unreadable": {"nvmlDeviceGetCount": REFUSED},
+    "handle_unreadable": {"nvmlDeviceGetHandleByIndex": REFUSED},
 }
 # The kernel log a scenario's verify reads (none otherwise).
 KERNEL_LOG: dict[str, list[str]] = {
@@ -243,6 +257,7 @@ class FakeNvml:
             else [FakeGpu(name=name, bus_id=f"00000000:{0x10 + i:02X}:00.0") for i in range(count)]
         )
         self.environ: dict[str, str] = {}
+        self.refuses: dict[str, int] = SYSTEM_REFUSES.get(scenario, {})
         self.pending_xids: list[tuple[int, int]] = []
         self.event_sets = 0
         self.freed_sets = 0
@@ -275,14 +290,20 @@ class FakeNvml:
     def nvmlShutdown(self) -> None:
         self.shut_down = True
 
+    def _system(self, call: str) -> None:
+        if call in self.refuses:
+            raise NVMLError(self.refuses[call])
+
     def nvmlDeviceGetCount(self) -> int:
+        self._system("nvmlDeviceGetCount")
         return len(self.gpus)
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+        self._system("nvmlDeviceGetHandleByIndex")
         return index
 
     def nvmlDeviceGetName(self, handle: int) -> str:
-        return self._gpu(handle).name
+        return self._gpu(handle, "nvmlDeviceGetName").name
 
     def nvmlDeviceGetUUID(self, handle: int) -> str:
         return f"GPU-0000000{handle}-fake"
@@ -291,9 +312,11 @@ class FakeNvml:
         return SimpleNamespace(busId=self._gpu(handle).bus_id.encode())
 
     def nvmlSystemGetDriverVersion(self) -> str:
+        self._system("nvmlSystemGetDriverVersion")
         return "580.95.05"
 
     def nvmlSystemGetCudaDriverVersion(self) -> int:
+        self._system("nvmlSystemGetCudaDriverVersion")
         return 13000
 
     def nvmlDeviceGetCudaComputeCapability(self, handle: int) -> tuple[int, int]:

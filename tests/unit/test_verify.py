@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.machine import imds, nvml, verify, verify_measure
-from bench.machine.verify import FAIL, PASS, WARN
+from bench.machine.verify import FAIL, INFO, PASS, WARN
 from bench.machine.verify_measure import Options, Seams
 from tests.fakes.imds import ImdsServer
 from tests.fakes.nvml import KERNEL_LOG, MACHINES, FakeNvml, machine
@@ -1064,6 +1064,46 @@ def test_no_line_prints_a_value_that_was_not_read(scenario: str, never: str) -> 
     assert never not in text
     not_read = [c for c in checks if c.state == verify.UNREAD]
     assert not_read and all(c.status in (WARN, "INFO") and c.value is None for c in not_read)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "never", "unread_line"),
+    [
+        (
+            "driver_version_unreadable",
+            "None",
+            line(INFO, "machine", "driver version", "driver version not read from NVML"),
+        ),
+        ("gpu_name_unreadable", "this CPU", None),
+        (
+            "gpu_count_unreadable",
+            nvml.NO_GPU_FOUND,
+            line(WARN, "machine", "nvml", nvml.COUNT_UNREAD),
+        ),
+        (
+            "handle_unreadable",
+            "replac",
+            line(WARN, "gpu0", "nvml", "nothing read from this GPU: NVML gave no handle for GPU 0"),
+        ),
+    ],
+)
+def test_a_failed_system_read_is_said_never_printed_or_judged(
+    scenario: str, never: str, unread_line: str | None
+) -> None:
+    """The driver, the count, a name or a handle that NVML refused: not read, not a verdict."""
+    got, text, checks = FakeMachine(scenario).verify(level="quick", expect_gpus=1)
+    assert never not in text and "reseat" not in text, text
+    if unread_line is not None:
+        assert unread_line in text.splitlines(), text
+    counts = verify.signal_counts(checks)
+    assert counts[verify.UNREAD] >= 1 or scenario == "gpu_name_unreadable", text
+    assert got in (WARN, PASS), text
+    assert all(c.value is None for c in checks if c.state == verify.UNREAD)
+
+
+def test_an_unread_gpu_name_is_said_as_not_read() -> None:
+    _, text, _ = FakeMachine("gpu_name_unreadable").verify(level="quick", expect_gpus=1)
+    assert "1x GPU 0 (name not read)" in text, text
 
 
 def test_an_unread_signal_cannot_be_made_a_pass() -> None:
