@@ -3,6 +3,8 @@ or settings."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +120,9 @@ class Setup:
     options: tuple[str, ...] = ()  # opt-in changes (--opt-in), sorted
     precision: str = "float32"
     gpu_memory: str = "on-demand"
+    # The run definition's other fields (layers, optimizer, loss, ...), each as JSON, sorted.
+    model: tuple[tuple[str, str], ...] = ()
+    software: str = ""  # the framework and its version, e.g. "tensorflow 2.21.0, keras 3.15.1"
 
     @property
     def synthetic(self) -> bool:
@@ -133,7 +138,17 @@ class Setup:
             parts.append(self.precision)
         if self.gpu_memory != "on-demand":
             parts.append(f"GPU memory {self.gpu_memory}")
+        if self.software:
+            parts.append(self.software)
+        if self.model:
+            parts.append(f"model {self.model_id}")
         return ", ".join(parts)
+
+    @property
+    def model_id(self) -> str:
+        """A short digest of the model's definition: equal for equal definitions."""
+        text = json.dumps(self.model, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
 
     def differences(self, other: Setup) -> list[str]:
         """'epochs 4 vs 20' for each setting that differs."""
@@ -148,16 +163,39 @@ class Setup:
                 ("options", "+".join(self.options) or "none", "+".join(other.options) or "none"),
                 ("precision", self.precision, other.precision),
                 ("GPU memory", self.gpu_memory, other.gpu_memory),
+                ("software", self.software or "?", other.software or "?"),
             )
             if mine != theirs
+        ] + [
+            f"{name} {mine} vs {theirs}"
+            for name in sorted(set(dict(self.model)) | set(dict(other.model)))
+            if (mine := dict(self.model).get(name, "-"))
+            != (theirs := dict(other.model).get(name, "-"))
         ]
 
 
+# Definition fields that are not the model: its words, or settings the Setup holds apart.
+NOT_MODEL = frozenset(
+    {"name", "title", "reference", "notes", "seed", "mode", "backend", "epochs", "batch_size"}
+    | {"target_accuracy", "data_file"}
+)
 # The opt-in changes that change the arithmetic's precision, and to what.
 PRECISION_OPTIONS = {"bf16": "mixed_bfloat16"}
 
 
-def setup_of(run: Mapping[str, Any], settings: Mapping[str, Any]) -> Setup:
+def software_of(backend: str, packages: Mapping[str, Any]) -> str:
+    """The backend's packages and Keras with versions, e.g. 'keras 3.15.1, tensorflow 2.21.0'."""
+    family = {backend, "keras"} | ({"jaxlib"} if backend == "jax" else set())
+    return ", ".join(
+        f"{name} {version}"
+        for name, version in sorted(packages.items())
+        if name in family or (backend and name.startswith(f"{backend}-"))
+    )
+
+
+def setup_of(
+    run: Mapping[str, Any], settings: Mapping[str, Any], packages: Mapping[str, Any] | None = None
+) -> Setup:
     """A run's Setup from what it recorded; the definition's data file where no data was loaded."""
     definition = run["definition"]
     data = run.get("data") or {}
@@ -170,7 +208,17 @@ def setup_of(run: Mapping[str, Any], settings: Mapping[str, Any]) -> Setup:
         source = f"{name} {sha[:8]}".strip()
     options = tuple(sorted(str(o) for o in settings.get("options") or []))
     precision = next((PRECISION_OPTIONS[o] for o in options if o in PRECISION_OPTIONS), "float32")
+    model = tuple(
+        sorted(
+            (key, json.dumps(value, sort_keys=True))
+            for key, value in definition.items()
+            if key not in NOT_MODEL
+        )
+    )
+    software = software_of(settings.get("backend", ""), packages or {})
     return Setup(
+        model=model,
+        software=software,
         epochs=definition["epochs"],
         batch_size=definition["batch_size"],
         seed_policy="seed+i",
@@ -240,7 +288,7 @@ def group_key(loaded: LoadedResult, run: Mapping[str, Any]) -> GroupKey:
         settings["backend"],
         settings["mode"],
         run["workload"],
-        setup_of(run, settings),
+        setup_of(run, settings, loaded.document["host"].get("packages")),
     )
 
 

@@ -401,7 +401,9 @@ def csv_rows(collection: Collection) -> list[dict[str, Any]]:
                     "device": (run.get("backend") or {}).get("device_name"),
                     "epochs": len(run["epochs"]),
                     "batch_size": run["definition"]["batch_size"],
-                    "settings": setup_of(run, settings).label(),
+                    "settings": setup_of(
+                        run, settings, loaded.document["host"].get("packages")
+                    ).label(),
                     "first_epoch_s": timing.get("first_epoch_s"),
                     "steady_epoch_s": timing.get("steady_epoch_s"),
                     "steady_samples_per_s": (run.get("throughput") or {}).get(

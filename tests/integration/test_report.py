@@ -239,12 +239,15 @@ def test_report_keeps_runs_of_different_settings_apart(tmp_path: Path) -> None:
     sha = base_data["sha256"][:8]
     assert setups == [(2, f"reuters.npz {sha}", 2), (2, "synthetic", 2), (3, "synthetic", 2)]
     rows = {(row[3], row[4]): row for row in render.summary_rows(found)}
+    # The same software and model in all three: the framework's versions and the model's digest.
+    same = f"{found[0].setup.software}, model {found[0].setup.model_id}, seeds 0, 1"
+    assert "tensorflow-cpu 2.21.0" in same
     assert set(rows) == {
-        ("reuters", f"2 epochs, batch 512, reuters.npz {sha}, target 0.8, seeds 0, 1"),
-        ("reuters (synthetic)", "2 epochs, batch 512, synthetic, target 0.8, seeds 0, 1"),
-        ("reuters (synthetic)", "3 epochs, batch 512, synthetic, target 0.8, seeds 0, 1"),
+        ("reuters", f"2 epochs, batch 512, reuters.npz {sha}, target 0.8, {same}"),
+        ("reuters (synthetic)", f"2 epochs, batch 512, synthetic, target 0.8, {same}"),
+        ("reuters (synthetic)", f"3 epochs, batch 512, synthetic, target 0.8, {same}"),
     }
-    real = rows[("reuters", f"2 epochs, batch 512, reuters.npz {sha}, target 0.8, seeds 0, 1")]
+    real = rows[("reuters", f"2 epochs, batch 512, reuters.npz {sha}, target 0.8, {same}")]
     assert real[5] == "2/2" and real[10] != "n/a", "the real runs keep their test accuracy"
 
 

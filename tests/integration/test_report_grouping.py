@@ -66,6 +66,9 @@ def cli(*args: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess
         ("other CPU, same hostname", {"host__cpu_model": "Another CPU"}),
         ("more cores, same hostname", {"host__cpu_count": 64}),
         ("GPU memory policy", {"settings__gpu_memory": "framework-default"}),
+        ("model layers", {"run__hidden_units": [4, 4]}),
+        ("optimizer", {"run__optimizer": "sgd"}),
+        ("framework versions", {"host__packages": {"keras": "3.0.0", "tensorflow-cpu": "2.12.0"}}),
     ],
 )
 def test_report_keeps_apart_what_changes_the_work(
@@ -106,6 +109,21 @@ def test_compare_names_every_difference_between_the_sides(tmp_path: Path) -> Non
         assert "options none vs bf16" in row and "precision float32 vs mixed_bfloat16" in row
         assert "machine m-" in row, "same host and accelerator: the hardware ids tell them apart"
     assert "train samples/s" in done.stdout and "epoch s (train + validation)" in done.stdout
+
+
+def test_compare_names_a_changed_model_and_framework(tmp_path: Path) -> None:
+    b = variant(run__optimizer="sgd", host__packages={"keras": "3.0.0", "tensorflow-cpu": "2.12.0"})
+    write(tmp_path, {"b": b})
+    done = cli("compare", str(FIXTURE), str(tmp_path / "b.json"))
+    assert done.returncode == 0, done.stderr
+    rows = done.stdout.splitlines()[2:]
+    assert rows
+    for row in rows:
+        assert 'optimizer "rmsprop" vs "sgd"' in row, row
+        assert (
+            "software keras 3.15.1, tensorflow-cpu 2.21.0 vs keras 3.0.0, tensorflow-cpu 2.12.0"
+            in row
+        )
 
 
 def test_compare_with_no_complete_run_on_a_side_is_an_error(tmp_path: Path) -> None:
