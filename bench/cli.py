@@ -17,11 +17,13 @@ from bench import app, exitcodes
 from bench.app import MAX_SEED, UsageError
 from bench.machine import verify_measure
 from bench.machine.telemetry import DEFAULT_INTERVAL_S
+from bench.results import output
 from bench.training import data
 from bench.training.backends import BACKENDS, DEFAULT_GPU_MEMORY, GPU_MEMORY_POLICIES
 from bench.training.modes import MODES
 from bench.training.modes.options import OPTIONS
 from bench.training.progress import Progress
+from bench.training.runner import RunInterruptedError, signals_raise
 from bench.training.workloads import WORKLOADS
 
 EXIT_USAGE = exitcodes.USAGE
@@ -303,8 +305,17 @@ def cmd_list() -> int:
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    prepared = app.prepare_run(run_request(args))
-    code, _ = app.run(prepared, ["dlbench", *argv], Progress(quiet=args.quiet))
+    # From before the result file is claimed: a stop at any moment exits by the table, its lock
+    # let go and a file that never received a result removed.
+    try:
+        with signals_raise():
+            prepared = app.prepare_run(run_request(args))
+            code, _ = app.run(prepared, ["dlbench", *argv], Progress(quiet=args.quiet))
+    except RunInterruptedError as stop:
+        for path in output.CLAIMED:
+            output.release(path)
+        print(f"dlbench: {stop}", file=sys.stderr)
+        return app.exit_code(128 + stop.signum)
     return code
 
 

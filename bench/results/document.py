@@ -347,7 +347,11 @@ def write_atomic(path: Path, document: Mapping[str, Any]) -> None:
     """
     if os.environ.get(VALIDATE_ENV) == "1":
         validate(document)
-    text = json.dumps(document, indent=1, allow_nan=False) + "\n"
+    write_text_atomic(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """write_atomic's temp file and rename, for text that is already a whole document."""
     umask = os.umask(0)
     os.umask(umask)
     with signals_held():
@@ -504,6 +508,8 @@ def parse(path: Path, document: Any) -> Document:
             f"{path}: schema_version {version!r} is not readable by this dlbench "
             f"(reads {SCHEMA_VERSION}); re-run the benchmark or use the dlbench that wrote it"
         )
+    if document.get("incomplete_reason") == "starting" and "runs" not in document:
+        raise ResultError(f"{path}: a run that stopped before its first write; nothing in it")
     try:
         validate(document)
     except jsonschema.ValidationError as error:

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import json
 import os
 import stat
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
 from bench.results import document
 
+# The files this process claimed, for whoever stops it before they receive a result.
+CLAIMED: list[Path] = []
 # Enough for any number of runs started in one second on one machine.
 MAX_SUFFIX = 10_000
 
@@ -65,14 +69,42 @@ def refuse_foreign(path: Path, option: str) -> None:
         )
 
 
+# What a claimed file holds until the run's first write: valid JSON from its first moment, so a
+# run stopped before it wrote (a signal, a kill) leaves a file that says so, never a blank one.
+STARTING = (
+    json.dumps(
+        {
+            "tool": "dlbench",
+            "schema_version": document.SCHEMA_VERSION,
+            "status": "incomplete",
+            "incomplete_reason": "starting",
+        }
+    )
+    + "\n"
+)
+
+
 def _create(path: Path) -> bool:
-    """Create path, empty, only if nothing is there (O_EXCL: one winner among racing runs)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-    except FileExistsError:
-        return False
-    os.close(fd)
+    """Create path holding STARTING, only if nothing is there: the whole file appears at once
+    (a hard link of a finished temp file), and of racing runs exactly one link succeeds."""
+    with document.signals_held():
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(STARTING)
+                os.fchmod(handle.fileno(), 0o666 & ~_umask())
+            os.link(name, path, follow_symlinks=False)
+        except FileExistsError:
+            return False
+        finally:
+            Path(name).unlink()
     return True
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def lock_path(path: Path) -> Path:
@@ -128,11 +160,13 @@ def claim(path: Path, *, unique: bool, option: str = "--output") -> Path:
             hold(path, option)
             refuse_existing(path, option)  # it may have changed while we waited for nothing
             refuse_foreign(path, option)
-            _create(path)
+            document.write_text_atomic(path, STARTING)
+            CLAIMED.append(path)
             return path
         for n in range(1, MAX_SUFFIX):
             candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
             if _create(candidate):
+                CLAIMED.append(candidate)
                 return candidate
     except OSError as error:
         raise OutputError(
@@ -144,7 +178,7 @@ def claim(path: Path, *, unique: bool, option: str = "--output") -> Path:
 def release(path: Path) -> None:
     """Remove a claimed file that never received a result (the run stopped first)."""
     try:
-        if os.lstat(path).st_size == 0:
+        if os.lstat(path).st_size <= len(STARTING) and path.read_text() in ("", STARTING):
             path.unlink()
     except OSError:
         return

@@ -164,6 +164,40 @@ def test_an_earlier_result_or_an_empty_file_may_be_claimed_again(tmp_path: Path)
     assert output.claim(empty, unique=False) == empty
 
 
+def test_a_claimed_file_is_valid_json_from_its_first_moment(tmp_path: Path) -> None:
+    for unique in (True, False):
+        claimed = output.claim(tmp_path / f"r-{unique}.json", unique=unique)
+        assert json.loads(claimed.read_text())["incomplete_reason"] == "starting"
+        with pytest.raises(results.ResultError, match="stopped before its first write"):
+            results.load(claimed)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_just_after_the_claim_leaves_no_blank_file_and_no_lock(
+    tmp_path: Path, signum: int
+) -> None:
+    target = tmp_path / "r.json"
+    process = subprocess.Popen(
+        dlbench_argv(*SHORT, "--epochs", "1", "--output", str(target)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 120
+    while not os.path.lexists(target):  # the event: the claim
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr
+        time.sleep(0.001)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    if target.exists():
+        json.loads(target.read_text())  # a result, or what it was at the stop: never blank
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "r.json") == []
+
+
 def test_claims_racing_in_threads_each_get_their_own_name(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
