@@ -395,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"dlbench: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except output.NoRoomError as error:
+        print(f"dlbench: {error.strerror}", file=sys.stderr)
+        return exitcodes.FAILED
     except KeyboardInterrupt:
         print("dlbench: interrupted", file=sys.stderr)
         return exitcodes.INTERRUPTED

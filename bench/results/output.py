@@ -12,6 +12,7 @@ holds a lock beside it until it exits.
 from __future__ import annotations
 
 import atexit
+import errno
 import fcntl
 import json
 import os
@@ -30,6 +31,14 @@ MAX_SUFFIX = 10_000
 
 class OutputError(ValueError):
     """The result cannot go where it was asked to; the message says what to pass instead."""
+
+
+class NoRoomError(OSError):
+    """The result's folder has no room for even its first bytes (a full disk or quota)."""
+
+
+# Errors that say the disk, not the path asked for, is the problem: the run fails (exit 1).
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 
 
 def default_name(host: str, backend: str, mode: str, now: datetime) -> str:
@@ -134,8 +143,12 @@ def hold(path: Path, option: str = "--output") -> None:
         if current == os.fstat(fd).st_ino:
             break
         os.close(fd)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:
+        _let_go(lock, fd)  # a full disk: the lock holds without the pid, but is not left behind
+        raise
     atexit.register(_let_go, lock, fd)
 
 
@@ -169,6 +182,9 @@ def claim(path: Path, *, unique: bool, option: str = "--output") -> Path:
                 CLAIMED.append(candidate)
                 return candidate
     except OSError as error:
+        if error.errno in NO_ROOM:
+            why = f"{os.strerror(error.errno)}; the run stopped and no result was written"
+            raise NoRoomError(error.errno, why) from None
         raise OutputError(
             f"cannot create {path} ({error.strerror or error}); pass --out with a writable folder"
         ) from None

@@ -399,6 +399,28 @@ def test_a_run_on_a_full_disk_is_one_line_and_exit_1(tmp_path: Path, small_disk:
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
 
 
+@pytest.mark.root
+@pytest.mark.parametrize("where", ["--out", "--output"])
+def test_a_disk_full_before_the_run_is_a_failed_run_and_leaves_nothing(
+    tmp_path: Path, small_disk: Path, where: str
+) -> None:
+    fill(small_disk)
+    target = small_disk if where == "--out" else small_disk / "r.json"
+    done = subprocess.run(
+        dlbench_argv(*SHORT, "--epochs", "1", where, str(target), cache=tmp_path / "cache"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "dlbench: No space left on device; the run stopped and no result was written"
+    ]
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
 def workers_of(cache: Path) -> list[psutil.Process]:
     """Worker processes whose job names this test's cache folder."""
     found = []
