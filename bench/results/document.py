@@ -25,6 +25,9 @@ SCHEMA_VERSION = 1
 MAX_FILE_BYTES = 256 * 2**20
 MAX_DEPTH = 64
 MAX_INT = 2**63
+# Spaces after each written document (JSON allows them): room for the failure mark that a full
+# disk may later need to write over the file's own bytes (record_failure).
+FAILURE_RESERVE = 1024
 # Set (to 1) where every written result must be checked against the schema: the test suite.
 VALIDATE_ENV = "DLSTATION_VALIDATE_RESULTS"
 # The figures summarised across repeats, each a path into a run record.
@@ -347,7 +350,8 @@ def write_atomic(path: Path, document: Mapping[str, Any]) -> None:
     """
     if os.environ.get(VALIDATE_ENV) == "1":
         validate(document)
-    write_text_atomic(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
+    text = json.dumps(document, indent=1, allow_nan=False)
+    write_text_atomic(path, text + " " * FAILURE_RESERVE + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -377,6 +381,33 @@ def write_text_atomic(path: Path, text: str) -> None:
                     error.errno, f"cannot write {path}: {error.strerror or error}"
                 ) from error
             raise
+
+
+def mark_failed(document: Document, reason: str) -> None:
+    """The document as a run that stopped for `reason`: failed, and so is each unfinished run."""
+    document["status"] = "failed"
+    document["incomplete_reason"] = reason
+    document["finished"] = utc_now()
+    for run in document["runs"]:
+        if run["status"] == "incomplete":
+            run["status"] = "failed"
+            run["error"] = run["error"] or {"type": "ResultWriteError", "message": reason}
+    document["summary"] = summarize(document["runs"])
+
+
+def record_failure(path: Path, document: Document, reason: str) -> str:
+    """On a full disk, mark path failed in its own bytes: the whole document if it fits, else
+    the last document written there (it always fits: each write reserves room). Says which:
+    "all", "last write" or "none" (path keeps its last write, unmarked)."""
+    mark_failed(document, reason)
+    if overwrite_in_place(path, document):
+        return "all"
+    try:
+        last = parse(path, read_json(path))
+    except ResultError:
+        return "none"
+    mark_failed(last, reason)
+    return "last write" if overwrite_in_place(path, last) else "none"
 
 
 def overwrite_in_place(path: Path, document: Mapping[str, Any]) -> bool:

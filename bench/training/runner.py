@@ -350,22 +350,18 @@ class Runner:
         """Stop the worker; mark the result failed with why, where the disk still allows."""
         self.stop_worker()
         reason = str(error.strerror)
-        document = self.document
-        document["status"] = "failed"
-        document["incomplete_reason"] = reason
-        document["finished"] = results.utc_now()
-        for run in document["runs"]:
-            if run["status"] == "incomplete":
-                run["status"] = "failed"
-                run["error"] = run["error"] or {"type": "ResultWriteError", "message": reason}
-        document["summary"] = results.summarize(document["runs"])
+        output = self.plan.output
         if not self.written:
-            result_output.release(self.plan.output)
+            results.mark_failed(self.document, reason)
+            result_output.release(output)
             kept = "no result was written"
-        elif results.overwrite_in_place(self.plan.output, document):
-            kept = f"{self.plan.output} is marked failed"
         else:
-            kept = f"{self.plan.output} keeps the last epoch written, marked incomplete"
+            kept = {
+                "all": f"{output} is marked failed",
+                "last write": f"{output} is marked failed, with the epochs written before",
+                "none": f"{output} keeps its last write, which still says running: the failure "
+                "could not be recorded in it",
+            }[results.record_failure(output, self.document, reason)]
         self.progress.write_failed(f"{error.strerror}; the run stopped and {kept}")
         return 1
 

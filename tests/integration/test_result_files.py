@@ -7,6 +7,7 @@ small tmpfs filled before and during a run, a real SIGTERM inside the result wri
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import io
 import json
@@ -364,6 +365,29 @@ def test_a_failed_result_write_leaves_no_temp_file(small_disk: Path) -> None:
     with pytest.raises(results.ResultWriteError, match="No space left on device"):
         results.write_atomic(small_disk / "r.json", document)
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+@pytest.mark.root
+def test_a_disk_that_fills_after_a_small_write_still_gets_the_failure_mark(
+    small_disk: Path,
+) -> None:
+    """The first write holds no run yet; the document when the disk fills holds two. The mark
+    goes over the file's own bytes: the whole document if it fits, else the last write's."""
+    full = json.loads((REPO / "tests/data/results/fixture-cpu-b.json").read_text())
+    first = {**copy.deepcopy(full), "runs": [], "summary": {}, "status": "incomplete"}
+    first["incomplete_reason"] = "running"
+    path = small_disk / "r.json"
+    results.write_atomic(path, first)
+    fill(small_disk)
+    for run in full["runs"]:
+        run["status"] = "incomplete"
+    # A reason longer than what the compact form saves (a deep folder's path): it fits only in
+    # the room each write keeps for it.
+    reason = f"cannot write {'/deep' * 80}/r.json: No space left on device"
+    assert results.record_failure(path, full, reason) == "last write"
+    marked = results.load(path)
+    assert (marked["status"], marked["incomplete_reason"]) == ("failed", reason)
+    assert marked["runs"] == []
 
 
 @pytest.mark.root
