@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import signal
 import stat
@@ -159,18 +160,28 @@ class ResultWriteError(OSError):
 def machine_id(host: Mapping[str, Any], gpus: Sequence[Mapping[str, Any]]) -> str:
     """A stable id of the hardware: CPU model, core count, memory, GPU models and count.
 
-    Not the hostname: every VM may be called `vm`. Memory is rounded to whole GiB so a kernel
-    that reserves a little more does not make a new machine.
+    Not the hostname: every VM may be called `vm`. Memory is its nominal size (memory_class),
+    so a kernel or firmware that reserves a little more does not make a new machine.
     """
     memory = host.get("memory_gb")
     facts = {
         "cpu_model": host.get("cpu_model"),
         "cpu_count": host.get("cpu_count"),
-        "memory_gib": round(memory) if isinstance(memory, int | float) else None,
+        "memory_gib": memory_class(memory) if isinstance(memory, int | float) else None,
         "gpus": sorted(str(g.get("name")) for g in gpus),
     }
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
     return f"m-{digest[:10]}"
+
+
+def memory_class(gib: float) -> float:
+    """The nominal size nearest (by ratio) to the memory a machine reports: a power of two or
+    1.5 times one (16, 24, 32, 48, ...). Reported memory is a few percent under nominal; the
+    nearest neighbours are 33 % or more apart, so a small difference never changes the class."""
+    if gib <= 0:
+        return 0.0
+    sizes = [base * 2.0**k for k in range(-4, 20) for base in (1.0, 1.5)]
+    return min(sizes, key=lambda size: abs(math.log(gib / size)))
 
 
 def utc_now() -> str:

@@ -90,6 +90,24 @@ def test_the_machine_id_is_the_hardware_not_the_hostname() -> None:
     assert results.machine_id({**host, "memory_gb": host["memory_gb"] + 0.2}, []) == same
 
 
+@pytest.mark.parametrize(
+    ("reported", "other"), [(23.4, 23.5), (15.6, 16.2), (62.8, 64.0), (0.9, 1.02)]
+)
+def test_one_machine_reporting_a_little_more_or_less_memory_keeps_its_id(
+    reported: float, other: float
+) -> None:
+    host = base()["host"]
+    assert results.machine_id({**host, "memory_gb": reported}, []) == results.machine_id(
+        {**host, "memory_gb": other}, []
+    )
+
+
+def test_machines_of_different_memory_sizes_have_different_ids() -> None:
+    host = base()["host"]
+    ids = {results.machine_id({**host, "memory_gb": gib}, []) for gib in (15.6, 23.4, 31.3, 47)}
+    assert len(ids) == 4
+
+
 def test_compare_refuses_a_side_that_pools_machines(tmp_path: Path) -> None:
     side = write(tmp_path / "a", {"one": base(), "two": variant(host__cpu_model="Another CPU")})
     done = cli("compare", str(side), str(FIXTURE))
