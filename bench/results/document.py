@@ -557,4 +557,37 @@ def parse(path: Path, document: Any) -> Document:
     except jsonschema.ValidationError as error:
         where = "/".join(str(p) for p in error.absolute_path) or "top level"
         raise ResultError(f"{path}: invalid dlbench result at {where}: {error.message}") from error
+    for index, run in enumerate(document["runs"]):
+        problem = run_problem(run)
+        if problem is not None:
+            raise ResultError(f"{path}: invalid dlbench result at runs/{index}: {problem}")
     return cast(Document, document)
+
+
+# The derived figures a run records, checked against its epochs (rounding aside).
+DERIVED = (("timing", "first_epoch_s"), ("timing", "steady_epoch_s"))
+DERIVED += (("throughput", "steady_samples_per_s"),)
+
+
+def run_problem(run: Mapping[str, Any]) -> str | None:
+    """What in a schema-valid run contradicts itself, or None: epochs that are not 1..N in
+    order, a complete run short of its epochs, figures that its epochs do not give."""
+    numbers = [e["epoch"] for e in run["epochs"]]
+    if numbers != list(range(1, len(numbers) + 1)):
+        return f"epochs {numbers[:10]} are not 1..{len(numbers)} in order"
+    planned = run["definition"]["epochs"]
+    if run["status"] == "complete" and len(numbers) != planned:
+        return f"marked complete with {len(numbers)} of its {planned} epochs"
+    derived = cast(Run, json.loads(json.dumps(run)))
+    derive_figures(derived)
+    for where in DERIVED:
+        recorded, expected = _dig(run, where), _dig(derived, where)
+        if recorded is None and expected is None:
+            continue
+        if (
+            recorded is None
+            or expected is None
+            or not math.isclose(recorded, expected, rel_tol=1e-3, abs_tol=1e-3)
+        ):
+            return f"{'.'.join(where)} is {recorded}, its epochs give {expected}"
+    return None

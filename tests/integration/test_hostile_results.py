@@ -37,6 +37,13 @@ def set_in_first_run(path: tuple[str, ...], raw: str) -> Callable[[], str]:
     return make
 
 
+def with_epochs(change: Callable[[list[Any]], list[Any]]) -> str:
+    """The good file with its first run's epoch list changed."""
+    document: dict[str, Any] = json.loads(good_text())
+    document["runs"][0]["epochs"] = change(document["runs"][0]["epochs"])
+    return json.dumps(document)
+
+
 def deep(levels: int) -> Callable[[], str]:
     return lambda: '{"tool": "dlbench", "x": ' + "[" * levels + "]" * levels + "}"
 
@@ -60,6 +67,19 @@ HOSTILE: dict[str, tuple[Callable[[], str], str]] = {
     "accuracy-negative": (set_in_first_run(("test", "accuracy"), "-5"), "less than the minimum"),
     "accuracy-huge": (set_in_first_run(("test", "accuracy"), "1e308"), "greater than the maximum"),
     "verify-without-verdict": (lambda: '{"document": "dlbench verify"}', "no verdict"),
+    "complete-without-epochs": (
+        set_in_first_run(("epochs",), "[]"),
+        "marked complete with 0 of its 4 epochs",
+    ),
+    "epochs-duplicated": (
+        lambda: with_epochs(lambda e: [e[0], e[0], *e[1:]]),
+        "are not 1..5 in order",
+    ),
+    "epochs-out-of-order": (lambda: with_epochs(lambda e: e[::-1]), "are not 1..4 in order"),
+    "figure-not-from-epochs": (
+        set_in_first_run(("timing", "first_epoch_s"), "0.001"),
+        "timing.first_epoch_s is 0.001, its epochs give",
+    ),
 }
 
 
