@@ -565,8 +565,11 @@ def parse(path: Path, document: Any) -> Document:
 
 
 # The derived figures a run records, checked against its epochs (rounding aside).
-DERIVED = (("timing", "first_epoch_s"), ("timing", "steady_epoch_s"))
-DERIVED += (("throughput", "steady_samples_per_s"),)
+DERIVED: tuple[tuple[str, str], ...] = (
+    ("timing", "first_epoch_s"),
+    ("timing", "steady_epoch_s"),
+    ("throughput", "steady_samples_per_s"),
+)
 
 
 def run_problem(run: Mapping[str, Any]) -> str | None:
