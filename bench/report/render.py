@@ -129,7 +129,8 @@ def build(collection: Collection, title: str = "dlbench report") -> list[Block]:
             "complete runs with [min-max] when there were repeats; a machine is its hardware "
             "(CPU model, cores, memory, GPU models and count: the id after its name), modes "
             "are never mixed, and runs that differ in epochs, batch size, data, target, "
-            "opt-in changes, precision or GPU memory policy are separate rows; runs of other "
+            "opt-in changes, precision, GPU memory policy, model definition or framework versions "
+            "are separate rows; runs of other "
             "seeds are pooled as the spread. Train samples/s counts training only; epoch "
             "seconds include validation; end-to-end is per run, from its worker's spawn to its "
             "exit. GPU util is GPU 0's mean over the steady epochs, '-' where they took under "
@@ -307,7 +308,14 @@ def verify_blocks(collection: Collection) -> list[Block]:
 
 
 def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return _md_text(text).replace("|", "\\|")
+
+
+def _md_text(text: object) -> str:
+    """Text from result files as inert Markdown: one line, no HTML, no leading marker."""
+    one_line = " ".join(str(text).split())
+    escaped = one_line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "\\" + escaped if escaped[:1] in ("#", "-", "+", "*", "=", "`", "~") else escaped
 
 
 def to_markdown(blocks: list[Block], image_dir: Path) -> str:
@@ -316,23 +324,24 @@ def to_markdown(blocks: list[Block], image_dir: Path) -> str:
     out: list[str] = []
     for index, block in enumerate(blocks):
         if block.kind in ("h1", "h2", "h3"):
-            out.append(f"{'#' * int(block.kind[1])} {block.text}\n")
+            out.append(f"{'#' * int(block.kind[1])} {_md_text(block.text)}\n")
         elif block.kind == "p":
-            out.append(block.text + "\n")
+            out.append(_md_text(block.text) + "\n")
         elif block.kind == "table" and block.header is not None:
-            out.append("| " + " | ".join(block.header) + " |")
+            out.append("| " + " | ".join(_md_cell(h) for h in block.header) + " |")
             out.append("|" + "---|" * len(block.header))
             out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows or []]
             out.append("")
         elif block.kind == "list":
             if block.text:
-                out.append(f"{block.text}:\n")
-            out += [f"- {item}" for item in block.items or []]
+                out.append(f"{_md_text(block.text)}:\n")
+            out += [f"- {_md_text(item)}" for item in block.items or []]
             out.append("")
         elif block.kind == "img" and block.image is not None:
             name = f"{index:02d}-{slug(block.text)}.png"
             (image_dir / name).write_bytes(block.image)
-            out.append(f"![{block.text}]({image_dir.name}/{name})\n")
+            alt = _md_text(block.text).replace("[", "(").replace("]", ")")
+            out.append(f"![{alt}]({image_dir.name}/{name})\n")
     return "\n".join(out)
 
 

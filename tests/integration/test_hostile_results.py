@@ -143,3 +143,16 @@ def test_report_lists_every_refused_file_and_writes_the_rest(tmp_path: Path) -> 
         assert f"{name}.json" in text
     assert "/dev/zero: not a regular file" in text
     assert "| 2/2 |" in text, "the good file's two runs are in the summary"
+
+
+def test_text_from_a_result_file_is_inert_in_the_markdown_report(tmp_path: Path) -> None:
+    from bench.report import render
+
+    document: dict[str, Any] = json.loads(good_text())
+    document["host"]["hostname"] = "<script>alert(1)</script>|x\n# H\r\n- item"
+    (tmp_path / "r.json").write_text(json.dumps(document))
+    blocks = render.build(model.collect([tmp_path]))
+    text = render.to_markdown(blocks, tmp_path / "img")
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    lines = text.splitlines()
+    assert not [line for line in lines if line.startswith(("# H", "- item"))], text
