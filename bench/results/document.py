@@ -23,7 +23,7 @@ import jsonschema
 SCHEMA_VERSION = 1
 # Reading limits: a result is a few MB even with hours of GPU telemetry; deeper nesting or
 # bigger numbers than these are never ours.
-MAX_FILE_BYTES = 256 * 2**20
+MAX_FILE_BYTES = 16 * 2**20
 MAX_DEPTH = 64
 MAX_INT = 2**63
 # Spaces after each written document (JSON allows them): room for the failure mark that a full

@@ -113,6 +113,15 @@ def test_an_oversized_file_is_refused_without_reading_it_all(tmp_path: Path) -> 
         results.read_json(big, limit=1000)
 
 
+def test_a_memory_bomb_is_refused_by_its_size_before_it_is_parsed(tmp_path: Path) -> None:
+    """24 MB of small objects: parsed, it took 920 MB; a result file is never that big."""
+    bomb = tmp_path / "bomb.json"
+    with bomb.open("w") as handle:
+        handle.write("[" + '{"a":1},' * 3_000_000 + "{}]")
+    with pytest.raises(results.ResultError, match="over 16 MiB, larger than any dlbench result"):
+        results.load(bomb)
+
+
 def test_report_lists_every_refused_file_and_writes_the_rest(tmp_path: Path) -> None:
     """The real executable over all of them at once, a FIFO and /dev/zero included: no hang,
     no traceback, the good file reported."""
