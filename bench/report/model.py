@@ -49,11 +49,12 @@ class Collection:
 
 
 def expand(paths: Iterable[Path]) -> list[Path]:
-    """Files as given; folders searched recursively for *.json."""
+    """Files as given; folders searched recursively for *.json, every entry kept (a FIFO, a
+    device or a broken link too), so that collect lists each it refuses with the reason."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*.json") if p.is_file()))
+            found.extend(sorted(path.rglob("*.json")))
         else:
             found.append(path)
     return found

@@ -165,3 +165,20 @@ def test_text_from_a_result_file_is_inert_in_the_markdown_report(tmp_path: Path)
     assert "<script>" not in text and "&lt;script&gt;" in text
     lines = text.splitlines()
     assert not [line for line in lines if line.startswith(("# H", "- item"))], text
+
+
+def test_a_folder_lists_every_entry_it_skips_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "good.json").write_text(good_text())
+    os.mkfifo(tmp_path / "pipe.json")
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    (tmp_path / "loop.json").symlink_to("loop.json")
+    (tmp_path / "gone.json").symlink_to("nowhere.json")
+    collection = model.collect([tmp_path])
+    assert [loaded.path.name for loaded in collection.results] == ["good.json"]
+    refused = {path.name: why for path, why in collection.refused}
+    assert sorted(refused) == ["gone.json", "loop.json", "pipe.json", "zero.json"]
+    assert (
+        "not a regular file" in refused["pipe.json"]
+        and "not a regular file" in refused["zero.json"]
+    )
+    assert "cannot be read" in refused["loop.json"] and "cannot be read" in refused["gone.json"]
