@@ -140,7 +140,14 @@ def hold(path: Path, option: str = "--output") -> None:
             current = lock.lstat().st_ino
         except FileNotFoundError:
             current = None
-        if current == os.fstat(fd).st_ino:
+        opened = os.fstat(fd)
+        if current == opened.st_ino:
+            if opened.st_nlink != 1 or not stat.S_ISREG(opened.st_mode):
+                os.close(fd)  # a hard link planted at the lock's name: another file's bytes
+                raise OutputError(
+                    f"{lock} is not a lock dlbench made (a hard link to another file); "
+                    "remove it, or pass another path"
+                )
             break
         os.close(fd)
     try:

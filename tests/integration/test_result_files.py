@@ -199,6 +199,17 @@ def test_a_stop_just_after_the_claim_leaves_no_blank_file_and_no_lock(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "r.json") == []
 
 
+def test_a_hard_link_planted_at_the_lock_is_refused_and_left_whole(tmp_path: Path) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    target = tmp_path / "r.json"
+    os.link(precious, output.lock_path(target))
+    with pytest.raises(output.OutputError, match="not a lock dlbench made"):
+        output.claim(target, unique=False)
+    assert precious.read_text() == "keep me\n"
+    assert not target.exists()
+
+
 def test_claims_racing_in_threads_each_get_their_own_name(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
