@@ -307,14 +307,19 @@ def verify_blocks(collection: Collection) -> list[Block]:
     return [Block("h2", "Verify results, per GPU"), Block("table", header=header, rows=rows)]
 
 
-def _md_cell(text: str) -> str:
-    return _md_text(text).replace("|", "\\|")
+def _md_inline(text: object) -> str:
+    """Text from result files as inert Markdown: one line, no HTML."""
+    one_line = " ".join(str(text).split())
+    return one_line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _md_cell(text: object) -> str:
+    return _md_inline(text).replace("|", "\\|")
 
 
 def _md_text(text: object) -> str:
-    """Text from result files as inert Markdown: one line, no HTML, no leading marker."""
-    one_line = " ".join(str(text).split())
-    escaped = one_line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """_md_inline for a line of its own: a leading Markdown marker (a heading, a list) escaped."""
+    escaped = _md_inline(text)
     return "\\" + escaped if escaped[:1] in ("#", "-", "+", "*", "=", "`", "~") else escaped
 
 
