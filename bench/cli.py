@@ -312,10 +312,11 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
             prepared = app.prepare_run(run_request(args))
             code, _ = app.run(prepared, ["dlbench", *argv], Progress(quiet=args.quiet))
     except RunInterruptedError as stop:
-        for path in output.CLAIMED:
-            output.release(path)
         print(f"dlbench: {stop}", file=sys.stderr)
         return app.exit_code(128 + stop.signum)
+    finally:
+        for path in output.CLAIMED:
+            output.release(path)  # only a file that never received a result
     return code
 
 
