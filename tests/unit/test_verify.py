@@ -1101,6 +1101,13 @@ def test_a_failed_system_read_is_said_never_printed_or_judged(
     assert all(c.value is None for c in checks if c.state == verify.UNREAD)
 
 
+def test_an_unread_gpu_count_says_nvml_started_and_never_asks_for_a_driver() -> None:
+    _, text, _ = FakeMachine("gpu_count_unreadable").verify(level="quick", expect_gpus=1)
+    expected = f"not counted: {nvml.COUNT_UNREAD}; 1 expected (--expect-gpus 1)"
+    assert line(WARN, "machine", "gpu count", expected) in text.splitlines(), text
+    assert "install the NVIDIA driver" not in text and "did not start" not in text
+
+
 def test_an_unread_gpu_name_is_said_as_not_read() -> None:
     _, text, _ = FakeMachine("gpu_name_unreadable").verify(level="quick", expect_gpus=1)
     assert "1x GPU 0 (name not read)" in text, text
