@@ -286,14 +286,36 @@ class Commands:
             print("not launched (pass --yes to skip this question)")
             return 1
         instance = launcher.launch(plan)
-        self.report_ready(instance, request.name, launcher)
+        try:
+            self.record(instance, request.name, launcher)
+        except BaseException as error:
+            # Stopped or failed before the user was told how to reach it: it must not bill on.
+            launcher.discard(instance["InstanceId"], request.name, error)
+            if not isinstance(error, KeyboardInterrupt):
+                print(
+                    f"dlcloud: terminated {instance['InstanceId']} ({request.name})",
+                    file=sys.stderr,
+                )
+            raise
+        self.report_ready(instance, request.name, launcher, recorded=True)
         return 0
 
-    def report_ready(self, instance: dict[str, Any], name: str, launcher: Launcher) -> None:
+    @staticmethod
+    def key_file(instance: dict[str, Any], launcher: Launcher) -> Path:
         key_name = instance.get("KeyName") or guard.tags_of(instance).get(guard.TAG_KEY, "")
-        key_file = launcher.key_folder / f"{key_name}.pem"
+        return launcher.key_folder / f"{key_name}.pem"
+
+    def record(self, instance: dict[str, Any], name: str, launcher: Launcher) -> None:
+        key_file = self.key_file(instance, launcher)
+        inventory.add_host(self.inventory_path(), name, instance, self.aws.region, key_file)
+
+    def report_ready(
+        self, instance: dict[str, Any], name: str, launcher: Launcher, recorded: bool = False
+    ) -> None:
+        if not recorded:
+            self.record(instance, name, launcher)
+        key_file = self.key_file(instance, launcher)
         path = self.inventory_path()
-        inventory.add_host(path, name, instance, self.aws.region, key_file)
         address = instance.get("PublicIpAddress") or instance.get("PrivateIpAddress")
         print(f"\n{name}: {instance['InstanceId']} {instance['State']['Name']} at {address}")
         print(f"  ssh:      {ssh_command(instance, key_file)}")

@@ -13,7 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bench.exitcodes import USAGE
 from bench.facts.catalog import Catalog, CatalogError
-from cloud import guard, idle, inventory
+from cloud import guard, idle, interrupts, inventory
 from cloud.aws import (
     IN_USE_STATES,
     LIVE_STATES,
@@ -218,13 +218,22 @@ def terminate(
         return done
     with aws_errors("terminating"):
         ec2.terminate_instances(InstanceIds=ids)
-        ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig=TERMINATE_WAIT)
-    done.instances = ids
-    ended = now or datetime.now(timezone.utc)
-    done.bills = [bill_line(i, ended) for i in instances]
-    groups = {guard.tags_of(i).get(guard.TAG_GROUP) for i in instances} - {None}
-    keys = {guard.tags_of(i).get(guard.TAG_KEY) for i in instances} - {None}
-    remove_unused(ec2, {g for g in groups if g}, {k for k in keys if k}, scope, done, now=ended)
+    try:
+        with aws_errors("terminating"):
+            ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig=TERMINATE_WAIT)
+        done.instances = ids
+        ended = now or datetime.now(timezone.utc)
+        done.bills = [bill_line(i, ended) for i in instances]
+        groups = {guard.tags_of(i).get(guard.TAG_GROUP) for i in instances} - {None}
+        keys = {guard.tags_of(i).get(guard.TAG_KEY) for i in instances} - {None}
+        remove_unused(ec2, {g for g in groups if g}, {k for k in keys if k}, scope, done, now=ended)
+    except interrupts.Interrupted as error:
+        # Stopped while waiting or tidying up: the user still learns what was terminated.
+        error.cleaned = True
+        error.terminated += [
+            f"{i['InstanceId']} ({guard.tags_of(i).get(guard.TAG_NAME, '?')})" for i in instances
+        ]
+        raise
     return done
 
 
