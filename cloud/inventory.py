@@ -35,7 +35,17 @@ class _Loader(yaml.SafeLoader):
 
 
 _Dumper.add_representer(Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", value))
-_Loader.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))
+
+
+def _unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    if not isinstance(node, yaml.ScalarNode):
+        raise yaml.constructor.ConstructorError(
+            None, None, "!unsafe on a non-string", node.start_mark
+        )
+    return str(loader.construct_scalar(node))
+
+
+_Loader.add_constructor("!unsafe", _unsafe)
 
 
 def load(text: str) -> Any:
