@@ -419,7 +419,7 @@ class Commands:
             return 0
         mine = self.aws.caller()
         names = ", ".join(
-            f"{guard.tags_of(i).get(guard.TAG_NAME, '?')} ({i['InstanceId']}"
+            f"{guard.name_of(i)} ({i['InstanceId']}"
             + ("" if guard.owner_of(i) == mine else f", {guard.owner_of(i)}'s")
             + ")"
             for i in targets

@@ -94,7 +94,7 @@ def describe(
     reason = instance.get("StateReason", {})
     interrupted = reason.get("Code") == SPOT_INTERRUPTED
     return {
-        "name": tags.get(guard.TAG_NAME, "?"),
+        "name": guard.name_of(instance),
         "id": instance["InstanceId"],
         "region": region,
         "type": instance["InstanceType"],
@@ -160,6 +160,13 @@ def find_by_name(ec2: Any, name: str, owner: str | None) -> dict[str, Any]:
     ]
     if not matches:
         raise CloudError(f"no live dlstation instance named {name!r}; see `dlcloud list`", USAGE)
+    if len(matches) > 1:
+        candidates = ", ".join(f"{i['InstanceId']} ({guard.owner_of(i)}'s)" for i in matches)
+        raise CloudError(
+            f"{len(matches)} live instances are named {name!r}: {candidates}; drop --any-owner "
+            "to act on yours, or terminate one by id in the EC2 console",
+            USAGE,
+        )
     return matches[0]
 
 

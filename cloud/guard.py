@@ -121,8 +121,17 @@ def owned(resource: dict[str, Any], owner: str) -> bool:
     return created_by_dlcloud(resource) and tags_of(resource).get(TAG_OWNER) == owner
 
 
+def printable(text: str) -> str:
+    """A tag as it may be printed: control characters escaped, so no tag can break a line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def owner_of(resource: dict[str, Any]) -> str:
-    return tags_of(resource).get(TAG_OWNER, "no owner tag")
+    return printable(tags_of(resource).get(TAG_OWNER, "no owner tag"))
+
+
+def name_of(resource: dict[str, Any]) -> str:
+    return printable(tags_of(resource).get(TAG_NAME, "?"))
 
 
 def owned_filters(owner: str | None) -> list[dict[str, Any]]:

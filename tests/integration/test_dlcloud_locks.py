@@ -288,3 +288,15 @@ def test_one_name_in_two_regions_keeps_both_inventory_entries(env: dict[str, str
         "hosts"
     ]
     assert sorted(v["dlstation_region"] for v in hosts.values()) == ["us-east-1", "us-west-2"]
+
+
+def test_printed_tags_have_control_characters_escaped(env: dict[str, str]) -> None:
+    client = ec2(env)
+    run(client, image_of(client), dlcloud_tags("colleague\nforged row\t", "k8"))
+    listed = dlcloud(env, "list", "--any-owner")
+    assert listed.returncode == 0, listed.stderr
+    assert "colleague\\nforged row\\t" in listed.stdout
+    assert not any(line.startswith("forged row") for line in listed.stdout.splitlines())
+    asked = dlcloud(env, "terminate", "k8", "--any-owner", "--yes")
+    assert asked.returncode == 0, asked.stderr
+    assert "colleague\\nforged row\\t" in asked.stdout
