@@ -307,7 +307,10 @@ class Commands:
 
     def record(self, instance: dict[str, Any], name: str, launcher: Launcher) -> None:
         key_file = self.key_file(instance, launcher)
-        inventory.add_host(self.inventory_path(), name, instance, self.aws.region, key_file)
+        path = self.inventory_path()
+        moved = inventory.add_host(path, name, instance, self.aws.region, key_file)
+        if moved is not None:
+            print(f"{path}: the host {name!r} of another region is now {moved!r}")
 
     def report_ready(
         self, instance: dict[str, Any], name: str, launcher: Launcher, recorded: bool = False

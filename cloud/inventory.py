@@ -142,13 +142,26 @@ def locked(path: Path) -> Iterator[None]:
         yield
 
 
-def add_host(path: Path, name: str, instance: dict[str, Any], region: str, key_file: Path) -> None:
+def add_host(
+    path: Path, name: str, instance: dict[str, Any], region: str, key_file: Path
+) -> str | None:
+    """Add or replace the host `name`; a same-named host of another region moves aside.
+
+    Returns the name that host now has (`name.region`: dlcloud names have no dots), or None.
+    """
     with locked(path):
-        _add_host(path, name, instance, region, key_file)
+        return _add_host(path, name, instance, region, key_file)
 
 
-def _add_host(path: Path, name: str, instance: dict[str, Any], region: str, key_file: Path) -> None:
+def _add_host(
+    path: Path, name: str, instance: dict[str, Any], region: str, key_file: Path
+) -> str | None:
     hosts = read(path)
+    moved = None
+    other = hosts.get(name)
+    if isinstance(other, dict) and other.get("dlstation_region") not in (None, region):
+        moved = f"{name}.{other['dlstation_region']}"
+        hosts[moved] = hosts.pop(name)
     hosts[name] = {
         "ansible_host": instance.get("PublicIpAddress") or instance.get("PrivateIpAddress"),
         "ansible_user": "ubuntu",
@@ -158,6 +171,7 @@ def _add_host(path: Path, name: str, instance: dict[str, Any], region: str, key_
         "dlstation_region": region,
     }
     write(path, hosts)
+    return moved
 
 
 def remove_hosts(path: Path, instance_ids: set[str]) -> list[str]:

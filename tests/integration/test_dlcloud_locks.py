@@ -284,10 +284,13 @@ def test_one_name_in_two_regions_keeps_both_inventory_entries(env: dict[str, str
         check=False,
     )
     assert second.returncode == 0, second.stderr
+    assert "the host 'twin' of another region is now 'twin.us-east-1'" in second.stdout
     hosts = inventory.load(Path(env["DLCLOUD_INVENTORY"]).read_text())["all"]["children"]["dlami"][
         "hosts"
     ]
     assert sorted(v["dlstation_region"] for v in hosts.values()) == ["us-east-1", "us-west-2"]
+    assert hosts["twin"]["dlstation_region"] == "us-west-2"
+    assert hosts["twin.us-east-1"]["dlstation_region"] == "us-east-1"
 
 
 def test_printed_tags_have_control_characters_escaped(env: dict[str, str]) -> None:
