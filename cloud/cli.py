@@ -274,6 +274,19 @@ class Commands:
                 f"{request.name!r} already exists ({existing['InstanceId']}, "
                 f"{existing['State']['Name']}); not starting a second one"
             )
+            differs = [
+                f"{option} {have} (asked: {asked})"
+                for option, have, asked in (
+                    ("--instance-type", existing.get("InstanceType"), request.instance_type),
+                    ("--ami-id", existing.get("ImageId"), args.ami_id),
+                )
+                if asked is not None and have != asked
+            ]
+            if differs:
+                print(
+                    f"{request.name!r} runs with {', '.join(differs)}; to get the new one, "
+                    f"terminate it first (dlcloud terminate {request.name})"
+                )
             self.report_ready(existing, request.name, launcher)
             return 0
         plan = launcher.preflight(request)

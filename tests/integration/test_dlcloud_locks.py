@@ -303,3 +303,16 @@ def test_printed_tags_have_control_characters_escaped(env: dict[str, str]) -> No
     asked = dlcloud(env, "terminate", "k8", "--any-owner", "--yes")
     assert asked.returncode == 0, asked.stderr
     assert "colleague\\nforged row\\t" in asked.stdout
+
+
+def test_relaunching_a_name_with_other_options_says_what_differs(env: dict[str, str]) -> None:
+    client = ec2(env)
+    image = image_of(client)
+    assert dlcloud(env, *launch_args(image, "same")).returncode == 0
+    argv = launch_args(image, "same")
+    argv[argv.index("g5.xlarge")] = "g6.xlarge"
+    again = dlcloud(env, *argv)
+    assert again.returncode == 0, again.stderr
+    assert "--instance-type g5.xlarge (asked: g6.xlarge)" in again.stdout
+    assert "terminate it first" in again.stdout and "--ami-id" not in again.stdout
+    assert len(live(client, Name="same")) == 1
