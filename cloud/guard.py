@@ -215,6 +215,7 @@ cat > /etc/systemd/system/dlstation-idle.service <<'UNIT'
 Description=dlstation idle stop: power off (the instance terminates) when unused
 [Service]
 Type=oneshot
+TimeoutStartSec=150
 EnvironmentFile=/etc/dlstation/idle-stop.env
 ExecStart=/usr/bin/python3 /usr/local/lib/dlstation/idle_watchdog.py
 StandardOutput=journal+console

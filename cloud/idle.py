@@ -16,8 +16,8 @@ from cloud.aws import CloudError
 from cloud.guard import IDLE_WATCHDOG_FILE, KEEPALIVE_COMMAND
 
 PREFIX = "dlstation-idle: "
-BUSY = re.compile(r"busy, idle \d+m of \d+m: (.*?)(?: \(note: .*\))?$")
-IDLE = re.compile(r"(idle \d+m of \d+m)")
+BUSY = re.compile(r"busy, idle (?:\d+h)?\d+m of (?:\d+h)?\d+m: (.*?)(?: \(note: .*\))?$")
+IDLE = re.compile(r"(idle (?:\d+h)?\d+m of (?:\d+h)?\d+m)")
 KEEPALIVE_LEFT = re.compile(r"^keep-alive: (\S+ left)")
 CANNOT_TELL = re.compile(r"^([\w-]+): cannot tell for (\S+)")
 

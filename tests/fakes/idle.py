@@ -9,6 +9,7 @@ while the processes a test starts (and every process of its sshd's sessions) are
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -38,6 +39,23 @@ case "$*" in
 esac
 exit "$(/bin/cat {root}/nvidia-smi.code)"
 """
+
+
+# Holds a Python process at startup, its final argv already in place, until the test lets go:
+# the interpreter imports sitecustomize before the main module, which opens this FIFO to read.
+HOLD_AT_START = """import os
+if "DLSTATION_TEST_HOLD" in os.environ:
+    open(os.environ["DLSTATION_TEST_HOLD"]).close()
+"""
+
+
+def held_start_env(root: Path, env: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """An environment that holds each Python process started with it; the FIFO that lets go."""
+    (root / "hold").mkdir()
+    (root / "hold" / "sitecustomize.py").write_text(HOLD_AT_START)
+    fifo = root / "hold" / "go"
+    os.mkfifo(fifo)
+    return {**env, "PYTHONPATH": str(root / "hold"), "DLSTATION_TEST_HOLD": str(fifo)}, fifo
 
 
 def new_marker() -> str:
@@ -80,6 +98,22 @@ class Box:
         (self.root / "nvidia-smi.gpus").write_text(gpus)
         (self.root / "nvidia-smi.apps").write_text(apps)
         (self.root / "nvidia-smi.code").write_text(str(code))
+
+    def traffic(self, net_bytes: int, disk_bytes: int) -> None:
+        """Counters as /proc/net/dev and /proc/diskstats write them: eth0's and nvme0n1's."""
+        rx, tx = net_bytes // 2, net_bytes - net_bytes // 2
+        (self.root / "net-dev").write_text(
+            "Inter-|   Receive                                                |  Transmit\n"
+            " face |bytes    packets errs drop fifo frame compressed multicast|bytes ...\n"
+            "    lo: 99999999 10 0 0 0 0 0 0 99999999 10 0 0 0 0 0 0\n"
+            f"  eth0: {rx} 10 0 0 0 0 0 0 {tx} 10 0 0 0 0 0 0\n"
+        )
+        sectors = disk_bytes // 512
+        (self.root / "diskstats").write_text(
+            f" 259       0 nvme0n1 10 0 {sectors // 2} 5 10 0 {sectors - sectors // 2} 5 0 9 9\n"
+            f" 259       1 nvme0n1p1 10 0 {sectors} 5 10 0 {sectors} 5 0 9 9\n"
+            "   7       0 loop0 10 0 99999999 5 0 0 0 0 0 9 9\n"
+        )
 
     def scoped_env(self, base: dict[str, str]) -> dict[str, str]:
         """An environment for a process the watchdog should count."""
@@ -134,7 +168,14 @@ def idle_box(root: Path, ssh_port: int | None = None, marker: str | None = None)
         "DLSTATION_JUPYTER_TOKEN_FILE": str(root / "token.env"),
         "DLSTATION_IDLE_SSH_PORTS": str(ssh_port or free_port()),
         "DLSTATION_IDLE_ONLY_ENV": box.marker,
+        # The tests' rounds are minutes apart on the controlled clock, not one a minute.
+        "DLSTATION_IDLE_MAX_GAP_S": str(86400),
+        # The machine's own counters move with whatever else runs here: the box's stay still
+        # unless a test moves them.
+        "DLSTATION_IDLE_NET_DEV": str(root / "net-dev"),
+        "DLSTATION_IDLE_DISKSTATS": str(root / "diskstats"),
     }
+    box.traffic(0, 0)
     try:
         yield box
     finally:

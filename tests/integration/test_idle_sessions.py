@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, SSHD, free_port
-from tests.fakes.idle import Box, idle_box, new_marker
+from tests.fakes.idle import Box, held_start_env, idle_box, new_marker
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]  # the module takes minutes on two cores
 WAIT_S = 120.0  # generous: CI is two busy cores
@@ -250,12 +250,10 @@ def test_a_detached_busy_loop_keeps_it_up_after_logout(box: Box, sshd: Sshd) -> 
     ids=["python -m bench", "dlbench", "python bench/__main__.py"],
 )
 def test_a_bench_process_keeps_it_up(box: Box, tmp_path: Path, argv: list[str]) -> None:
-    """A real bench process, blocked reading a FIFO the test holds, so it is there when sampled."""
-    fifo = tmp_path / "result.json"
-    os.mkfifo(fifo)
-    env = box.scoped_env(dict(os.environ))
+    """A real bench process, held at startup (its argv in place) until it has been sampled."""
+    env, fifo = held_start_env(tmp_path, box.scoped_env(dict(os.environ)))
     assert_idle(box, 0)
-    with background([*argv, "compare", str(fifo), str(fifo)], cwd=REPO, env=env) as bench:
+    with background([*argv, "--help"], cwd=REPO, env=env) as bench:
         held: list[int] = []
 
         def reading() -> bool:
