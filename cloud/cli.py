@@ -274,6 +274,19 @@ class Commands:
                 f"{request.name!r} already exists ({existing['InstanceId']}, "
                 f"{existing['State']['Name']}); not starting a second one"
             )
+            differs = [
+                f"{option} {have} (asked: {asked})"
+                for option, have, asked in (
+                    ("--instance-type", existing.get("InstanceType"), request.instance_type),
+                    ("--ami-id", existing.get("ImageId"), args.ami_id),
+                )
+                if asked is not None and have != asked
+            ]
+            if differs:
+                print(
+                    f"{request.name!r} runs with {', '.join(differs)}; to get the new one, "
+                    f"terminate it first (dlcloud terminate {request.name})"
+                )
             self.report_ready(existing, request.name, launcher)
             return 0
         plan = launcher.preflight(request)
@@ -286,14 +299,39 @@ class Commands:
             print("not launched (pass --yes to skip this question)")
             return 1
         instance = launcher.launch(plan)
-        self.report_ready(instance, request.name, launcher)
+        try:
+            self.record(instance, request.name, launcher)
+        except BaseException as error:
+            # Stopped or failed before the user was told how to reach it: it must not bill on.
+            launcher.discard(instance["InstanceId"], request.name, error)
+            if not isinstance(error, KeyboardInterrupt):
+                print(
+                    f"dlcloud: terminated {instance['InstanceId']} ({request.name})",
+                    file=sys.stderr,
+                )
+            raise
+        self.report_ready(instance, request.name, launcher, recorded=True)
         return 0
 
-    def report_ready(self, instance: dict[str, Any], name: str, launcher: Launcher) -> None:
+    @staticmethod
+    def key_file(instance: dict[str, Any], launcher: Launcher) -> Path:
         key_name = instance.get("KeyName") or guard.tags_of(instance).get(guard.TAG_KEY, "")
-        key_file = launcher.key_folder / f"{key_name}.pem"
+        return launcher.key_folder / f"{key_name}.pem"
+
+    def record(self, instance: dict[str, Any], name: str, launcher: Launcher) -> None:
+        key_file = self.key_file(instance, launcher)
         path = self.inventory_path()
-        inventory.add_host(path, name, instance, self.aws.region, key_file)
+        moved = inventory.add_host(path, name, instance, self.aws.region, key_file)
+        if moved is not None:
+            print(f"{path}: the host {name!r} of another region is now {moved!r}")
+
+    def report_ready(
+        self, instance: dict[str, Any], name: str, launcher: Launcher, recorded: bool = False
+    ) -> None:
+        if not recorded:
+            self.record(instance, name, launcher)
+        key_file = self.key_file(instance, launcher)
+        path = self.inventory_path()
         address = instance.get("PublicIpAddress") or instance.get("PrivateIpAddress")
         print(f"\n{name}: {instance['InstanceId']} {instance['State']['Name']} at {address}")
         print(f"  ssh:      {ssh_command(instance, key_file)}")
@@ -397,7 +435,7 @@ class Commands:
             return 0
         mine = self.aws.caller()
         names = ", ".join(
-            f"{guard.tags_of(i).get(guard.TAG_NAME, '?')} ({i['InstanceId']}"
+            f"{guard.name_of(i)} ({i['InstanceId']}"
             + ("" if guard.owner_of(i) == mine else f", {guard.owner_of(i)}'s")
             + ")"
             for i in targets

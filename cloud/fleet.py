@@ -13,7 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bench.exitcodes import USAGE
 from bench.facts.catalog import Catalog, CatalogError
-from cloud import guard, idle, inventory
+from cloud import guard, idle, interrupts, inventory
 from cloud.aws import (
     IN_USE_STATES,
     LIVE_STATES,
@@ -94,7 +94,7 @@ def describe(
     reason = instance.get("StateReason", {})
     interrupted = reason.get("Code") == SPOT_INTERRUPTED
     return {
-        "name": tags.get(guard.TAG_NAME, "?"),
+        "name": guard.name_of(instance),
         "id": instance["InstanceId"],
         "region": region,
         "type": instance["InstanceType"],
@@ -160,6 +160,13 @@ def find_by_name(ec2: Any, name: str, owner: str | None) -> dict[str, Any]:
     ]
     if not matches:
         raise CloudError(f"no live dlstation instance named {name!r}; see `dlcloud list`", USAGE)
+    if len(matches) > 1:
+        candidates = ", ".join(f"{i['InstanceId']} ({guard.owner_of(i)}'s)" for i in matches)
+        raise CloudError(
+            f"{len(matches)} live instances are named {name!r}: {candidates}; drop --any-owner "
+            "to act on yours, or terminate one by id in the EC2 console",
+            USAGE,
+        )
     return matches[0]
 
 
@@ -218,13 +225,22 @@ def terminate(
         return done
     with aws_errors("terminating"):
         ec2.terminate_instances(InstanceIds=ids)
-        ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig=TERMINATE_WAIT)
-    done.instances = ids
-    ended = now or datetime.now(timezone.utc)
-    done.bills = [bill_line(i, ended) for i in instances]
-    groups = {guard.tags_of(i).get(guard.TAG_GROUP) for i in instances} - {None}
-    keys = {guard.tags_of(i).get(guard.TAG_KEY) for i in instances} - {None}
-    remove_unused(ec2, {g for g in groups if g}, {k for k in keys if k}, scope, done, now=ended)
+    try:
+        with aws_errors("terminating"):
+            ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig=TERMINATE_WAIT)
+        done.instances = ids
+        ended = now or datetime.now(timezone.utc)
+        done.bills = [bill_line(i, ended) for i in instances]
+        groups = {guard.tags_of(i).get(guard.TAG_GROUP) for i in instances} - {None}
+        keys = {guard.tags_of(i).get(guard.TAG_KEY) for i in instances} - {None}
+        remove_unused(ec2, {g for g in groups if g}, {k for k in keys if k}, scope, done, now=ended)
+    except interrupts.Interrupted as error:
+        # Stopped while waiting or tidying up: the user still learns what was terminated.
+        error.cleaned = True
+        error.terminated += [
+            f"{i['InstanceId']} ({guard.tags_of(i).get(guard.TAG_NAME, '?')})" for i in instances
+        ]
+        raise
     return done
 
 

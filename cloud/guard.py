@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import gzip
 import hashlib
 import ipaddress
 import os
 import re
+import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -118,8 +121,17 @@ def owned(resource: dict[str, Any], owner: str) -> bool:
     return created_by_dlcloud(resource) and tags_of(resource).get(TAG_OWNER) == owner
 
 
+def printable(text: str) -> str:
+    """A tag as it may be printed: control characters escaped, so no tag can break a line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def owner_of(resource: dict[str, Any]) -> str:
-    return tags_of(resource).get(TAG_OWNER, "no owner tag")
+    return printable(tags_of(resource).get(TAG_OWNER, "no owner tag"))
+
+
+def name_of(resource: dict[str, Any]) -> str:
+    return printable(tags_of(resource).get(TAG_NAME, "?"))
 
 
 def owned_filters(owner: str | None) -> list[dict[str, Any]]:
@@ -318,19 +330,47 @@ def resource_lock(
 ) -> Iterator[None]:
     """Launches share shared key pairs and groups; removing unused ones waits for them all."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    what = (
+        "a launch on this machine to finish with the shared key pair and SSH group"
+        if exclusive
+        else "a terminate or reap on this machine to finish its cleanup"
+    )
+    with held(folder / RESOURCE_LOCK, what, exclusive=exclusive, say=say):
+        yield
+
+
+def say_waiting(line: str) -> None:
+    print(f"dlcloud: {line}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def held(
+    path: Path,
+    what: str,
+    *,
+    exclusive: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """flock on path; a wait says what it waits for (and the holder's pid) and stays stoppable.
+
+    A signal raises in the blocked flock (interrupts.raised), so Ctrl-C, SIGTERM and SIGHUP
+    end the wait at once.
+    """
     mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-    with (folder / RESOURCE_LOCK).open("a") as handle:
+    with path.open("a+") as handle:
         try:
             fcntl.flock(handle, mode | fcntl.LOCK_NB)
         except BlockingIOError:
-            if say is not None:
-                say(
-                    "waiting for a launch on this machine to finish with the shared key pair and "
-                    "SSH group"
-                    if exclusive
-                    else "waiting for a terminate or reap on this machine to finish its cleanup"
-                )
+            handle.seek(0)
+            holder = handle.read(32).strip()
+            pid = f", held by pid {holder}" if holder.isdigit() else ""
+            (say or say_waiting)(f"waiting for {what} (lock {path}{pid}); Ctrl-C stops")
             fcntl.flock(handle, mode)
+        if exclusive:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
         try:
             yield
         finally:
@@ -364,19 +404,45 @@ def young_file(path: Path, now: datetime) -> bool:
 
 
 @contextmanager
-def folder_lock(folder: Path, name: str = KEY_LOCK) -> Iterator[None]:
+def folder_lock(folder: Path, name: str = KEY_LOCK, what: str = "") -> Iterator[None]:
     """One dlcloud at a time on this machine inside: an exclusive lock on folder/name.
 
     Concurrent launches on one machine would otherwise see a key pair another has just made
     before its private key is on disk, or miss an instance another is about to start.
     """
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with (folder / name).open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with held(folder / name, what or f"another dlcloud to finish with the key folder {folder}"):
+        yield
+
+
+def check_folder(folder: Path, option: str) -> Path:
+    """Refuse, before anything is created, a folder dlcloud could not create or write in.
+
+    A folder this check had to create is removed again: a refused command leaves nothing.
+    """
+    probe = folder
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CloudError(
+            f"{option} {folder}: {probe} is not a folder; name a folder you can write in", 2
+        )
+    made = [p for p in [folder, *folder.parents] if not os.path.lexists(p)]
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise CloudError(
+            f"{option} {folder}: cannot write there ({error.strerror}); name a folder you can "
+            "write in",
+            2,
+        ) from None
+    finally:
+        for created in made:  # deepest first
+            with contextlib.suppress(OSError):
+                created.rmdir()
+    return folder
 
 
 def ensure_key_pair(ec2: Any, name: str, labels: Labels, folder: Path) -> tuple[str, Path]:
@@ -396,8 +462,9 @@ def check_key_pair(ec2: Any, name: str, folder: Path) -> dict[str, Any] | None:
     the user decides what it is.
     """
     path = folder / f"{name}.pem"
+    check_folder(folder, "the key folder (DLCLOUD_KEY_DIR)")
     found = find_key_pair(ec2, name)
-    if found is None and path.exists():
+    if found is None and os.path.lexists(path):
         raise CloudError(
             f"{path} exists but AWS has no key pair {name!r} in this region; dlcloud will not "
             f"overwrite it: import its public key as {name!r} (aws ec2 import-key-pair), or "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from typing import Any
 import yaml
 
 from bench.exitcodes import USAGE
+from cloud import guard
 from cloud.aws import CloudError
 
 INVENTORY_ENV = "DLCLOUD_INVENTORY"
@@ -20,6 +20,47 @@ HEADER = (
     "# Written by `dlcloud launch`, entries removed by `dlcloud terminate`.\n"
     "# Hosts run the Deep Learning AMI (group dlami): setup.yml verifies them, never reinstalls.\n"
 )
+
+
+class Unsafe(str):
+    """A value Ansible must take literally: written with YAML's `!unsafe` tag, never templated."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Dumper.add_representer(Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", value))
+
+
+def _unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    if not isinstance(node, yaml.ScalarNode):
+        raise yaml.constructor.ConstructorError(
+            None, None, "!unsafe on a non-string", node.start_mark
+        )
+    return str(loader.construct_scalar(node))
+
+
+_Loader.add_constructor("!unsafe", _unsafe)
+
+
+def load(text: str) -> Any:
+    """dlcloud's inventory as data (its `!unsafe` values as plain strings)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def dump(hosts: dict[str, Any]) -> str:
+    """Every string value marked `!unsafe`: a `{{` in a path or address runs nothing."""
+    data = {
+        name: {k: Unsafe(v) if isinstance(v, str) else v for k, v in values.items()}
+        for name, values in hosts.items()
+    }
+    document = {"all": {"children": {"dlami": {"hosts": data}}}}
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=True)
 
 
 def default_path() -> Path:
@@ -43,6 +84,7 @@ def written_by_dlcloud(path: Path) -> bool:
 
 def check(path: Path) -> Path:
     """Refuse, before anything is launched, an inventory dlcloud could not write safely."""
+    guard.check_folder(path.parent, f"--inventory {path}: its folder")
     if path.is_dir():
         raise CloudError(
             f"--inventory {path} is a folder; name a file: dlcloud writes its own inventory",
@@ -56,7 +98,7 @@ def check(path: Path) -> Path:
         )
     if path.is_file():
         try:
-            hosts_of(yaml.safe_load(path.read_text()))
+            hosts_of(load(path.read_text()))
         except (yaml.YAMLError, AttributeError, TypeError) as error:
             first = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise CloudError(
@@ -75,17 +117,16 @@ def hosts_of(document: Any) -> dict[str, Any]:
 def read(path: Path) -> dict[str, Any]:
     if not check(path).is_file():
         return {}
-    return hosts_of(yaml.safe_load(path.read_text()))
+    return hosts_of(load(path.read_text()))
 
 
 def write(path: Path, hosts: dict[str, Any]) -> None:
     check(path)
-    document = {"all": {"children": {"dlami": {"hosts": hosts}}}}
     path.parent.mkdir(parents=True, exist_ok=True)
     # A temporary file of its own: two dlcloud runs writing at once never share one.
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(descriptor, "w") as handle:
-        handle.write(HEADER + yaml.safe_dump(document, sort_keys=True))
+        handle.write(HEADER + dump(hosts))
     Path(temporary).chmod(0o644)
     Path(temporary).replace(path)
 
@@ -94,21 +135,33 @@ def write(path: Path, hosts: dict[str, Any]) -> None:
 def locked(path: Path) -> Iterator[None]:
     """One read-modify-write of the inventory at a time, across processes: no entry is lost."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with (path.parent / f".{path.name}.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with guard.held(
+        path.parent / f".{path.name}.lock",
+        f"another dlcloud to finish writing the inventory {path}",
+    ):
+        yield
 
 
-def add_host(path: Path, name: str, instance: dict[str, Any], region: str, key_file: Path) -> None:
+def add_host(
+    path: Path, name: str, instance: dict[str, Any], region: str, key_file: Path
+) -> str | None:
+    """Add or replace the host `name`; a same-named host of another region moves aside.
+
+    Returns the name that host now has (`name.region`: dlcloud names have no dots), or None.
+    """
     with locked(path):
-        _add_host(path, name, instance, region, key_file)
+        return _add_host(path, name, instance, region, key_file)
 
 
-def _add_host(path: Path, name: str, instance: dict[str, Any], region: str, key_file: Path) -> None:
+def _add_host(
+    path: Path, name: str, instance: dict[str, Any], region: str, key_file: Path
+) -> str | None:
     hosts = read(path)
+    moved = None
+    other = hosts.get(name)
+    if isinstance(other, dict) and other.get("dlstation_region") not in (None, region):
+        moved = f"{name}.{other['dlstation_region']}"
+        hosts[moved] = hosts.pop(name)
     hosts[name] = {
         "ansible_host": instance.get("PublicIpAddress") or instance.get("PrivateIpAddress"),
         "ansible_user": "ubuntu",
@@ -118,6 +171,7 @@ def _add_host(path: Path, name: str, instance: dict[str, Any], region: str, key_
         "dlstation_region": region,
     }
     write(path, hosts)
+    return moved
 
 
 def remove_hosts(path: Path, instance_ids: set[str]) -> list[str]:

@@ -389,7 +389,11 @@ class Launcher:
         instance for all of them. Stopped at any point, it terminates what it started.
         """
         name = plan.request.name
-        with guard.folder_lock(self.key_folder, f".launch-{plan.region}-{name}.lock"):
+        with guard.folder_lock(
+            self.key_folder,
+            f".launch-{plan.region}-{name}.lock",
+            f"another dlcloud launching {name!r} in {plan.region} to finish",
+        ):
             existing = self.find_existing(name)
             if existing is not None:
                 self.say(
@@ -568,13 +572,17 @@ class Launcher:
             return ready if winner == own else self.wait_until_ready(winner)
         except (KeyboardInterrupt, CloudError) as error:
             # A signal or a failure meanwhile: what this launch started must not keep billing.
-            with interrupts.deferred():
-                self.ec2.terminate_instances(InstanceIds=[own])
-            self.abandoned.append(f"{own} ({name})")
-            if isinstance(error, interrupts.Interrupted):
-                error.cleaned = True
-                error.terminated.append(f"{own} ({name})")
+            self.discard(own, name, error)
             raise
+
+    def discard(self, instance_id: str, name: str, error: BaseException) -> None:
+        """Terminate an instance this launch started, and say so in the interrupt's summary."""
+        with interrupts.deferred(), aws_errors("terminating the instance this launch started"):
+            self.ec2.terminate_instances(InstanceIds=[instance_id])
+        self.abandoned.append(f"{instance_id} ({name})")
+        if isinstance(error, interrupts.Interrupted):
+            error.cleaned = True
+            error.terminated.append(f"{instance_id} ({name})")
 
     def keep_oldest(self, name: str, own: str) -> str:
         found = {i["InstanceId"]: i for i in self.live_named(name)}

@@ -22,9 +22,9 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 from moto.server import ThreadedMotoServer
 
+from cloud import inventory
 from tests.conftest import REPO, free_port
 from tests.fakes.aws import FAKE_CREDENTIALS
 
@@ -153,7 +153,7 @@ def all_instances(client: Any) -> list[str]:
 
 def inventory_hosts(world: dict[str, Any]) -> dict[str, Any]:
     path = Path(world["env"]["DLCLOUD_INVENTORY"])
-    document = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    document = inventory.load(path.read_text()) if path.is_file() else {}
     hosts: dict[str, Any] = (document or {}).get("all", {}).get("children", {}).get(
         "dlami", {}
     ).get("hosts") or {}

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-import yaml
 
 from bench import exitcodes
 from bench.facts.catalog import Catalog
@@ -178,7 +177,7 @@ def test_five_concurrent_launches_all_reach_the_inventory(env: dict[str, str]) -
     for run in runs:
         _, err = run.communicate(timeout=300)
         assert run.returncode == 0, err
-    document = yaml.safe_load(Path(env["DLCLOUD_INVENTORY"]).read_text())
+    document = inventory.load(Path(env["DLCLOUD_INVENTORY"]).read_text())
     hosts = document["all"]["children"]["dlami"]["hosts"]
     assert sorted(hosts) == names
     assert len(live(client)) == 5

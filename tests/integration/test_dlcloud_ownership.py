@@ -16,13 +16,12 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.training.backends import BACKENDS
 from bench.training.workloads import WORKLOADS
-from cloud import cli, guard
+from cloud import cli, guard, inventory
 from tests.integration.test_dlcloud_server import (
     CIDR,
     dlcloud,
@@ -281,7 +280,7 @@ def test_hosts_whose_instances_ended_leave_the_inventory(env: dict[str, str]) ->
     client.terminate_instances(InstanceIds=[lab["InstanceId"]])  # as the TTL watchdog does
     reaped = dlcloud(env, "reap", "--yes")
     assert reaped.returncode == 0, reaped.stderr
-    document = yaml.safe_load(Path(env["DLCLOUD_INVENTORY"]).read_text())
+    document = inventory.load(Path(env["DLCLOUD_INVENTORY"]).read_text())
     assert set(document["all"]["children"]["dlami"]["hosts"]) == {"lab2"}
     assert (Path(env["DLCLOUD_KEY_DIR"]) / "dlstation-us-east-1.pem").is_file()
 

@@ -17,9 +17,8 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 
-from cloud import guard
+from cloud import guard, inventory
 from tests.conftest import REPO, free_port
 from tests.fakes.aws import FAKE_CREDENTIALS
 from tests.harness.aging import age_launch_resources
@@ -141,7 +140,7 @@ def test_launch_list_inventory_terminate(moto_env: dict[str, str], tmp_path: Pat
     assert listed.returncode == 0
     assert "lab" in listed.stdout and instance_id in listed.stdout and "2.0h" in listed.stdout
 
-    hosts = yaml.safe_load(Path(moto_env["DLCLOUD_INVENTORY"]).read_text())["all"]["children"][
+    hosts = inventory.load(Path(moto_env["DLCLOUD_INVENTORY"]).read_text())["all"]["children"][
         "dlami"
     ]["hosts"]
     assert hosts["lab"]["dlstation_instance_id"] == instance_id
@@ -169,7 +168,7 @@ def test_launch_list_inventory_terminate(moto_env: dict[str, str], tmp_path: Pat
     assert "deleted security group" in terminated.stdout and "deleted key pair" in terminated.stdout
     assert project_states(client)[instance_id] == "terminated"
     assert (
-        yaml.safe_load(Path(moto_env["DLCLOUD_INVENTORY"]).read_text())["all"]["children"]["dlami"][
+        inventory.load(Path(moto_env["DLCLOUD_INVENTORY"]).read_text())["all"]["children"]["dlami"][
             "hosts"
         ]
         == {}

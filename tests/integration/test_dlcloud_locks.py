@@ -1,0 +1,318 @@
+"""dlcloud while another process holds its locks, and the inventory and key paths it is given."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+import pytest
+
+from bench import exitcodes
+from cloud import inventory
+from tests.conftest import REPO
+from tests.integration.test_dlcloud_ownership import dlcloud_tags, run
+from tests.integration.test_dlcloud_server import (
+    dlcloud,
+    dlcloud_argv,
+    ec2,
+    image_of,
+    launch_args,
+    live,
+    moto_env,  # noqa: F401  (the fixture, shared with the server tests)
+)
+
+pytestmark = [pytest.mark.motoserver, pytest.mark.slow]
+HOLD = (
+    "import fcntl, sys\n"
+    "handle = open(sys.argv[1], 'a')\n"
+    "fcntl.flock(handle, fcntl.LOCK_EX)\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+@pytest.fixture
+def env(moto_env: dict[str, str]) -> dict[str, str]:  # noqa: F811
+    return {**moto_env, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def hold(env: dict[str, str]) -> Iterator[Any]:
+    """hold(path): another process takes that lock file and keeps it until the test ends."""
+    holders: list[subprocess.Popen[str]] = []
+
+    def take(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        holders.append(holder)
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+
+    yield take
+    for holder in holders:
+        holder.communicate(timeout=30)  # closing its stdin ends it
+
+
+def start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*dlcloud_argv(), "--region", "us-east-1", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_line(stream: IO[str] | None, wanted: str, timeout: float = 90) -> list[str]:
+    """Lines up to the first containing `wanted`; fails after `timeout` s with what was read."""
+    assert stream is not None
+    seen: list[str] = []
+    found = threading.Event()
+
+    def reader() -> None:
+        for line in stream:
+            seen.append(line)
+            if wanted in line:
+                found.set()
+                return
+
+    threading.Thread(target=reader, daemon=True).start()
+    assert found.wait(timeout), f"no line with {wanted!r} in: {''.join(seen)!r}"
+    return seen
+
+
+def inventory_lock(env: dict[str, str]) -> Path:
+    path = Path(env["DLCLOUD_INVENTORY"])
+    return path.parent / f".{path.name}.lock"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=str)
+def test_a_signal_while_the_inventory_is_locked_terminates_the_new_instance(
+    env: dict[str, str], hold: Any, signum: int
+) -> None:
+    client = ec2(env)
+    hold(inventory_lock(env))
+    launching = start(env, *launch_args(image_of(client), "t4"))
+    seen = wait_for_line(launching.stdout, "waiting for another dlcloud to finish writing")
+    assert str(Path(env["DLCLOUD_INVENTORY"])) in seen[-1]
+    (started,) = live(client, Name="t4")
+    launching.send_signal(signum)
+    rest, _ = launching.communicate(timeout=90)
+    code = exitcodes.INTERRUPTED if signum == signal.SIGINT else exitcodes.TERMINATED
+    assert launching.returncode == code, rest
+    assert f"terminated {started['InstanceId']} (t4)" in rest
+    assert live(client, Name="t4") == []
+
+
+@pytest.mark.parametrize(
+    "lock", [".dlcloud.lock", ".launch-us-east-1-w7.lock"], ids=["key-folder", "per-name"]
+)
+def test_a_launch_waiting_for_a_lock_says_so_and_stops_on_sigterm(
+    env: dict[str, str], hold: Any, lock: str
+) -> None:
+    client = ec2(env)
+    hold(Path(env["DLCLOUD_KEY_DIR"]) / lock)
+    launching = start(env, *launch_args(image_of(client), "w7"))
+    seen = wait_for_line(launching.stdout, "waiting for another dlcloud")
+    assert lock in seen[-1]
+    launching.send_signal(signal.SIGTERM)
+    rest, _ = launching.communicate(timeout=90)
+    assert launching.returncode == exitcodes.TERMINATED, rest
+    assert "interrupted by SIGTERM" in rest and "Traceback" not in rest
+    assert live(client, Name="w7") == []
+
+
+def test_terminate_waiting_for_the_inventory_names_what_it_terminated(
+    env: dict[str, str], hold: Any
+) -> None:
+    client = ec2(env)
+    assert dlcloud(env, *launch_args(image_of(client), "s2")).returncode == 0
+    (instance,) = live(client, Name="s2")
+    hold(inventory_lock(env))
+    stopping = start(env, "terminate", "s2", "--yes")
+    wait_for_line(stopping.stdout, "waiting for another dlcloud to finish writing")
+    stopping.send_signal(signal.SIGTERM)
+    rest, _ = stopping.communicate(timeout=90)
+    assert stopping.returncode == exitcodes.TERMINATED, rest
+    assert f"terminated {instance['InstanceId']} (s2)" in rest
+
+
+# -- paths and values checked before anything is created ----------------------------------
+
+
+def everything(client: Any) -> tuple[Any, ...]:
+    return (
+        [
+            i["InstanceId"]
+            for r in client.describe_instances()["Reservations"]
+            for i in r["Instances"]
+        ],
+        sorted(k["KeyName"] for k in client.describe_key_pairs()["KeyPairs"]),
+        sorted(g["GroupName"] for g in client.describe_security_groups()["SecurityGroups"]),
+    )
+
+
+def assert_refused_unchanged(env: dict[str, str], before: tuple[Any, ...], *argv: str) -> str:
+    refused = dlcloud(env, *argv)
+    assert refused.returncode == exitcodes.USAGE, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert everything(ec2(env)) == before
+    return refused.stderr
+
+
+def test_an_inventory_under_a_plain_file_is_refused_before_launching(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    client = ec2(env)
+    image = image_of(client)
+    (tmp_path / "afile").write_text("not a folder\n")
+    before = everything(client)
+    for where in (tmp_path / "afile" / "inv.yml", tmp_path / "afile" / "deeper" / "inv.yml"):
+        bad = {**env, "DLCLOUD_INVENTORY": str(where)}
+        message = assert_refused_unchanged(bad, before, *launch_args(image, "p2"))
+        assert "afile" in message
+    assert not (Path(env["DLCLOUD_KEY_DIR"])).exists()
+
+
+def test_a_dangling_key_file_link_is_refused_before_the_key_pair(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    client = ec2(env)
+    folder = Path(env["DLCLOUD_KEY_DIR"])
+    folder.mkdir(mode=0o700)
+    (folder / "dlstation-us-east-1.pem").symlink_to(tmp_path / "nowhere.pem")
+    message = assert_refused_unchanged(
+        env, everything(client), *launch_args(image_of(client), "d6")
+    )
+    assert "dlstation-us-east-1.pem" in message
+
+
+def test_an_unusable_key_folder_is_refused_before_the_key_pair(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    client = ec2(env)
+    (tmp_path / "keyfile").write_text("a file\n")
+    before = everything(client)
+    for folder in (tmp_path / "keyfile", tmp_path / "keyfile" / "sub", Path("/proc/dlcloud")):
+        bad = {**env, "DLCLOUD_KEY_DIR": str(folder)}
+        assert_refused_unchanged(bad, before, *launch_args(image_of(client), "k1"))
+
+
+def test_inventory_values_are_data_to_ansible(env: dict[str, str], tmp_path: Path) -> None:
+    client = ec2(env)
+    proof = tmp_path / "PWNED"
+    folder = tmp_path / f"k{{{{ lookup('pipe', 'id > {proof}') }}}}"
+    templated = {**env, "DLCLOUD_KEY_DIR": str(folder)}
+    launched = dlcloud(templated, *launch_args(image_of(client), "tpl"))
+    assert launched.returncode == 0, launched.stderr
+    shown = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible"),
+            "-i",
+            env["DLCLOUD_INVENTORY"],
+            "tpl",
+            "-m",
+            "debug",
+            "-a",
+            "var=ansible_ssh_private_key_file",
+            "-e",
+            "ansible_connection=local",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert not proof.exists()
+    assert "lookup('pipe'" in shown.stdout
+    hosts = inventory.load(Path(env["DLCLOUD_INVENTORY"]).read_text())
+    assert "{{" in hosts["all"]["children"]["dlami"]["hosts"]["tpl"]["ansible_ssh_private_key_file"]
+
+
+# -- names ---------------------------------------------------------------------------------
+
+
+def test_an_ambiguous_name_is_refused_with_the_candidates(env: dict[str, str]) -> None:
+    client = ec2(env)
+    image = image_of(client)
+    assert dlcloud(env, *launch_args(image, "k9")).returncode == 0
+    (mine,) = live(client, Name="k9")
+    theirs = run(client, image, dlcloud_tags("arn:aws:iam::123456789012:user/colleague", "k9"))
+    refused = dlcloud(env, "terminate", "k9", "--any-owner", "--yes")
+    assert refused.returncode == exitcodes.USAGE, refused.stdout + refused.stderr
+    assert mine["InstanceId"] in refused.stderr and theirs in refused.stderr
+    assert "colleague" in refused.stderr
+    assert len(live(client, Name="k9")) == 2
+    # Without --any-owner the name is the caller's: exactly that one goes.
+    done = dlcloud(env, "terminate", "k9", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert [i["InstanceId"] for i in live(client, Name="k9")] == [theirs]
+
+
+def test_one_name_in_two_regions_keeps_both_inventory_entries(env: dict[str, str]) -> None:
+    client = ec2(env)
+    assert dlcloud(env, *launch_args(image_of(client), "twin")).returncode == 0
+    west_client = boto3.client(
+        "ec2",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-west-2",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    west_image = west_client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    second = subprocess.run(
+        [*dlcloud_argv(), "--region", "us-west-2", *launch_args(west_image, "twin")],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert second.returncode == 0, second.stderr
+    assert "the host 'twin' of another region is now 'twin.us-east-1'" in second.stdout
+    hosts = inventory.load(Path(env["DLCLOUD_INVENTORY"]).read_text())["all"]["children"]["dlami"][
+        "hosts"
+    ]
+    assert sorted(v["dlstation_region"] for v in hosts.values()) == ["us-east-1", "us-west-2"]
+    assert hosts["twin"]["dlstation_region"] == "us-west-2"
+    assert hosts["twin.us-east-1"]["dlstation_region"] == "us-east-1"
+
+
+def test_printed_tags_have_control_characters_escaped(env: dict[str, str]) -> None:
+    client = ec2(env)
+    run(client, image_of(client), dlcloud_tags("colleague\nforged row\t", "k8"))
+    listed = dlcloud(env, "list", "--any-owner")
+    assert listed.returncode == 0, listed.stderr
+    assert "colleague\\nforged row\\t" in listed.stdout
+    assert not any(line.startswith("forged row") for line in listed.stdout.splitlines())
+    asked = dlcloud(env, "terminate", "k8", "--any-owner", "--yes")
+    assert asked.returncode == 0, asked.stderr
+    assert "colleague\\nforged row\\t" in asked.stdout
+
+
+def test_relaunching_a_name_with_other_options_says_what_differs(env: dict[str, str]) -> None:
+    client = ec2(env)
+    image = image_of(client)
+    assert dlcloud(env, *launch_args(image, "same")).returncode == 0
+    argv = launch_args(image, "same")
+    argv[argv.index("g5.xlarge")] = "g6.xlarge"
+    again = dlcloud(env, *argv)
+    assert again.returncode == 0, again.stderr
+    assert "--instance-type g5.xlarge (asked: g6.xlarge)" in again.stdout
+    assert "terminate it first" in again.stdout and "--ami-id" not in again.stdout
+    assert len(live(client, Name="same")) == 1
