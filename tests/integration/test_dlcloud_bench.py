@@ -85,7 +85,8 @@ def host_vars(root: Path, **more: Any) -> str:
             "ansible_python_interpreter": sys.executable,
             "dlstation_configure_keras_env": False,
             "dlstation_configure_jupyter": False,
-            "keras_env_root": str(root),
+            # Both "instances" are this machine: each keeps its own folders, as real hosts do.
+            "keras_env_root": f"{root}/{{{{ inventory_hostname }}}}",
             "keras_env_venv": str(VENV),
             "keras_env_backends": ["jax"],
             "verify_run_args": "--synthetic --epochs 1 --no-imds",

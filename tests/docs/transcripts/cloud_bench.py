@@ -12,12 +12,12 @@ import socket
 from tests.docs.transcript import Session, Transcript
 
 HOST_VARS = """\
-# The "instances" are this machine: local connection, this venv, their paths under ./host.
+# The "instances" are this machine: local connection, this venv, each one's paths under ./host/NAME.
 ansible_connection: local
 ansible_python_interpreter: "{{ ansible_playbook_python }}"
 dlstation_configure_keras_env: false
 dlstation_configure_jupyter: false
-keras_env_root: {root}/host
+keras_env_root: "{root}/host/{{ inventory_hostname }}"
 keras_env_venv: "{{ ansible_playbook_python | dirname | dirname }}"
 keras_env_backends: [jax]
 verify_run_args: --synthetic --epochs 1 --no-imds
@@ -54,6 +54,7 @@ TRANSCRIPT = Transcript(
         (r"^\| \d+ \| (g[56]\.xlarge)", r"| <rank> | \1"),
         (r"\| [\d,]+ \| [\d,]+ \|", "| <figure> | <figure> |"),
     ),
-    optional=(r": still in ",),
+    # The heartbeat, and the line a launch prints when the other one holds the key folder.
+    optional=(r": still in ", r"^dlcloud: waiting for "),
     unordered=(PER_HOST, r"^\| <rank> \| ", r"^ +terminated i-…$", r"^ +cost: l4-vs-a10g-"),
 )
