@@ -162,7 +162,9 @@ def wait_for_epochs(path_glob: Path, count: int, timeout: float = 240) -> Path:
                 document = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
-            if document["runs"] and len(document["runs"][-1]["epochs"]) >= count:
+            # A claimed file holds the "starting" document (no runs yet) until the first write.
+            runs = document.get("runs")
+            if runs and len(runs[-1]["epochs"]) >= count:
                 return path
         time.sleep(0.2)
     raise AssertionError(f"no result with {count} epochs in {timeout} s")
