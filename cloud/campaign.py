@@ -9,29 +9,25 @@ A campaign folder keeps its state: running the same --name again reuses the resu
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import shlex
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.exitcodes import USAGE
 from bench.facts.catalog import Catalog
 from bench.subprocesses import run_streamed
-from bench.training.backends import BACKENDS
-from bench.training.workloads import WORKLOADS
-from cloud import fleet, guard, interrupts, inventory, options, playbooks
+from cloud import campaign_report, fleet, guard, interrupts, inventory, playbooks
 from cloud.aws import LIVE_STATES, RUNNING, Aws, CloudError, aws_errors
+from cloud.campaign_options import Options, options_from
+from cloud.campaign_report import money
 from cloud.campaign_state import (
     DONE,
     FAILED,
@@ -42,138 +38,14 @@ from cloud.campaign_state import (
     save_state,
 )
 from cloud.launcher import Launcher, LaunchRequest, Plan
-from cloud.options import MachineOptions
 from cloud.playbooks import CLONE
 
-SUMMARY_FILE = "campaign.json"
 SSH_PROBE_ENV = "DLCLOUD_SSH_PROBE"  # host:port to probe instead of each instance's port 22
 SSH_TIMEOUT_S = 600
 HEARTBEAT_S = 60  # a progress line at least this often, even in a long step
-HOST_NAME_MAX = 63  # guard.check_name's limit: a DNS label
 
 Confirm = Callable[[str], bool]
 Say = Callable[[str], None]
-
-
-# -- options ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Options:
-    """What the user asked for, parsed at the edge."""
-
-    types: list[str]
-    name: str
-    folder: Path
-    machine: MachineOptions = field(default_factory=lambda: MachineOptions(ttl_text="2h"))
-    workloads: list[str] = field(default_factory=list)
-    mode: str | None = None
-    backend: str | None = None
-    repeats: int | None = None
-    bench_args: str = ""
-    ansible_args: list[str] = field(default_factory=list)
-    yes: bool = False
-
-    def host(self, instance_type: str) -> str:
-        """NAME-<type>, a host-name-like label: g5.xlarge becomes g5-xlarge."""
-        return f"{self.name}-{re.sub(r'[^A-Za-z0-9]+', '-', instance_type).strip('-')}"
-
-    def dlbench_args(self) -> list[str]:
-        """What `dlbench run` gets on every host, before its price."""
-        args = list(self.workloads)
-        for flag, value in (("--mode", self.mode), ("--backend", self.backend)):
-            if value:
-                args += [flag, value]
-        if self.repeats:
-            args += ["--repeats", str(self.repeats)]
-        return args + shlex.split(self.bench_args)
-
-
-def add_parser(commands: Any) -> None:
-    """The `dlcloud bench` subcommand and its options."""
-    bench = commands.add_parser(
-        "bench", help="benchmark instance types in parallel, rank them by cost, leave nothing"
-    )
-    bench.add_argument("--types", required=True, help="e.g. g5.xlarge,g6.xlarge,g6e.xlarge")
-    bench.add_argument("--name", help="campaign name; the same name resumes (default: a stamp)")
-    options.add_machine_options(bench, ttl_default="2h")
-    bench.add_argument("--workloads", help="comma-separated, e.g. imdb,reuters (default: all)")
-    bench.add_argument("--mode", choices=["fit", "compiled"], help="dlbench run --mode")
-    bench.add_argument("--backend", help="dlbench run --backend (default: tensorflow)")
-    bench.add_argument("--repeats", type=int, help="dlbench run --repeats")
-    bench.add_argument(
-        "--bench-args", default="", help='more for `dlbench run`, e.g. "--synthetic --epochs 2"'
-    )
-    bench.add_argument(
-        "--ansible-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="passed to ansible-playbook (repeat it), e.g. --ansible-arg=-e "
-        "--ansible-arg=ansible_user=ec2-user",
-    )
-    bench.add_argument(
-        "--out", type=Path, help="campaign folder (default: results/campaigns/NAME in the clone)"
-    )
-    bench.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-
-
-def options_from(args: argparse.Namespace, now: datetime) -> Options:
-    """The campaign's options, every one checked before anything is planned or launched."""
-    name = options.checked_name(args.name, f"bench-{now:%Y%m%d-%H%M%S}")
-    types = [t.strip() for t in args.types.split(",") if t.strip()]
-    if not types or len(set(types)) != len(types):
-        raise CloudError("--types: name each instance type once, e.g. g5.xlarge,g6.xlarge", USAGE)
-    workloads = [w for w in (args.workloads or "").split(",") if w]
-    unknown = [w for w in workloads if w not in WORKLOADS]
-    if unknown or (args.workloads is not None and not workloads):
-        raise CloudError(
-            f"--workloads {args.workloads!r}: valid workloads are {', '.join(sorted(WORKLOADS))}",
-            USAGE,
-        )
-    if args.backend is not None and args.backend not in BACKENDS:
-        raise CloudError(
-            f"--backend {args.backend!r}: valid backends are {', '.join(BACKENDS)}", USAGE
-        )
-    if args.repeats is not None and args.repeats < 1:
-        raise CloudError(f"--repeats {args.repeats}: must be at least 1", USAGE)
-    try:
-        shlex.split(args.bench_args)
-    except ValueError as error:
-        raise CloudError(f"--bench-args {args.bench_args!r}: {error}", USAGE) from None
-    result = Options(
-        types=types,
-        name=name,
-        folder=campaign_folder(args.out, name),
-        machine=options.machine_options(args),
-        workloads=workloads,
-        mode=args.mode,
-        backend=args.backend,
-        repeats=args.repeats,
-        bench_args=args.bench_args,
-        ansible_args=list(args.ansible_arg),
-        yes=args.yes,
-    )
-    longest = max((result.host(t) for t in types), key=len)
-    if len(longest) > HOST_NAME_MAX:
-        room = HOST_NAME_MAX - (len(longest) - len(name))
-        raise CloudError(
-            f"--name {name!r}: the host {longest!r} would be {len(longest)} characters, over "
-            f"{HOST_NAME_MAX}; use a --name of at most {room} characters",
-            USAGE,
-        )
-    return result
-
-
-def campaign_folder(out: Path | None, name: str) -> Path:
-    """--out (a folder, made if missing, somewhere writable), else results/campaigns/NAME."""
-    folder = (out or CLONE / "results" / "campaigns" / name).resolve()
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise CloudError(f"--out {folder}: {existing} is a file, not a folder", USAGE)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise CloudError(f"--out {folder}: {existing} is not writable; pick another --out", USAGE)
-    return folder
 
 
 # -- seams: subprocesses and SSH -------------------------------------------------------------
@@ -430,6 +302,13 @@ class Campaign:
             finally:
                 self.report()
 
+    def report(self) -> None:
+        """campaign.json and `dlbench report`, then each type's outcome, the cost, the ranking."""
+        document = campaign_report.summary(
+            self.options, self.hosts, self.catalog, self.aws.region, self.now()
+        )
+        campaign_report.report(document, self.folder, self.bills, run=self.run, say=self.say)
+
     def launch_all(self, plans: list[Plan]) -> list[str]:
         """Every type at once, once the key pair and SSH group they share exist."""
         ready: list[str] = []
@@ -634,101 +513,6 @@ class Campaign:
         save_state(self.folder, self.hosts)
         launched = {r["id"] for h in self.hosts.values() for r in h.instances}
         inventory.remove_hosts(self.inventory, launched)
-
-    def summary(self) -> dict[str, Any]:
-        now = self.now()
-        rows: list[dict[str, Any]] = []
-        for kind in self.options.types:
-            host = self.hosts[kind]
-            if not host.gpu:
-                spec = self.catalog.get(kind)
-                host.gpu = f"{spec.gpu_count}x {spec.gpu}"
-            if host.usd_per_hour is None:
-                host.usd_per_hour = self.catalog.price(
-                    kind, self.aws.region, self.options.machine.spot
-                ).usd_per_hour
-            hours = host.hours(now)
-            result = self.results_dir / f"{host.host}.json"
-            rows.append(
-                {
-                    "instance_type": kind,
-                    "host": host.host,
-                    "gpu": host.gpu,
-                    "usd_per_hour": host.usd_per_hour,
-                    "status": host.status,
-                    "reason": host.reason,
-                    "verdict": host.verdict,
-                    "result": result.name if result.is_file() else None,
-                    "instance_hours": hours,
-                    "cost_usd": None if host.usd_per_hour is None else hours * host.usd_per_hour,
-                }
-            )
-        ttl_h = guard.parse_ttl(self.options.machine.ttl_text).total_seconds() / 3600
-        # Each type's instance and its root disk, as the plan's "most possible cost" counts.
-        disk = self.catalog.disk_per_hour(self.options.machine.volume_gb, self.aws.region)
-        hourly: list[float | None] = [r["usd_per_hour"] for r in rows]
-        prices = [None if p is None or disk is None else p + disk for p in hourly]
-        return {
-            "name": self.options.name,
-            "region": self.aws.region,
-            "market": "spot" if self.options.machine.spot else "on-demand",
-            "ttl": self.options.machine.ttl_text,
-            "max_cost_usd": None if None in prices else sum(p or 0 for p in prices) * ttl_h,
-            "instance_hours": sum(r["instance_hours"] for r in rows),
-            "cost_usd": sum(r["cost_usd"] or 0 for r in rows),
-            "types": rows,
-        }
-
-    def report(self) -> None:
-        """campaign.json, then `dlbench report` of every result with the ranking on top."""
-        summary = self.summary()
-        path = self.folder / SUMMARY_FILE
-        path.write_text(json.dumps(summary, indent=1) + "\n")
-        self.results_dir.mkdir(parents=True, exist_ok=True)
-        out = self.folder / "report"
-        argv = [
-            sys.executable,
-            "-m",
-            "bench",
-            "report",
-            str(self.results_dir),
-            "--out",
-            str(out),
-            "--title",
-            f"dlcloud bench: {self.options.name}",
-            "--campaign",
-            str(path),
-        ]
-        code = self.run(argv, env=dict(os.environ), cwd=Path.cwd(), log=self.folder / "report.log")
-        for row in summary["types"]:
-            outcome = (
-                row["status"] if row["reason"] is None else f"{row['status']}: {row['reason']}"
-            )
-            self.say(f"  {row['instance_type']:<14} verify {row['verdict'] or '-':<4}  {outcome}")
-        self.say(
-            f"campaign cost: {summary['instance_hours']:.3f} instance-hours, "
-            f"{money(summary['cost_usd'], 2)} at the planned prices"
-        )
-        if self.bills:
-            self.say("\n".join(f"  cost: {bill}" for bill in self.bills))
-        if code == 0 and (out / "report.md").is_file():
-            self.say(terminal_ranking(self.results_dir, path, out / "img"))
-            self.say(f"report: {out / 'report.html'} (also report.md)")
-        else:
-            self.say(f"the report failed (exit {code}); see {self.folder / 'report.log'}")
-
-
-def terminal_ranking(results_dir: Path, campaign_file: Path, image_dir: Path) -> str:
-    """The ranking as the report shows it, built from the result files, not cut from markdown."""
-    from bench.report import model, ranking, render  # the report's heavy imports: only now
-
-    collection = model.collect([results_dir])
-    blocks = ranking.blocks(ranking.load(campaign_file), collection)
-    return render.to_markdown(blocks, image_dir).strip()
-
-
-def money(value: float | None, digits: int) -> str:
-    return "unknown" if value is None else f"${value:.{digits}f}"
 
 
 def run_command(

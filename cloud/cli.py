@@ -16,7 +16,17 @@ from typing import Any
 from bench.exitcodes import INTERNAL, USAGE
 from bench.facts.catalog import Catalog, user_catalog_path
 from bench.textfmt import table
-from cloud import campaign, fleet, guard, idle, interrupts, inventory, options, prices
+from cloud import (
+    campaign,
+    campaign_options,
+    fleet,
+    guard,
+    idle,
+    interrupts,
+    inventory,
+    options,
+    prices,
+)
 from cloud.aws import (
     AWS_FAILURES,
     LIVE_STATES,
@@ -137,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     reap = commands.add_parser("reap", help="remove expired instances and orphaned resources")
     reap.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reap.add_argument("--inventory", type=Path, help="static inventory file to update")
-    campaign.add_parser(commands)
+    campaign_options.add_parser(commands)
     return parser
 
 

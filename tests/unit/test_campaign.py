@@ -14,7 +14,7 @@ import pytest
 from moto import mock_aws
 
 from bench.facts.catalog import Catalog
-from cloud import campaign, fleet, guard, inventory
+from cloud import campaign, campaign_options, fleet, guard, inventory
 from cloud.aws import Aws, CloudError
 from cloud.cli import build_parser
 from cloud.options import MachineOptions
@@ -81,7 +81,7 @@ def make(
     said: list[str] | None = None,
 ) -> campaign.Campaign:
     image = aws.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    options = campaign.Options(
+    options = campaign_options.Options(
         types=types,
         name="unit",
         folder=tmp_path / "unit",
@@ -105,9 +105,9 @@ def make(
     )
 
 
-def options(*argv: str) -> campaign.Options:
+def options(*argv: str) -> campaign_options.Options:
     args = build_parser().parse_args(["bench", *argv])
-    return campaign.options_from(args, datetime(2026, 11, 27, tzinfo=timezone.utc))
+    return campaign_options.options_from(args, datetime(2026, 11, 27, tzinfo=timezone.utc))
 
 
 def test_hosts_are_host_name_labels_and_long_names_are_refused() -> None:
