@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +13,8 @@ import pytest
 from bench.cli import main
 from bench.results import document as results
 from bench.training import backends
-from tests.conftest import REPO, dlbench
+from tests.conftest import dlbench
+from tests.harness.runs import dlbench_argv, start, wait_for_epochs
 
 
 def run_main(*args: str) -> int:
@@ -154,42 +152,11 @@ def test_unwritable_output_dir(tmp_path: Path, capsys) -> None:
     assert "cannot write results to" in capsys.readouterr().err
 
 
-def wait_for_epochs(path_glob: Path, count: int, timeout: float = 240) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for path in path_glob.parent.glob(path_glob.name):
-            try:
-                document = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            # A claimed file holds the "starting" document (no runs yet) until the first write.
-            runs = document.get("runs")
-            if runs and len(runs[-1]["epochs"]) >= count:
-                return path
-        time.sleep(0.2)
-    raise AssertionError(f"no result with {count} epochs in {timeout} s")
-
-
 def start_run(out: Path, cache: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "run",
-            "reuters",
-            "--synthetic",
-            "--epochs",
-            "200",
-            "--out",
-            str(out),
-            "--cache-dir",
-            str(cache),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return start(
+        dlbench_argv(
+            "run", "reuters", "--synthetic", "--epochs", "200", "--out", str(out), cache=cache
+        )
     )
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,20 +11,15 @@ import pytest
 
 from bench.results import document as results
 from tests.conftest import REPO, dlbench
+from tests.harness.runs import python_with_backend
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 @pytest.mark.parametrize("workload", ["imdb", "reuters"])
 def test_one_epoch_gives_the_same_weights_as_fit(workload: str, backend: str) -> None:
-    done = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "integration" / "equivalence_check.py"), workload],
-        env={**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    check = REPO / "tests" / "integration" / "equivalence_check.py"
+    done = python_with_backend(str(check), workload, backend=backend)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["min_weight_move"] > 1e-4, "training must have changed every weight"
@@ -134,14 +126,7 @@ print(json.dumps({"compiled": ours, "keras": [float(v) for v in theirs], "n": le
 
 @pytest.mark.slow
 def test_compiled_evaluation_scores_as_keras_evaluate_does() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", COMPILED_EVALUATION_CHECK],
-        env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = python_with_backend("-c", COMPILED_EVALUATION_CHECK, backend="jax")
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["n"] % 1000 != 0, "the padding must be exercised"

@@ -8,25 +8,28 @@ changes: the verify role and dlbench run from this venv, keras_env and jupyter a
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from cloud import inventory
 from tests.conftest import REPO, free_port
-from tests.fakes.aws import FAKE_CREDENTIALS
+from tests.harness.dlcloud import (
+    CIDR,
+    dlcloud,
+    ec2,
+    image_of,
+    moto_server,
+    read_until,
+    start_dlcloud,
+)
 
 pytestmark = [pytest.mark.motoserver, pytest.mark.slow]
 
@@ -39,42 +42,22 @@ WORKLOAD = "reuters --synthetic --epochs 2 --no-imds"
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """moto's server, a loopback "SSH" listener, and an environment that reaches nothing else."""
     tmp = tmp_path_factory.mktemp("campaign")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    urllib.request.urlopen(
-        urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST")
-    ).close()
     ssh = socket.create_server(("127.0.0.1", 0))  # the kernel completes connects: enough to probe
-    env = {
-        **os.environ,
-        **FAKE_CREDENTIALS,
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "DLSTATION_IMDS_URL": f"http://127.0.0.1:{free_port()}",
-        "DLCLOUD_KEY_DIR": str(tmp / "keys"),
-        "DLCLOUD_INVENTORY": str(tmp / "dlcloud.yml"),
-        "DLCLOUD_SSH_PROBE": f"127.0.0.1:{ssh.getsockname()[1]}",
-        "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
-        "ANSIBLE_DEPRECATION_WARNINGS": "false",
-        "KERAS_HOME": str(tmp / "keras-home"),
-        "DLSTATION_CACHE_DIR": str(tmp / "cache"),
-        "MPLCONFIGDIR": str(tmp / "matplotlib"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    client = boto3.client(
-        "ec2",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    image = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    try:
-        yield {"env": env, "tmp": tmp, "ec2": client, "image": image}
-    finally:
-        ssh.close()
-        server.stop()
+    with moto_server(tmp) as moto:
+        env = {
+            **moto,
+            "DLSTATION_IMDS_URL": f"http://127.0.0.1:{free_port()}",
+            "DLCLOUD_SSH_PROBE": f"127.0.0.1:{ssh.getsockname()[1]}",
+            "KERAS_HOME": str(tmp / "keras-home"),
+            "DLSTATION_CACHE_DIR": str(tmp / "cache"),
+            "MPLCONFIGDIR": str(tmp / "matplotlib"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        client = ec2(env)
+        try:
+            yield {"env": env, "tmp": tmp, "ec2": client, "image": image_of(client)}
+        finally:
+            ssh.close()
 
 
 def host_vars(root: Path, **more: Any) -> str:
@@ -100,11 +83,8 @@ def host_vars(root: Path, **more: Any) -> str:
 def command(
     world: dict[str, Any], name: str, variables: str, bench_args: str = WORKLOAD, out: str = ""
 ) -> list[str]:
-    executable = shutil.which("dlcloud", path=str(Path(sys.executable).parent)) or "dlcloud"
+    """`dlcloud bench` of both types under this name, Ansible given these variables."""
     return [
-        executable,
-        "--region",
-        "us-east-1",
         "bench",
         "--types",
         ",".join(TYPES),
@@ -121,7 +101,7 @@ def command(
         "--ami-id",
         world["image"],
         "--ssh-cidr",
-        "203.0.113.7/32",
+        CIDR,
         "--ansible-arg=-e",
         f"--ansible-arg={variables}",
         "--yes",
@@ -129,15 +109,7 @@ def command(
 
 
 def bench(world: dict[str, Any], name: str, variables: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command(world, name, variables),
-        env=world["env"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return dlcloud(world["env"], *command(world, name, variables), timeout=300)
 
 
 def live(client: Any) -> list[str]:
@@ -251,20 +223,8 @@ def test_ctrl_c_terminates_everything_and_writes_the_partial_report(
     world: dict[str, Any],
 ) -> None:
     variables = host_vars(world["tmp"] / "host-int", dlstation_configure_verify=False)
-    process = subprocess.Popen(
-        command(world, "interrupted", variables),
-        env=world["env"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    seen = []
-    for line in process.stdout:
-        seen.append(line)
-        if "bench.yml: Run dlbench" in line:
-            break
+    process = start_dlcloud(world["env"], *command(world, "interrupted", variables))
+    seen = read_until(process.stdout, "bench.yml: Run dlbench")
     assert live(world["ec2"]), "instances were running when Ctrl-C came:\n" + "".join(seen)
     process.send_signal(signal.SIGINT)
     rest, errors = process.communicate(timeout=120)
@@ -286,15 +246,8 @@ LITERAL = '{{ lookup("pipe", "touch PWNED; id -un") }}'
 def test_bench_args_and_paths_are_data_never_templates(world: dict[str, Any]) -> None:
     variables = host_vars(world["tmp"] / "host-pwn", dlstation_configure_verify=False)
     folder = "pwn-{{ 6 * 7 }}"  # a campaign folder whose name looks like a template
-    done = subprocess.run(
-        command(world, "pwn", variables, bench_args=f"{WORKLOAD} {HOSTILE}", out=folder),
-        env=world["env"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    argv = command(world, "pwn", variables, bench_args=f"{WORKLOAD} {HOSTILE}", out=folder)
+    done = dlcloud(world["env"], *argv, timeout=300)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
     assert not list(REPO.glob("PWNED")) and not list(world["tmp"].rglob("PWNED"))
     found = rows(world["tmp"] / folder)
@@ -313,14 +266,8 @@ def test_sigterm_or_sighup_while_waiting_for_ssh_terminates_both(
     name = f"stop-{signal.Signals(signum).name.lower()}"
     variables = host_vars(world["tmp"] / f"host-{name}", dlstation_configure_verify=False)
     closed = free_port()  # nothing listens there: SSH never answers
-    process = subprocess.Popen(
-        command(world, name, variables),
-        env={**world["env"], "DLCLOUD_SSH_PROBE": f"127.0.0.1:{closed}"},
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    unanswered = {**world["env"], "DLCLOUD_SSH_PROBE": f"127.0.0.1:{closed}"}
+    process = start_dlcloud(unanswered, *command(world, name, variables))
     assert process.stdout is not None
     seen = []
     for line in process.stdout:

@@ -7,11 +7,10 @@ after another command finished) and waits on what the processes print, never on 
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -20,19 +19,18 @@ from bench.facts.catalog import Catalog
 from cloud import inventory
 from cloud.aws import Aws
 from cloud.launcher import Launcher, LaunchRequest
-from tests.conftest import REPO
 from tests.harness.aging import age_launch_resources
-from tests.harness.ec2_proxy import Ec2Proxy, Query
-from tests.integration.test_dlcloud_server import (
+from tests.harness.dlcloud import (
     CIDR,
     dlcloud,
-    dlcloud_argv,
     ec2,
     image_of,
     launch_args,
     live,
-    moto_env,  # noqa: F401  (the fixture, shared with the server tests)
+    read_until,
+    start_dlcloud,
 )
+from tests.harness.ec2_proxy import Ec2Proxy, Query
 
 pytestmark = [pytest.mark.motoserver, pytest.mark.slow]
 KEY = "dlstation-us-east-1"
@@ -40,37 +38,15 @@ TRIALS = 50
 
 
 @pytest.fixture
-def proxy(moto_env: dict[str, str]) -> Iterator[Ec2Proxy]:  # noqa: F811
+def proxy(moto_env: dict[str, str]) -> Iterator[Ec2Proxy]:
     with Ec2Proxy(moto_env["AWS_ENDPOINT_URL"]) as running:
         yield running
 
 
 @pytest.fixture
-def env(moto_env: dict[str, str], proxy: Ec2Proxy) -> dict[str, str]:  # noqa: F811
+def env(moto_env: dict[str, str], proxy: Ec2Proxy) -> dict[str, str]:
     """moto_env, with dlcloud talking to moto through the proxy."""
     return {**moto_env, "AWS_ENDPOINT_URL": proxy.url, "PYTHONUNBUFFERED": "1"}
-
-
-def start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*dlcloud_argv(), "--region", "us-east-1", *args],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def read_until(stream: IO[str] | None, wanted: str) -> list[str]:
-    """Lines of a running process up to the first containing `wanted` (EOF: all of them)."""
-    assert stream is not None
-    seen = []
-    for line in stream:
-        seen.append(line)
-        if wanted in line:
-            break
-    return seen
 
 
 def key_pairs(client: Any) -> list[str]:
@@ -98,9 +74,9 @@ def test_terminate_during_a_launch_keeps_what_the_launch_set_up(
     age_launch_resources(client, keys)
     # The new launch set up key and group and is on its way: marking them, or RunInstances.
     hold = proxy.hold(held)
-    launching = start(env, *launch_args(image, "new"))
+    launching = start_dlcloud(env, *launch_args(image, "new"))
     assert hold.arrived.wait(60), "the launch never got that far"
-    terminating = start(env, "terminate", "old", "--yes")
+    terminating = start_dlcloud(env, "terminate", "old", "--yes")
     waited = read_until(terminating.stdout, "waiting for a launch on this machine")
     assert "waiting for a launch" in "".join(waited), "".join(waited)
     hold.release()
@@ -134,7 +110,7 @@ def test_a_launch_elsewhere_while_terminate_lists_keeps_key_pair_and_file(
     other = {**env, "DLCLOUD_KEY_DIR": str(elsewhere)}
     # terminate's listing is answered with what AWS knew before the other launch: late.
     hold = proxy.hold("DescribeInstances", after=True, where=is_region_listing)
-    terminating = start(env, "terminate", "old", "--yes")
+    terminating = start_dlcloud(env, "terminate", "old", "--yes")
     assert hold.arrived.wait(60)
     launched = dlcloud(other, *launch_args(image, "new"))
     assert launched.returncode == 0, launched.stderr
@@ -173,7 +149,7 @@ def test_five_concurrent_launches_all_reach_the_inventory(env: dict[str, str]) -
     client = ec2(env)
     image = image_of(client)
     names = [f"lab{n}" for n in range(5)]
-    runs = [start(env, *launch_args(image, name)) for name in names]
+    runs = [start_dlcloud(env, *launch_args(image, name)) for name in names]
     for run in runs:
         _, err = run.communicate(timeout=300)
         assert run.returncode == 0, err
@@ -253,7 +229,7 @@ def test_a_signal_while_run_instances_is_in_flight_terminates_that_instance(
 ) -> None:
     client = ec2(env)
     hold = proxy.hold("RunInstances", after=True)  # AWS started it; the answer is on its way
-    launching = start(env, *launch_args(image_of(client), "inflight"))
+    launching = start_dlcloud(env, *launch_args(image_of(client), "inflight"))
     assert hold.arrived.wait(60)
     (started,) = live(client, Name="inflight")
     launching.send_signal(signum)
@@ -269,7 +245,7 @@ def test_a_signal_while_waiting_for_the_listing_terminates_the_instance(
 ) -> None:
     client = ec2(env)
     run = proxy.hold("RunInstances", after=True)
-    launching = start(env, *launch_args(image_of(client), "listing"))
+    launching = start_dlcloud(env, *launch_args(image_of(client), "listing"))
     assert run.arrived.wait(60)
     # From here AWS "lags": the launch's wait for its instance to be listed never succeeds.
     listed = proxy.hold("DescribeInstances", count=99, where=is_name_wait)
@@ -291,7 +267,7 @@ def test_a_signal_before_anything_started_says_nothing_was_terminated(
 ) -> None:
     client = ec2(env)
     hold = proxy.hold("CreateSecurityGroup")  # setting up the firewall: no instance yet
-    launching = start(env, *launch_args(image_of(client), "early"))
+    launching = start_dlcloud(env, *launch_args(image_of(client), "early"))
     assert hold.arrived.wait(60)
     launching.send_signal(signal.SIGTERM)
     hold.release()

@@ -5,91 +5,42 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import boto3
 import pytest
 
 from bench import exitcodes
 from cloud import inventory
-from tests.conftest import REPO
-from tests.integration.test_dlcloud_ownership import dlcloud_tags, run
-from tests.integration.test_dlcloud_server import (
+from tests.harness.dlcloud import (
+    COLLEAGUE,
     dlcloud,
-    dlcloud_argv,
+    dlcloud_raw,
+    dlcloud_tags,
     ec2,
     image_of,
     launch_args,
     live,
-    moto_env,  # noqa: F401  (the fixture, shared with the server tests)
+    lock_holders,
+    run_tagged,
+    start_dlcloud,
+    wait_for_line,
 )
 
 pytestmark = [pytest.mark.motoserver, pytest.mark.slow]
-HOLD = (
-    "import fcntl, sys\n"
-    "handle = open(sys.argv[1], 'a')\n"
-    "fcntl.flock(handle, fcntl.LOCK_EX)\n"
-    "print('held', flush=True)\n"
-    "sys.stdin.read()\n"
-)
 
 
 @pytest.fixture
-def env(moto_env: dict[str, str]) -> dict[str, str]:  # noqa: F811
+def env(moto_env: dict[str, str]) -> dict[str, str]:
     return {**moto_env, "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture
 def hold(env: dict[str, str]) -> Iterator[Any]:
     """hold(path): another process takes that lock file and keeps it until the test ends."""
-    holders: list[subprocess.Popen[str]] = []
-
-    def take(path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        holder = subprocess.Popen(
-            [sys.executable, "-c", HOLD, str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        holders.append(holder)
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-
-    yield take
-    for holder in holders:
-        holder.communicate(timeout=30)  # closing its stdin ends it
-
-
-def start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*dlcloud_argv(), "--region", "us-east-1", *args],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait_for_line(stream: IO[str] | None, wanted: str, timeout: float = 90) -> list[str]:
-    """Lines up to the first containing `wanted`; fails after `timeout` s with what was read."""
-    assert stream is not None
-    seen: list[str] = []
-    found = threading.Event()
-
-    def reader() -> None:
-        for line in stream:
-            seen.append(line)
-            if wanted in line:
-                found.set()
-                return
-
-    threading.Thread(target=reader, daemon=True).start()
-    assert found.wait(timeout), f"no line with {wanted!r} in: {''.join(seen)!r}"
-    return seen
+    with lock_holders() as take:
+        yield take
 
 
 def inventory_lock(env: dict[str, str]) -> Path:
@@ -103,7 +54,7 @@ def test_a_signal_while_the_inventory_is_locked_terminates_the_new_instance(
 ) -> None:
     client = ec2(env)
     hold(inventory_lock(env))
-    launching = start(env, *launch_args(image_of(client), "t4"))
+    launching = start_dlcloud(env, *launch_args(image_of(client), "t4"), merge_stderr=True)
     seen = wait_for_line(launching.stdout, "waiting for another dlcloud to finish writing")
     assert str(Path(env["DLCLOUD_INVENTORY"])) in seen[-1]
     (started,) = live(client, Name="t4")
@@ -123,7 +74,7 @@ def test_a_launch_waiting_for_a_lock_says_so_and_stops_on_sigterm(
 ) -> None:
     client = ec2(env)
     hold(Path(env["DLCLOUD_KEY_DIR"]) / lock)
-    launching = start(env, *launch_args(image_of(client), "w7"))
+    launching = start_dlcloud(env, *launch_args(image_of(client), "w7"), merge_stderr=True)
     seen = wait_for_line(launching.stdout, "waiting for another dlcloud")
     assert lock in seen[-1]
     launching.send_signal(signal.SIGTERM)
@@ -140,7 +91,7 @@ def test_terminate_waiting_for_the_inventory_names_what_it_terminated(
     assert dlcloud(env, *launch_args(image_of(client), "s2")).returncode == 0
     (instance,) = live(client, Name="s2")
     hold(inventory_lock(env))
-    stopping = start(env, "terminate", "s2", "--yes")
+    stopping = start_dlcloud(env, "terminate", "s2", "--yes", merge_stderr=True)
     wait_for_line(stopping.stdout, "waiting for another dlcloud to finish writing")
     stopping.send_signal(signal.SIGTERM)
     rest, _ = stopping.communicate(timeout=90)
@@ -251,7 +202,7 @@ def test_an_ambiguous_name_is_refused_with_the_candidates(env: dict[str, str]) -
     image = image_of(client)
     assert dlcloud(env, *launch_args(image, "k9")).returncode == 0
     (mine,) = live(client, Name="k9")
-    theirs = run(client, image, dlcloud_tags("arn:aws:iam::123456789012:user/colleague", "k9"))
+    theirs = run_tagged(client, image, dlcloud_tags(COLLEAGUE, "k9"))
     refused = dlcloud(env, "terminate", "k9", "--any-owner", "--yes")
     assert refused.returncode == exitcodes.USAGE, refused.stdout + refused.stderr
     assert mine["InstanceId"] in refused.stderr and theirs in refused.stderr
@@ -266,23 +217,8 @@ def test_an_ambiguous_name_is_refused_with_the_candidates(env: dict[str, str]) -
 def test_one_name_in_two_regions_keeps_both_inventory_entries(env: dict[str, str]) -> None:
     client = ec2(env)
     assert dlcloud(env, *launch_args(image_of(client), "twin")).returncode == 0
-    west_client = boto3.client(
-        "ec2",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name="us-west-2",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    west_image = west_client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    second = subprocess.run(
-        [*dlcloud_argv(), "--region", "us-west-2", *launch_args(west_image, "twin")],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    west_image = image_of(ec2(env, "us-west-2"))
+    second = dlcloud_raw(env, "--region", "us-west-2", *launch_args(west_image, "twin"))
     assert second.returncode == 0, second.stderr
     assert "the host 'twin' of another region is now 'twin.us-east-1'" in second.stdout
     hosts = inventory.load(Path(env["DLCLOUD_INVENTORY"]).read_text())["all"]["children"]["dlami"][
@@ -295,7 +231,7 @@ def test_one_name_in_two_regions_keeps_both_inventory_entries(env: dict[str, str
 
 def test_printed_tags_have_control_characters_escaped(env: dict[str, str]) -> None:
     client = ec2(env)
-    run(client, image_of(client), dlcloud_tags("colleague\nforged row\t", "k8"))
+    run_tagged(client, image_of(client), dlcloud_tags("colleague\nforged row\t", "k8"))
     listed = dlcloud(env, "list", "--any-owner")
     assert listed.returncode == 0, listed.stderr
     assert "colleague\\nforged row\\t" in listed.stdout

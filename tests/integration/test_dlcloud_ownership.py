@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,34 +21,26 @@ from hypothesis import strategies as st
 from bench.training.backends import BACKENDS
 from bench.training.workloads import WORKLOADS
 from cloud import cli, guard, inventory
-from tests.integration.test_dlcloud_server import (
+from tests.harness.dlcloud import (
     CIDR,
+    COLLEAGUE,
+    caller,
     dlcloud,
+    dlcloud_tags,
     ec2,
     image_of,
     launch_args,
     live,
-    moto_env,  # noqa: F401  (the fixture, reused)
+    run_tagged,
 )
 
 pytestmark = [pytest.mark.motoserver, pytest.mark.slow]
 
 
 @pytest.fixture
-def env(moto_env: dict[str, str]) -> dict[str, str]:  # noqa: F811
+def env(moto_env: dict[str, str]) -> dict[str, str]:
     """moto's server, empty, and an environment that points dlcloud at it."""
     return moto_env
-
-
-def caller(env: dict[str, str]) -> str:
-    sts = boto3.client(
-        "sts",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    return str(sts.get_caller_identity()["Arn"])
 
 
 def account(client: Any, key_folder: Path) -> dict[str, Any]:
@@ -107,29 +98,6 @@ def assert_refused(code: int, stderr: str, one_line: bool = True) -> None:
 # -- 1 and 4: one ownership rule ---------------------------------------------------------
 
 
-def dlcloud_tags(owner: str, name: str) -> list[dict[str, str]]:
-    return guard.tag_list(
-        {
-            guard.TAG_PROJECT: guard.PROJECT,
-            guard.TAG_CREATED_BY: guard.CREATED_BY,
-            guard.TAG_OWNER: owner,
-            guard.TAG_NAME: name,
-        }
-    )
-
-
-def run(client: Any, image: str, tags: list[dict[str, str]]) -> str:
-    return str(
-        client.run_instances(
-            ImageId=image,
-            MinCount=1,
-            MaxCount=1,
-            InstanceType="t3.micro",
-            TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
-        )["Instances"][0]["InstanceId"]
-    )
-
-
 def test_reap_never_deletes_a_users_volume_or_a_kept_root_disk(env: dict[str, str]) -> None:
     client = ec2(env)
     users = client.create_volume(
@@ -158,9 +126,9 @@ def test_terminate_all_and_reap_touch_only_the_callers_instances(env: dict[str, 
     image = image_of(client)
     assert dlcloud(env, *launch_args(image, "mine")).returncode == 0
     (mine,) = live(client, Name="mine")
-    tagged = run(client, image, [{"Key": "Project", "Value": "dlstation"}])
-    colleague = run(client, image, dlcloud_tags("arn:aws:iam::123456789012:user/colleague", "c"))
-    copied = run(
+    tagged = run_tagged(client, image, [{"Key": "Project", "Value": "dlstation"}])
+    colleague = run_tagged(client, image, dlcloud_tags(COLLEAGUE, "c"))
+    copied = run_tagged(
         client,
         image,
         [

@@ -3,88 +3,34 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import subprocess
 import sys
 import threading
-import urllib.request
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from cloud import guard, inventory
-from tests.conftest import REPO, free_port
-from tests.fakes.aws import FAKE_CREDENTIALS
+from tests.conftest import REPO
 from tests.harness.aging import age_launch_resources
+from tests.harness.dlcloud import (
+    CIDR,
+    caller,
+    dlcloud,
+    dlcloud_raw,
+    ec2,
+    image_of,
+    launch_args,
+    live,
+    start_dlcloud,
+)
 
-CIDR = "203.0.113.7/32"
 # Every test here drives the installed dlcloud against moto's server: seconds each.
 pytestmark = [pytest.mark.motoserver, pytest.mark.slow]
-
-
-@pytest.fixture
-def moto_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    # Imported here: without moto's server the tests skip (marker motoserver), not break collection.
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    # moto's backends are process-global: start every test from an empty account.
-    urllib.request.urlopen(
-        urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST")
-    ).close()
-    env = {
-        **os.environ,
-        **FAKE_CREDENTIALS,
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "DLCLOUD_KEY_DIR": str(tmp_path / "keys"),
-        "DLCLOUD_INVENTORY": str(tmp_path / "dlcloud.yml"),
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
-        "ANSIBLE_DEPRECATION_WARNINGS": "false",
-    }
-    try:
-        yield env
-    finally:
-        server.stop()
-
-
-def ec2(env: dict[str, str]) -> Any:
-    return boto3.client(
-        "ec2",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
-def dlcloud_argv() -> list[str]:
-    return [shutil.which("dlcloud", path=str(Path(sys.executable).parent)) or "dlcloud"]
-
-
-def dlcloud(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return dlcloud_raw(env, "--region", "us-east-1", *args)
-
-
-def dlcloud_raw(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """dlcloud exactly as typed: no --region added."""
-    return subprocess.run(
-        [*dlcloud_argv(), *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def project_states(client: Any) -> dict[str, str]:
@@ -96,23 +42,9 @@ def project_states(client: Any) -> dict[str, str]:
 
 def test_launch_list_inventory_terminate(moto_env: dict[str, str], tmp_path: Path) -> None:
     client = ec2(moto_env)
-    image = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    image = image_of(client)
 
-    launched = dlcloud(
-        moto_env,
-        "launch",
-        "--instance-type",
-        "g5.xlarge",
-        "--name",
-        "lab",
-        "--ami-id",
-        image,
-        "--ssh-cidr",
-        CIDR,
-        "--ttl",
-        "2h",
-        "--yes",
-    )
+    launched = dlcloud(moto_env, *launch_args(image, "lab", "--ttl", "2h"))
     assert launched.returncode == 0, launched.stderr
     assert "lab: i-" in launched.stdout and " running at " in launched.stdout
     assert "ssh -i " in launched.stdout and "-L 8888:127.0.0.1:8888" in launched.stdout
@@ -120,19 +52,7 @@ def test_launch_list_inventory_terminate(moto_env: dict[str, str], tmp_path: Pat
     assert list(states.values()) == ["running"]
     (instance_id,) = states
 
-    again = dlcloud(
-        moto_env,
-        "launch",
-        "--instance-type",
-        "g5.xlarge",
-        "--name",
-        "lab",
-        "--ami-id",
-        image,
-        "--ssh-cidr",
-        CIDR,
-        "--yes",
-    )
+    again = dlcloud(moto_env, *launch_args(image, "lab"))
     assert again.returncode == 0 and "already exists" in again.stdout
     assert len(project_states(client)) == 1
 
@@ -184,23 +104,9 @@ def plain(value: Any) -> Any:
 
 def test_aws_ec2_inventory_plugin_against_moto(moto_env: dict[str, str]) -> None:
     client = ec2(moto_env)
-    image = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    assert (
-        dlcloud(
-            moto_env,
-            "launch",
-            "--instance-type",
-            "g4dn.xlarge",
-            "--name",
-            "gpu1",
-            "--ami-id",
-            image,
-            "--ssh-cidr",
-            CIDR,
-            "--yes",
-        ).returncode
-        == 0
-    )
+    image = image_of(client)
+    launched = dlcloud(moto_env, *launch_args(image, "gpu1", instance_type="g4dn.xlarge"))
+    assert launched.returncode == 0
     client.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro")
     done = subprocess.run(
         [
@@ -227,25 +133,11 @@ def test_aws_ec2_inventory_plugin_against_moto(moto_env: dict[str, str]) -> None
 
 def test_reap_removes_expired_instances(moto_env: dict[str, str]) -> None:
     client = ec2(moto_env)
-    image = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    assert (
-        dlcloud(
-            moto_env,
-            "launch",
-            "--instance-type",
-            "g6.xlarge",
-            "--name",
-            "old",
-            "--ami-id",
-            image,
-            "--ssh-cidr",
-            CIDR,
-            "--ttl",
-            "10m",
-            "--yes",
-        ).returncode
-        == 0
+    image = image_of(client)
+    launched = dlcloud(
+        moto_env, *launch_args(image, "old", "--ttl", "10m", instance_type="g6.xlarge")
     )
+    assert launched.returncode == 0
     (instance_id,) = project_states(client)
     # Backdate the expiry tag, as if the TTL had passed while the watchdog failed.
     client.create_tags(
@@ -284,33 +176,6 @@ def test_offers_and_price_refresh_against_moto(moto_env: dict[str, str], tmp_pat
     data = json.loads(output.read_text())
     g5 = next(t for t in data["instance_types"] if t["instance_type"] == "g5.xlarge")
     assert g5["on_demand_usd_per_hour"]["us-east-1"] == 1.006
-
-
-def image_of(client: Any) -> str:
-    return str(client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"])
-
-
-def launch_args(image: str, name: str, *extra: str) -> list[str]:
-    return [
-        "launch",
-        "--instance-type",
-        "g5.xlarge",
-        "--name",
-        name,
-        "--ami-id",
-        image,
-        "--ssh-cidr",
-        CIDR,
-        "--yes",
-        *extra,
-    ]
-
-
-def live(client: Any, **filters: str) -> list[dict[str, Any]]:
-    wanted = [{"Name": "instance-state-name", "Values": ["pending", "running"]}]
-    wanted += [{"Name": f"tag:{key}", "Values": [value]} for key, value in filters.items()]
-    reservations = client.describe_instances(Filters=wanted)["Reservations"]
-    return [i for r in reservations for i in r["Instances"]]
 
 
 def test_the_users_key_pair_file_and_instance_survive_terminate(moto_env: dict[str, str]) -> None:
@@ -364,14 +229,7 @@ def test_a_users_security_group_is_untouched(moto_env: dict[str, str]) -> None:
     assert reaped.returncode == 0 and "nothing to reap" in reaped.stdout
     assert client.describe_security_groups(GroupIds=[tagged])["SecurityGroups"]
 
-    sts = boto3.client(
-        "sts",
-        endpoint_url=moto_env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    ours = guard.ssh_group_name("lab", sts.get_caller_identity()["Arn"])
+    ours = guard.ssh_group_name("lab", caller(moto_env))
     same_name = client.create_security_group(
         GroupName=ours, Description="the user's own", VpcId=vpc["VpcId"]
     )["GroupId"]
@@ -387,13 +245,7 @@ def test_concurrent_launches_of_one_name_end_with_one_instance(
 ) -> None:
     client = ec2(moto_env)
     image = image_of(client)
-    argv = [*dlcloud_argv(), "--region", "us-east-1", *launch_args(image, "race")]
-    runs = [
-        subprocess.Popen(
-            argv, env=moto_env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(3)
-    ]
+    runs = [start_dlcloud(moto_env, *launch_args(image, "race")) for _ in range(3)]
     outputs = [run.communicate(timeout=180) for run in runs]
     assert [run.returncode for run in runs] == [0, 0, 0], [err for _, err in outputs]
     (kept,) = live(client, Name="race")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 
 from bench import api
 from tests.conftest import REPO
+from tests.harness.runs import play_on_localhost
 
 SHIPPED = ["imdb.ipynb", "reuters.ipynb", "this-machine.ipynb"]
 
@@ -50,33 +49,14 @@ def play(folders: dict[str, Path]) -> subprocess.CompletedProcess[str]:
         "__jupyter_pristine_dir": str(folders["pristine"]),
         "__jupyter_kernel_dir": str(folders["kernel"]),
     }
-    executable = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
-    assert executable, "ansible-playbook comes with the dev extra"
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(REPO / "playbooks" / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    return subprocess.run(
-        [
-            executable,
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            str(folders["playbook"]),
-            "--tags",
-            "jupyter_notebooks",
-            "-e",
-            json.dumps(variables),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    return play_on_localhost(
+        folders["playbook"],
+        "-c",
+        "local",
+        "--tags",
+        "jupyter_notebooks",
+        "-e",
+        json.dumps(variables),
     )
 
 

@@ -30,15 +30,11 @@ from bench.training import data
 from bench.training.progress import Progress
 from bench.training.runner import Runner, new_document, short_check_plan
 from tests.conftest import REPO
-from tests.integration.test_cli_run import wait_for_epochs
+from tests.harness.runs import dlbench_argv, run_captured, start, wait_for_epochs
 
 # One short real run: Reuters' model on synthetic data, JAX (the quickest backend to start).
 SHORT = ["run", "reuters", "--synthetic", "--backend", "jax", "--no-imds"]
 SHORT += ["--telemetry-interval", "0"]
-
-
-def dlbench_argv(*args: str, cache: Path | None = None) -> list[str]:
-    return [sys.executable, "-m", "bench", *args, *(["--cache-dir", str(cache)] if cache else [])]
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -48,6 +44,11 @@ def leftovers(folder: Path) -> list[str]:
         for p in folder.rglob("*")
         if p.name.endswith(".tmp") or p.name.startswith(".report-")
     )
+
+
+def seeded_run(seed: int, *where: str, cache: Path) -> list[str]:
+    """A two-epoch SHORT run with this seed and encode cache, writing where `where` says."""
+    return dlbench_argv(*SHORT, "--epochs", "2", "--seed", str(seed), *where, cache=cache)
 
 
 def start_together(commands: list[list[str]], fifo: Path) -> list[subprocess.Popen[str]]:
@@ -91,13 +92,9 @@ def test_a_device_as_output_is_refused_and_left_untouched(tmp_path: Path) -> Non
     # Never the system's /dev/null: a regression would replace it. A device of our own instead.
     for target in (device, fifo):
         before = os.lstat(target)
-        done = subprocess.run(
+        done = run_captured(
             dlbench_argv(*SHORT, "--epochs", "1", "--output", str(target)),
-            capture_output=True,
-            text=True,
-            cwd=REPO,
             timeout=300,
-            check=False,
         )
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip().splitlines() == [
@@ -114,13 +111,9 @@ def test_a_device_as_output_is_refused_and_left_untouched(tmp_path: Path) -> Non
 
 
 def refused_output(target: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return run_captured(
         dlbench_argv(*SHORT, "--epochs", "1", "--output", str(target)),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
         timeout=300,
-        check=False,
     )
 
 
@@ -224,19 +217,7 @@ def test_claims_racing_in_threads_each_get_their_own_name(tmp_path: Path) -> Non
 def test_runs_started_together_into_one_folder_each_keep_their_result(tmp_path: Path) -> None:
     """Default names: three runs in the same second each get a file, each its own seed."""
     out = tmp_path / "out"
-    commands = [
-        dlbench_argv(
-            *SHORT,
-            "--epochs",
-            "2",
-            "--seed",
-            str(seed),
-            "--out",
-            str(out),
-            cache=tmp_path / "cache",
-        )
-        for seed in (1, 2, 3)
-    ]
+    commands = [seeded_run(seed, "--out", str(out), cache=tmp_path / "cache") for seed in (1, 2, 3)]
     processes = start_together(commands, tmp_path / "gate")
     written = {}
     for seed, process in zip((1, 2, 3), processes, strict=True):
@@ -257,17 +238,7 @@ def test_two_runs_given_the_same_output_never_share_it(tmp_path: Path) -> None:
     """One writes it; the other is refused at once (exit 2), so no 'complete' run lost its file."""
     target = tmp_path / "same.json"
     commands = [
-        dlbench_argv(
-            *SHORT,
-            "--epochs",
-            "2",
-            "--seed",
-            str(seed),
-            "--output",
-            str(target),
-            cache=tmp_path / "cache",
-        )
-        for seed in (1, 2)
+        seeded_run(seed, "--output", str(target), cache=tmp_path / "cache") for seed in (1, 2)
     ]
     processes = start_together(commands, tmp_path / "gate")
     outcomes = {
@@ -289,13 +260,9 @@ def test_every_second_of_a_run_is_in_one_named_part(tmp_path: Path) -> None:
     """A real short fit run: the parts sum to end_to_end_s; fit's set-up, the worker's own
     imports and the command's start-up are recorded; the table says what it counts."""
     target = tmp_path / "r.json"
-    done = subprocess.run(
+    done = run_captured(
         dlbench_argv(*SHORT, "--epochs", "3", "--output", str(target), cache=tmp_path / "cache"),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
         timeout=600,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     document = results.load(target)
@@ -419,13 +386,9 @@ def test_a_failed_encode_cache_write_leaves_no_temp_file(small_disk: Path) -> No
 @pytest.mark.root
 def test_a_run_on_a_full_disk_is_one_line_and_exit_1(tmp_path: Path, small_disk: Path) -> None:
     fill(small_disk)
-    done = subprocess.run(
+    done = run_captured(
         dlbench_argv(*SHORT, "--epochs", "1", "--out", str(small_disk), cache=tmp_path / "cache"),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
         timeout=600,
-        check=False,
     )
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
@@ -441,13 +404,9 @@ def test_a_disk_full_before_the_run_is_a_failed_run_and_leaves_nothing(
 ) -> None:
     fill(small_disk)
     target = small_disk if where == "--out" else small_disk / "r.json"
-    done = subprocess.run(
+    done = run_captured(
         dlbench_argv(*SHORT, "--epochs", "1", where, str(target), cache=tmp_path / "cache"),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
         timeout=300,
-        check=False,
     )
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines() == [
@@ -472,13 +431,7 @@ def test_a_disk_filled_during_a_run_stops_it_and_marks_the_result(
     tmp_path: Path, small_disk: Path
 ) -> None:
     cache = tmp_path / "cache"
-    process = subprocess.Popen(
-        dlbench_argv(*SHORT, "--epochs", "500", "--out", str(small_disk), cache=cache),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start(dlbench_argv(*SHORT, "--epochs", "500", "--out", str(small_disk), cache=cache))
     path = wait_for_epochs(small_disk / "*.json", 2)
     fill(small_disk)
     _, stderr = process.communicate(timeout=300)
@@ -502,24 +455,16 @@ def test_a_disk_filled_during_a_run_stops_it_and_marks_the_result(
 def test_a_report_on_a_full_disk_leaves_the_old_report_whole(small_disk: Path) -> None:
     out = small_disk / "report"
     fixture = str(REPO / "tests/data/results/fixture-cpu-b.json")
-    first = subprocess.run(
+    first = run_captured(
         dlbench_argv("report", fixture, "--out", str(out), "--title", "first"),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
         timeout=300,
-        check=False,
     )
     assert first.returncode == 0, first.stderr
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     fill(small_disk)
-    second = subprocess.run(
+    second = run_captured(
         dlbench_argv("report", fixture, "--out", str(out), "--title", "second"),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
         timeout=300,
-        check=False,
     )
     assert second.returncode == 1, second.stderr
     assert "Traceback" not in second.stderr
@@ -569,13 +514,9 @@ def test_sigterm_with_no_handler_waits_for_the_write_to_finish(tmp_path: Path) -
     )
     target = tmp_path / "r.json"
     fixture = REPO / "tests/data/results/fixture-cpu-b.json"
-    done = subprocess.run(
+    done = run_captured(
         [sys.executable, "-c", script, str(target), str(fixture)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
         timeout=120,
-        check=False,
     )
     assert done.returncode == -signal.SIGTERM, done.stderr
     assert "not reached" not in done.stdout

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.conftest import REPO
+from tests.harness.runs import play_on_localhost
 
 FAILING = """dlbench verify (jax backend, full level, 2 GPU(s) expected)
   PASS  machine nvml            NVML answers: driver 580.95.05, CUDA 13.0
@@ -51,23 +50,7 @@ def play(folder: Path, venv: Path) -> subprocess.CompletedProcess[str]:
     - role: verify
 """
     )
-    executable = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
-    assert executable
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(REPO / "playbooks" / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    return subprocess.run(
-        [executable, "-i", "localhost,", str(playbook)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return play_on_localhost(playbook)
 
 
 def test_a_fail_verdict_fails_the_host_with_its_failing_lines(tmp_path: Path) -> None:
