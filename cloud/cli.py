@@ -270,6 +270,24 @@ class Commands:
         print(f"catalog written to {output} (as of {data['as_of']})")
         return 0
 
+    def admit_only(
+        self, instance: dict[str, Any], name: str, cidr: str, launcher: Launcher
+    ) -> None:
+        """--ssh-cidr again for a launch that exists: its own SSH group admits that address
+        only from now on (the user moved, say), and the change is said."""
+        group_id = guard.tags_of(instance).get(guard.TAG_GROUP)
+        names = {g["GroupId"]: g["GroupName"] for g in instance.get("SecurityGroups", [])}
+        if group_id not in names:
+            print(f"{name!r} has no SSH group of dlcloud's; its SSH rules are unchanged")
+            return
+        group = guard.find_group(launcher.ec2, names[group_id], instance["VpcId"])
+        before = guard.ssh_cidrs(group) if group is not None else set()
+        if before == {cidr}:
+            return
+        labels = guard.Labels(name, launcher.owner, self.now(), "")
+        guard.ensure_security_group(launcher.ec2, names[group_id], instance["VpcId"], cidr, labels)
+        print(f"{name!r}: SSH now from {cidr} only (was: {', '.join(sorted(before)) or 'none'})")
+
     def launch(self) -> int:
         args = self.args
         # Every value is checked before the first AWS call.
@@ -297,6 +315,9 @@ class Commands:
                     f"{request.name!r} runs with {', '.join(differs)}; to get the new one, "
                     f"terminate it first (dlcloud terminate {request.name})"
                 )
+            if args.ssh_cidr is not None:
+                cidr = guard.check_cidr(args.ssh_cidr, args.allow_wide_cidr)
+                self.admit_only(existing, request.name, cidr, launcher)
             self.report_ready(existing, request.name, launcher)
             return 0
         plan = launcher.preflight(request)
