@@ -3,9 +3,13 @@
 For each enabled target of targets.toml, every branch of its functions is changed in turn
 (an if negated or its body deleted, a comparison or and/or flipped, a boolean return flipped,
 an early return deleted, `with <lock>:` made a nullcontext, a call to a named guard deleted).
-Each mutant is compiled into the imported module in a forked child, which runs the target's
-pytest selection (-x, with a timeout); no file is written but the summary. A mutant whose tests
-still pass "survived": a branch no test notices.
+Each mutant is compiled into the imported module in a forked child, which runs (-x, with a
+timeout) only the target's tests that called the mutated function in the unmutated run; no file
+is written but the summary. Code that runs in processes the tests start (a script such as the
+idle watchdog, or dlcloud run as a command) is a `processes = true` target: its mutant is written
+into that file in a scratch copy of the clone, and the tests run there in a child process, so
+every process they start runs the mutant too. A mutant whose tests still pass "survived": a
+branch no test notices.
 
     python -m tests.mutation.run [--target NAME] [--only FUNCTION] [--out FILE]
 """
@@ -58,6 +62,9 @@ class Target:
     tests: list[str]
     guards: list[str] = field(default_factory=list)
     locks: list[str] = field(default_factory=lambda: ["lock"])
+    processes: bool = False  # the code runs in processes the tests start: mutate a copy's file
+    # Which tests run again, in a copy, for a mutant that survived in process (default: tests).
+    copy_tests: list[str] = field(default_factory=list)
     enabled: bool = True
     note: str = ""
 
@@ -194,60 +201,113 @@ def install(module: Any, target: Target, mutant: Mutant) -> None:
     change(nodes[mutant.index])
     tree = ast.fix_missing_locations(ast.Module([mutated], type_ignores=[]))
     code = compile(tree, inspect.getsourcefile(module) or "<mutant>", "exec")
-    owner, _, attribute = mutant.function.rpartition(".")
     scratch: dict[str, Any] = {}
     exec(code, module.__dict__, scratch)
+    replace(module, mutant.function, scratch[mutant.function.rpartition(".")[2]])
+
+
+def replace(module: Any, function: str, new: Any) -> Any:
+    """Put new in the place of module's function (or Class.method); the function it replaced."""
+    owner, _, attribute = function.rpartition(".")
     if owner:
-        setattr(getattr(module, owner), attribute, scratch[attribute])
-        return
+        original = vars(getattr(module, owner))[attribute]
+        setattr(getattr(module, owner), attribute, new)
+        return original
     original = getattr(module, attribute)
-    # `from module import f` elsewhere holds the original: every such name gets the mutant.
+    # `from module import f` elsewhere holds the original: every such name gets the new one.
     for other in list(sys.modules.values()):
         space = getattr(other, "__dict__", {})
         for name, held in list(space.items()):
             if held is original:
-                space[name] = scratch[attribute]
+                space[name] = new
+    return original
 
 
-def _child(target: Target, mutant: Mutant | None, log: str) -> None:
-    import pytest
-
-    with Path(log).open("w") as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-    if mutant is not None:
-        install(importlib.import_module(target.module), target, mutant)
-    argv = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *target.tests]
-    os._exit(int(pytest.main(argv)))
-
-
-def baseline(target: Target, log: Path) -> int:
-    """The tests without a mutant, here in this process: every fork then starts warm."""
-    import pytest
-
-    saved = os.dup(1), os.dup(2)
-    with log.open("w") as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            return int(pytest.main(["-q", "-p", "no:cacheprovider", *target.tests]))
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
+def mutated_source(module: Any, target: Target, mutant: Mutant) -> str:
+    """The whole file of module with the mutant applied to its function (comments dropped)."""
+    path = Path(inspect.getsourcefile(module) or "")
+    tree = ast.parse(path.read_text())
+    owner, _, attribute = mutant.function.rpartition(".")
+    scope: list[ast.stmt] = tree.body
+    if owner:
+        scope = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == owner).body
+    function = next(n for n in scope if isinstance(n, ast.FunctionDef) and n.name == attribute)
+    nodes = list(ast.walk(function))
+    _, change = changes(nodes[mutant.index], target, early_returns(function))[mutant.variant]
+    change(nodes[mutant.index])
+    return ast.unparse(ast.fix_missing_locations(tree)) + "\n"
 
 
-def run_one(target: Target, mutant: Mutant | None, log: Path, timeout_s: float) -> str:
-    """killed (the tests failed), survived (they passed), timeout, or error (no test ran)."""
-    process = multiprocessing.get_context("fork").Process(
-        target=_child, args=(target, mutant, str(log))
+def scratch_clone(where: Path) -> Path:
+    """A copy of the clone's tracked files, for mutants that must be real files."""
+    import shutil
+    import subprocess
+
+    if where.exists():
+        shutil.rmtree(where)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (where / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, where / name)
+    return where
+
+
+def clone_env(tree: Path) -> dict[str, str]:
+    """The environment the tests run in inside the copy: its packages before the installed ones."""
+    return {**os.environ, "PYTHONPATH": str(tree)}
+
+
+def imported_from(tree: Path, module: str) -> Path:
+    """Which file a process started in the copy imports for module (the copy's, or it is wrong)."""
+    import subprocess
+
+    found = subprocess.run(
+        [sys.executable, "-c", f"import {module} as m; print(m.__file__)"],
+        cwd=tree,
+        env=clone_env(tree),
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    process.start()
-    process.join(timeout_s)
-    if process.is_alive():
-        process.kill()
-        process.join()
-        return "timeout"
-    code = process.exitcode
+    return Path(found.stdout.strip()).resolve()
+
+
+def run_in_copy(tree: Path, target: Target, source: str | None, log: Path, timeout_s: float) -> str:
+    """The target's tests in the copy, with source in the target's file for their duration."""
+    import subprocess
+
+    module = importlib.import_module(target.module)
+    relative = Path(inspect.getsourcefile(module) or "").resolve().relative_to(REPO)
+    original = (REPO / relative).read_text()
+    (tree / relative).write_text(original if source is None else source)
+    argv = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+    argv += ["-p", "no:randomly", *(target.copy_tests or target.tests)]
+    try:
+        with log.open("w") as sink:
+            child = subprocess.Popen(
+                argv,
+                cwd=tree,
+                env=clone_env(tree),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a timeout stops the servers the tests started too
+            )
+            try:
+                code = child.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, 9)
+                child.wait()
+                return "timeout"
+    finally:
+        (tree / relative).write_text(original)
+    return verdict(code, log)
+
+
+def verdict(code: int | None, log: Path) -> str:
     if code == 0:
         return "survived"
     if code == 1:
@@ -255,7 +315,111 @@ def run_one(target: Target, mutant: Mutant | None, log: Path, timeout_s: float) 
     return f"error (pytest exit {code}, see {log.name})"
 
 
-def render(results: dict[str, list[Outcome]], targets: list[Target], notes: dict[str, str]) -> str:
+Called = dict[tuple[str, str], set[str]]  # (module, function) -> the tests that called it
+
+
+class CallRecorder:
+    """A pytest plugin: which tests call which target functions, each wrapped while they run
+    (a wrapper costs nothing elsewhere, where a profiler slows every call)."""
+
+    def __init__(self, wanted: list[tuple[str, str]]) -> None:
+        self.callers: Called = {key: set() for key in wanted}
+        self.current = ""
+        self.wrapped: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def wrap(self) -> None:
+        import functools
+
+        for key in self.callers:
+            module = importlib.import_module(key[0])
+            owner, _, attribute = key[1].rpartition(".")
+            original = (
+                vars(getattr(module, owner))[attribute] if owner else getattr(module, attribute)
+            )
+
+            def wrapper(*args: Any, _key: Any = key, _f: Any = original, **kwargs: Any) -> Any:
+                self.callers[_key].add(self.current)
+                return _f(*args, **kwargs)
+
+            functools.update_wrapper(wrapper, original)
+            replace(module, key[1], wrapper)
+            self.wrapped[key] = (original, wrapper)
+
+    def unwrap(self) -> None:
+        for (module_name, function), (original, _) in self.wrapped.items():
+            replace(importlib.import_module(module_name), function, original)
+        self.wrapped.clear()
+
+    def pytest_runtest_protocol(self, item: Any, nextitem: Any) -> None:
+        self.current = item.nodeid
+
+
+def _child(target: Target, mutant: Mutant | None, log: str, tests: list[str]) -> None:
+    import pytest
+
+    with Path(log).open("w") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+    if mutant is not None:
+        install(importlib.import_module(target.module), target, mutant)
+    argv = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests]
+    os._exit(int(pytest.main(argv)))
+
+
+def baseline(targets: list[Target], tests: list[str], log: Path) -> tuple[int, Called]:
+    """The tests without a mutant, here in this process (every fork then starts warm), and
+    which of them called each function of the targets."""
+    import pytest
+
+    recorder = CallRecorder([(t.module, name) for t in targets for name in t.functions])
+    saved = os.dup(1), os.dup(2)
+    with log.open("w") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        recorder.wrap()
+        try:
+            argv = ["-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests]
+            code = int(pytest.main(argv, plugins=[recorder]))
+        finally:
+            recorder.unwrap()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+    return code, recorder.callers
+
+
+def run_one(
+    target: Target, mutant: Mutant | None, log: Path, timeout_s: float, tests: list[str]
+) -> str:
+    """killed (the tests failed), survived (they passed), timeout, or error (no test ran)."""
+    process = multiprocessing.get_context("fork").Process(
+        target=_child, args=(target, mutant, str(log), tests)
+    )
+    process.start()
+    process.join(timeout_s)
+    if process.is_alive():
+        process.kill()
+        process.join()
+        return "timeout"
+    return verdict(process.exitcode, log)
+
+
+def previous_section(previous: str, target: Target) -> list[str] | None:
+    """This target's section of an earlier summary, kept when a run leaves the target out."""
+    for section in previous.split("\n## ")[1:]:
+        if (
+            section.startswith(f"{target.name} (`{target.module}`)")
+            and "): not run" not in (section.splitlines()[0])
+        ):
+            return ["## " + section.rstrip("\n"), ""]
+    return None
+
+
+def render(
+    results: dict[str, list[Outcome]],
+    targets: list[Target],
+    notes: dict[str, str],
+    previous: str = "",
+) -> str:
     lines = [
         "# Mutation run",
         "",
@@ -265,10 +429,14 @@ def render(results: dict[str, list[Outcome]], targets: list[Target], notes: dict
     ]
     for target in targets:
         outcomes = results.get(target.name)
+        kept = previous_section(previous, target) if outcomes is None and target.enabled else None
+        if kept is not None:
+            lines += kept
+            continue
         if outcomes is None:
             lines += [f"## {target.name} (`{target.module}`): not run", "", target.note, ""]
             continue
-        killed = sum(o.status == "killed" for o in outcomes)
+        killed = sum(o.status.startswith("killed") for o in outcomes)
         seconds = sum(o.seconds for o in outcomes)
         lines += [
             f"## {target.name} (`{target.module}`)",
@@ -281,12 +449,12 @@ def render(results: dict[str, list[Outcome]], targets: list[Target], notes: dict
         ]
         path = importlib.import_module(target.module).__file__ or target.module
         where = Path(path).resolve().relative_to(REPO)
-        for o in sorted(outcomes, key=lambda o: (o.status == "killed", o.mutant.line)):
+        for o in sorted(outcomes, key=lambda o: (o.status.startswith("killed"), o.mutant.line)):
             lines.append(
                 f"| {o.status} | {where}:{o.mutant.line} ({o.mutant.function}) "
                 f"| {o.mutant.what.replace('|', '/')} |"
             )
-        survivors = [o for o in outcomes if o.status != "killed"]
+        survivors = [o for o in outcomes if not o.status.startswith("killed")]
         if survivors:
             lines += ["", "Why these survive:", ""]
             for o in survivors:
@@ -298,9 +466,62 @@ def render(results: dict[str, list[Outcome]], targets: list[Target], notes: dict
     return "\n".join(lines)
 
 
+def prepared_copy(target: Target, logs: Path, timeout_s: float) -> Path | None:
+    """A scratch copy of the clone whose processes import its own files, where the target's
+    tests pass unmutated; None (and why, printed) when either is not so."""
+    module = importlib.import_module(target.module)
+    tree = scratch_clone(logs / "clone")
+    relative = Path(inspect.getsourcefile(module) or "").resolve().relative_to(REPO)
+    if imported_from(tree, target.module) != tree.resolve() / relative:
+        print(f"{target.name}: a process in the copy does not import the copy's {relative}")
+        return None
+    if run_in_copy(tree, target, None, logs / "baseline-copy.log", timeout_s) != "survived":
+        print(f"{target.name}: its tests fail in the copy; see {logs / 'baseline-copy.log'}")
+        return None
+    return tree
+
+
+def run_target(
+    target: Target, logs: Path, only: str | None, timeout_s: float, callers: Called
+) -> list[Outcome] | None:
+    """Every mutant of one target, or None when its tests fail without one."""
+    module = importlib.import_module(target.module)
+    tree = prepared_copy(target, logs, timeout_s) if target.processes else None
+    if target.processes and tree is None:
+        return None
+    outcomes = []
+    for name in target.functions:
+        if only is not None and name not in only.split(","):
+            continue
+        # Only the tests that ran this function can notice a change to it; none: all of them.
+        tests = sorted(callers.get((target.module, name), ())) or target.tests
+        for n, mutant in enumerate(mutants(module, target, name)):
+            started = time.monotonic()
+            log = logs / f"{name}-{n}.log"
+            if target.processes and tree is not None:
+                source = mutated_source(module, target, mutant)
+                status = run_in_copy(tree, target, source, log, timeout_s)
+            else:
+                status = run_one(target, mutant, log, timeout_s, tests)
+            if status == "survived" and not target.processes:
+                # The tests' own processes (dlcloud run as a command) ran the unmutated file:
+                # every test of the target runs again, the mutant written into a copy's file.
+                tree = tree or prepared_copy(target, logs, timeout_s)
+                if tree is None:
+                    return None
+                source = mutated_source(module, target, mutant)
+                again = run_in_copy(tree, target, source, log, timeout_s)
+                status = "killed in a copy" if again == "killed" else again
+            outcomes.append(Outcome(mutant, status, time.monotonic() - started))
+            print(f"{status:<9} {name}:{mutant.line} {mutant.what}", flush=True)
+    return outcomes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", help="run only this target (its name in targets.toml)")
+    parser.add_argument(
+        "--target", help="run only the targets whose names (in targets.toml) begin with this"
+    )
     parser.add_argument("--only", help="run only the mutants of these functions (a,b,...)")
     parser.add_argument("--out", type=Path, default=SUMMARY, help="the summary to write")
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per mutant")
@@ -309,30 +530,31 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO)
     targets = load_targets()
     notes = tomllib.loads((HERE / "survivors.toml").read_text()).get("explained", {})
-    chosen = [t for t in targets if t.enabled and (args.target in (None, t.name))]
+    chosen = [t for t in targets if t.enabled and t.name.startswith(args.target or "")]
     results: dict[str, list[Outcome]] = {}
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / "dlstation-mutation"
     logs.mkdir(exist_ok=True)
+    recorded: dict[tuple[str, ...], Called] = {}
     for target in chosen:
-        if baseline(target, logs / "baseline.log") != 0:
-            print(f"{target.name}: its tests fail without a mutant; see {logs / 'baseline.log'}")
+        tests = tuple(target.tests)
+        if not target.processes and tests not in recorded:
+            # One unmutated run records the callers for every target with these tests.
+            group = [t for t in chosen if not t.processes and tuple(t.tests) == tests]
+            code, recorded[tests] = baseline(group, target.tests, logs / "baseline.log")
+            if code != 0:
+                print(
+                    f"{target.name}: its tests fail without a mutant; see {logs / 'baseline.log'}"
+                )
+                return 1
+        outcomes = run_target(target, logs, args.only, args.timeout, recorded.get(tests, {}))
+        if outcomes is None:
             return 1
-        module = importlib.import_module(target.module)
-        outcomes = []
-        for name in target.functions:
-            if args.only is not None and name not in args.only.split(","):
-                continue
-            for n, mutant in enumerate(mutants(module, target, name)):
-                started = time.monotonic()
-                log = logs / f"{name}-{n}.log"
-                status = run_one(target, mutant, log, args.timeout)
-                outcomes.append(Outcome(mutant, status, time.monotonic() - started))
-                print(f"{status:<9} {name}:{mutant.line} {mutant.what}", flush=True)
         results[target.name] = outcomes
     if args.only is None:
-        args.out.write_text(render(results, targets, notes))
+        previous = args.out.read_text() if args.out.is_file() else ""
+        args.out.write_text(render(results, targets, notes, previous))
         print(f"summary: {args.out}")
-    survived = [o for outs in results.values() for o in outs if o.status != "killed"]
+    survived = [o for outs in results.values() for o in outs if not o.status.startswith("killed")]
     unexplained = [o for o in survived if f"{o.mutant.function}:{o.mutant.what}" not in notes]
     return 1 if unexplained else 0
 

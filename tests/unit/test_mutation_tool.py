@@ -77,3 +77,83 @@ def test_the_targets_name_real_functions() -> None:
         module = importlib.import_module(target.module)
         for name in target.functions:
             assert list(run.mutants(module, target, name)), f"{target.module}.{name}"
+
+
+def test_a_recorded_run_names_the_tests_that_called_each_function(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "recorded_sample.py").write_text(GUARDED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("recorded_sample")
+    monkeypatch.setitem(sys.modules, "recorded_sample", module)
+    held_elsewhere = {"take": module.take}  # as `from recorded_sample import take` holds it
+    monkeypatch.setitem(sys.modules, "holder_sample", type(sys)("holder_sample"))
+    vars(sys.modules["holder_sample"]).update(held_elsewhere)
+    original = module.take
+    recorder = run.CallRecorder([("recorded_sample", "take"), ("recorded_sample", "check_owner")])
+    recorder.wrap()
+    recorder.current = "test_one"
+    module.take("a", True)
+    recorder.current = "test_two"
+    sys.modules["holder_sample"].take("b", False)
+    recorder.current = "test_three"
+    recorder.unwrap()
+    module.take("c", True)
+    assert recorder.callers == {
+        ("recorded_sample", "take"): {"test_one", "test_two"},
+        ("recorded_sample", "check_owner"): {"test_one", "test_two"},
+    }
+    assert module.take is original and sys.modules["holder_sample"].take is original
+
+
+def test_a_mutated_file_holds_the_mutant_and_the_rest_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file_sample.py").write_text(GUARDED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("file_sample")
+    monkeypatch.setitem(sys.modules, "file_sample", module)
+    target = run.Target("sample", "file_sample", ["take"], [], guards=["check_owner"])
+    mutant = next(m for m in run.mutants(module, target, "take") if "guard" in m.what)
+    space: dict[str, object] = {}
+    exec(run.mutated_source(module, target, mutant), space)
+    take, calls = space["take"], space["CALLS"]
+    assert callable(take) and take("a", True) is True and calls == []
+    assert callable(space["check_owner"])
+
+
+WATCHDOG_TEST = """
+import subprocess, sys
+
+def test_a_process_started_by_the_test_parses_two_hours():
+    subprocess.run(
+        [sys.executable, "-c",
+         "from cloud.data import idle_watchdog as w; assert w.parse_duration('2h') == 7200"],
+        check=True,
+    )
+"""
+
+
+def test_a_mutant_in_a_copy_reaches_the_processes_the_tests_start(tmp_path: Path) -> None:
+    from cloud.data import idle_watchdog
+
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_process.py").write_text(WATCHDOG_TEST)
+    target = run.Target(
+        "w", "cloud.data.idle_watchdog", ["parse_duration"], [str(tmp_path / "tests")]
+    )
+    tree = run.scratch_clone(tmp_path / "clone")
+    assert (
+        run.imported_from(tree, target.module)
+        == (tree / "cloud" / "data" / "idle_watchdog.py").resolve()
+    )
+    log = tmp_path / "log"
+    assert run.run_in_copy(tree, target, None, log, 120) == "survived", log.read_text()
+    found = {m.what: m for m in run.mutants(idle_watchdog, target, "parse_duration")}
+    mutant = found["negate `if seconds > MAX_KEEPALIVE_S`"]
+    source = run.mutated_source(idle_watchdog, target, mutant)
+    assert run.run_in_copy(tree, target, source, log, 120) == "killed", log.read_text()
+    # The copy's file is put back after each run; the clone's own file is never written.
+    assert (tree / "cloud" / "data" / "idle_watchdog.py").read_text() == Path(
+        idle_watchdog.__file__
+    ).read_text()
