@@ -2,6 +2,6 @@
 
 import sys
 
-from bench.cli import main
+from bench.entry import dlbench
 
-sys.exit(main())
+sys.exit(dlbench())

@@ -2,6 +2,6 @@
 
 import sys
 
-from cloud.cli import main
+from cloud.entry import dlcloud
 
-sys.exit(main())
+sys.exit(dlcloud())

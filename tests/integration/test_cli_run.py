@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ import pytest
 from bench.cli import main
 from bench.results import document as results
 from bench.training import backends
-from tests.conftest import dlbench
+from tests.conftest import REPO, dlbench
 from tests.harness.runs import dlbench_argv, start, wait_for_epochs
 
 
@@ -291,3 +294,53 @@ def test_repeats_each_in_its_own_process_with_spread(tmp_path: Path) -> None:
     document = results.load(out)
     assert [r["definition"]["seed"] for r in document["runs"]] == [7, 8]
     assert document["summary"]["reuters"]["steady_epoch_s"]["n"] == 2
+
+
+# Stops a Python process inside the import of one module until a signal comes: sitecustomize
+# installs a finder that says "ready" (a file), then blocks opening a FIFO nobody writes.
+HOLD_IN_IMPORT = """import os, sys
+class _Hold:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["DLSTATION_TEST_HOLD_MODULE"]:
+            sys.meta_path.remove(self)
+            open(os.environ["DLSTATION_TEST_READY"], "w").close()
+            os.open(os.environ["DLSTATION_TEST_FIFO"], os.O_RDONLY)
+        return None
+sys.meta_path.insert(0, _Hold())
+"""
+
+
+@pytest.mark.parametrize(
+    ("package", "command", "module"),
+    [("bench", "dlbench", "bench.cli"), ("cloud", "dlcloud", "cloud.cli")],
+)
+def test_ctrl_c_while_the_command_loads_is_one_line_and_130(
+    tmp_path: Path, package: str, command: str, module: str
+) -> None:
+    (tmp_path / "sitecustomize.py").write_text(HOLD_IN_IMPORT)
+    os.mkfifo(tmp_path / "fifo")
+    ready = tmp_path / "ready"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{tmp_path}:{REPO}",
+        "DLSTATION_TEST_HOLD_MODULE": module,
+        "DLSTATION_TEST_READY": str(ready),
+        "DLSTATION_TEST_FIFO": str(tmp_path / "fifo"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", package, "--help"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), process.communicate(timeout=30)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err == f"{command}: interrupted while starting\n"
+    assert out == ""
