@@ -273,6 +273,15 @@ def count_check(seen: Observations) -> Check:
             "the instance)",
             value=measured,
         )
+    if expected and found > expected:
+        return Check(
+            "gpu count",
+            WARN,
+            f"{found} GPUs where {expected} expected ({source}): {inventory}",
+            f"check that this is the machine you meant; if {found} is right, expect {found} "
+            f"(--expect-gpus {found})",
+            value=measured,
+        )
     if expected:
         return Check(
             "gpu count",

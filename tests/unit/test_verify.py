@@ -328,6 +328,25 @@ def test_a_gpu_lost_before_the_verify_fails_and_the_others_are_probed() -> None:
     assert lines[-2] == "per GPU: gpu0 PASS, gpu1 FAIL"
 
 
+def test_more_gpus_than_expected_warns_and_says_how_to_expect_them() -> None:
+    final, text, checks = FakeMachine("a100x8").verify(level="quick", expect_gpus=1)
+    assert final == WARN, text
+    lines = text.splitlines()
+    found = line(
+        WARN,
+        "machine",
+        "gpu count",
+        "8 GPUs where 1 expected (--expect-gpus 1): 8x NVIDIA A100-SXM4-80GB",
+    )
+    assert found in lines, text
+    assert lines[lines.index(found) + 1].endswith(
+        "what to do: check that this is the machine you meant; if 8 is right, expect 8 "
+        "(--expect-gpus 8)"
+    )
+    (count,) = [c for c in checks if c.name == "gpu count"]
+    assert count.value == {"found": 8, "expected": 1}
+
+
 def test_three_of_four_expected_gpus_fails_naming_the_missing_one() -> None:
     box = FakeMachine("three_of_four_a10g")
     with ImdsServer(instance_type="g5.12xlarge") as server:
