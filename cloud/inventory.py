@@ -120,8 +120,14 @@ def read(path: Path) -> dict[str, Any]:
     return hosts_of(load(path.read_text()))
 
 
+def followed(path: Path) -> Path:
+    """The file a symlinked inventory names: dlcloud writes and locks it there, so the link
+    stays a link, and a run given the link and one given the file share one lock."""
+    return Path(os.path.realpath(path))
+
+
 def write(path: Path, hosts: dict[str, Any]) -> None:
-    check(path)
+    path = followed(check(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     # A temporary file of its own: two dlcloud runs writing at once never share one.
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -134,6 +140,7 @@ def write(path: Path, hosts: dict[str, Any]) -> None:
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
     """One read-modify-write of the inventory at a time, across processes: no entry is lost."""
+    path = followed(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with guard.held(
         path.parent / f".{path.name}.lock",

@@ -252,3 +252,19 @@ def test_relaunching_a_name_with_other_options_says_what_differs(env: dict[str, 
     assert "--instance-type g5.xlarge (asked: g6.xlarge)" in again.stdout
     assert "terminate it first" in again.stdout and "--ami-id" not in again.stdout
     assert len(live(client, Name="same")) == 1
+
+
+def test_a_symlinked_inventory_stays_a_link_and_shares_the_files_lock(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "linked").mkdir()
+    real = tmp_path / "real" / "dlcloud.yml"
+    link = tmp_path / "linked" / "hosts.yml"
+    inventory.write(real, {})
+    link.symlink_to(real)
+    instance = {"InstanceId": "i-0123", "InstanceType": "g5.xlarge", "PublicIpAddress": "1.2.3.4"}
+    inventory.add_host(link, "lab", instance, "us-east-1", tmp_path / "key.pem")
+    assert link.is_symlink() and link.resolve() == real
+    assert inventory.read(real)["lab"]["dlstation_instance_id"] == "i-0123"
+    assert (tmp_path / "real" / ".dlcloud.yml.lock").exists()
+    assert not (tmp_path / "linked" / ".hosts.yml.lock").exists()
+    assert sorted(p.name for p in (tmp_path / "linked").iterdir()) == ["hosts.yml"]
