@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,13 +32,19 @@ def take(name, owned):
 """
 
 
+def sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
+    """GUARDED imported as module `name`, gone from sys.modules after the test."""
+    (tmp_path / f"{name}.py").write_text(GUARDED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(name)
+    monkeypatch.setitem(sys.modules, name, module)
+    return module
+
+
 def test_each_kind_of_branch_gets_its_mutants(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "guarded_sample.py").write_text(GUARDED)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = importlib.import_module("guarded_sample")
-    monkeypatch.setitem(sys.modules, "guarded_sample", module)
+    module = sample(tmp_path, monkeypatch, "guarded_sample")
     target = run.Target("sample", "guarded_sample", ["take"], [], guards=["check_owner"])
     found = {m.what for m in run.mutants(module, target, "take")}
     assert found == {
@@ -82,10 +89,7 @@ def test_the_targets_name_real_functions() -> None:
 def test_a_recorded_run_names_the_tests_that_called_each_function(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "recorded_sample.py").write_text(GUARDED)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = importlib.import_module("recorded_sample")
-    monkeypatch.setitem(sys.modules, "recorded_sample", module)
+    module = sample(tmp_path, monkeypatch, "recorded_sample")
     held_elsewhere = {"take": module.take}  # as `from recorded_sample import take` holds it
     monkeypatch.setitem(sys.modules, "holder_sample", type(sys)("holder_sample"))
     vars(sys.modules["holder_sample"]).update(held_elsewhere)
@@ -109,10 +113,7 @@ def test_a_recorded_run_names_the_tests_that_called_each_function(
 def test_a_mutated_file_holds_the_mutant_and_the_rest_unchanged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "file_sample.py").write_text(GUARDED)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = importlib.import_module("file_sample")
-    monkeypatch.setitem(sys.modules, "file_sample", module)
+    module = sample(tmp_path, monkeypatch, "file_sample")
     target = run.Target("sample", "file_sample", ["take"], [], guards=["check_owner"])
     mutant = next(m for m in run.mutants(module, target, "take") if "guard" in m.what)
     space: dict[str, object] = {}
