@@ -274,19 +274,39 @@ class Commands:
         self, instance: dict[str, Any], name: str, cidr: str, launcher: Launcher
     ) -> None:
         """--ssh-cidr again for a launch that exists: its own SSH group admits that address
-        only from now on (the user moved, say), and the change is said."""
-        group_id = guard.tags_of(instance).get(guard.TAG_GROUP)
+        only from now on (the user moved, say), and the change is said; a dry run only says."""
+        group_id = guard.tags_of(instance).get(guard.TAG_GROUP, "")
         names = {g["GroupId"]: g["GroupName"] for g in instance.get("SecurityGroups", [])}
         if group_id not in names:
             print(f"{name!r} has no SSH group of dlcloud's; its SSH rules are unchanged")
             return
-        group = guard.find_group(launcher.ec2, names[group_id], instance["VpcId"])
-        before = guard.ssh_cidrs(group) if group is not None else set()
-        if before == {cidr}:
+        # Shared, as a launch takes it: terminate and reap delete groups holding it alone.
+        with guard.resource_lock(launcher.key_folder, exclusive=False, say=launcher.say):
+            group = fleet.describe_group(launcher.ec2, group_id)
+            if group is None:
+                print(f"{name!r}: its SSH group {group_id} is gone; nothing was changed")
+                return
+            before = guard.ssh_cidrs(group)
+            if before == {cidr} and not guard.port_22_sources(group) - {cidr}:
+                return
+            was = ", ".join(sorted(before)) or "none"
+            if self.args.dry_run:
+                print(f"dry run: {name!r} would admit SSH from {cidr} only (now: {was})")
+                return
+            labels = guard.Labels(name, launcher.owner, self.now(), "")
+            guard.ensure_security_group(
+                launcher.ec2, names[group_id], instance["VpcId"], cidr, labels
+            )
+            guard.claim(launcher.ec2, [group_id], self.now())
+            after = fleet.describe_group(launcher.ec2, group_id)
+        others = sorted(guard.port_22_sources(after or {}) - {cidr})
+        if others:
+            print(
+                f"{name!r}: SSH now from {cidr} (was: {was}); rules dlcloud did not add still "
+                f"let {', '.join(others)} reach port 22: remove them in the group {group_id}"
+            )
             return
-        labels = guard.Labels(name, launcher.owner, self.now(), "")
-        guard.ensure_security_group(launcher.ec2, names[group_id], instance["VpcId"], cidr, labels)
-        print(f"{name!r}: SSH now from {cidr} only (was: {', '.join(sorted(before)) or 'none'})")
+        print(f"{name!r}: SSH now from {cidr} only (was: {was})")
 
     def launch(self) -> int:
         args = self.args
@@ -318,6 +338,9 @@ class Commands:
             if args.ssh_cidr is not None:
                 cidr = guard.check_cidr(args.ssh_cidr, args.allow_wide_cidr)
                 self.admit_only(existing, request.name, cidr, launcher)
+            if args.dry_run:
+                print("dry run: nothing was changed")
+                return 0
             self.report_ready(existing, request.name, launcher)
             return 0
         plan = launcher.preflight(request)

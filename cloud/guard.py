@@ -604,6 +604,20 @@ def ssh_cidrs(group: dict[str, Any]) -> set[str]:
     }
 
 
+def port_22_sources(group: dict[str, Any]) -> set[str]:
+    """Every IPv4 range any rule of the group lets reach TCP port 22: all-traffic rules and port
+    ranges too, whoever added them (ssh_cidrs counts dlcloud's own rules only)."""
+    return {
+        r["CidrIp"]
+        for p in group.get("IpPermissions", [])
+        if p.get("IpProtocol") == "-1"
+        or (
+            p.get("IpProtocol") in ("tcp", "6") and p.get("FromPort", 0) <= 22 <= p.get("ToPort", 0)
+        )
+        for r in p.get("IpRanges", [])
+    }
+
+
 def ensure_security_group(ec2: Any, name: str, vpc_id: str, cidr: str, labels: Labels) -> str:
     """The launch's own group, admitting SSH from `cidr` and nothing else; made if missing.
 

@@ -358,27 +358,3 @@ def test_keepalive_prints_the_command_that_sets_it_on_the_instance(
     refused = dlcloud(moto_env, "keepalive", "kept", "soon; reboot", "--print")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "write e.g. 90m, 2h or 1d, or off" in refused.stderr and refused.stdout == ""
-
-
-def test_launch_again_from_another_address_moves_ssh_to_it_only(
-    moto_env: dict[str, str],
-) -> None:
-    client = ec2(moto_env)
-    image = image_of(client)
-    assert dlcloud(moto_env, *launch_args(image, "moving")).returncode == 0
-    (instance,) = live(client, Name="moving")
-    group_id = guard.tags_of(instance)[guard.TAG_GROUP]
-
-    def admitted() -> set[str]:
-        (group,) = client.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
-        return guard.ssh_cidrs(group)
-
-    assert admitted() == {CIDR}
-    same = dlcloud(moto_env, *launch_args(image, "moving"))
-    assert same.returncode == 0 and "SSH now" not in same.stdout
-    cafe = "198.51.100.9/32"
-    moved = dlcloud(moto_env, *launch_args(image, "moving", "--ssh-cidr", cafe))
-    assert moved.returncode == 0, moved.stderr
-    assert f"'moving': SSH now from {cafe} only (was: {CIDR})" in moved.stdout
-    assert admitted() == {cafe}, "the old address is revoked, not kept beside the new one"
-    assert len(live(client, Name="moving")) == 1
