@@ -156,12 +156,14 @@ class RunInterruptedError(Exception):
 
 @contextmanager
 def signals_raise() -> Iterator[None]:
-    """SIGINT and SIGTERM raise RunInterruptedError while inside; old handlers come back after."""
+    """SIGINT, SIGTERM and SIGHUP raise RunInterruptedError while inside; old handlers come
+    back after."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise RunInterruptedError(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, handler) for s in stops}
     try:
         yield
     finally:

@@ -55,7 +55,9 @@ def held_start_env(root: Path, env: dict[str, str]) -> tuple[dict[str, str], Pat
     (root / "hold" / "sitecustomize.py").write_text(HOLD_AT_START)
     fifo = root / "hold" / "go"
     os.mkfifo(fifo)
-    return {**env, "PYTHONPATH": str(root / "hold"), "DLSTATION_TEST_HOLD": str(fifo)}, fifo
+    # Before, not instead of, what the environment puts on the path (a mutation run's copy).
+    path = os.pathsep.join(filter(None, [str(root / "hold"), env.get("PYTHONPATH")]))
+    return {**env, "PYTHONPATH": path, "DLSTATION_TEST_HOLD": str(fifo)}, fifo
 
 
 def new_marker() -> str:

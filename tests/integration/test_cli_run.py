@@ -164,7 +164,9 @@ def start_run(out: Path, cache: Path) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 143)]
+)
 def test_signal_leaves_a_valid_incomplete_result(tmp_path: Path, signum: int, code: int) -> None:
     process = start_run(tmp_path / "out", tmp_path / "cache")
     path = wait_for_epochs(tmp_path / "out" / "*.json", 2)
@@ -311,12 +313,24 @@ sys.meta_path.insert(0, _Hold())
 
 
 @pytest.mark.parametrize(
-    ("package", "command", "module"),
+    "entry",
     [("bench", "dlbench", "bench.cli"), ("cloud", "dlcloud", "cloud.cli")],
+    ids=["dlbench", "dlcloud"],
 )
-def test_ctrl_c_while_the_command_loads_is_one_line_and_130(
-    tmp_path: Path, package: str, command: str, module: str
+@pytest.mark.parametrize(
+    "stop",
+    [
+        (signal.SIGINT, 130, "interrupted while starting"),
+        (signal.SIGTERM, 143, "stopped by SIGTERM while starting"),
+        (signal.SIGHUP, 143, "stopped by SIGHUP while starting"),
+    ],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
+)
+def test_a_signal_while_the_command_loads_is_one_line_and_the_tables_code(
+    tmp_path: Path, entry: tuple[str, str, str], stop: tuple[int, int, str]
 ) -> None:
+    package, command, module = entry
+    signum, code, said = stop
     (tmp_path / "sitecustomize.py").write_text(HOLD_IN_IMPORT)
     os.mkfifo(tmp_path / "fifo")
     ready = tmp_path / "ready"
@@ -339,8 +353,8 @@ def test_ctrl_c_while_the_command_loads_is_one_line_and_130(
     while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ready.exists(), process.communicate(timeout=30)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
-    assert err == f"{command}: interrupted while starting\n"
+    assert process.returncode == code, err
+    assert err == f"{command}: {said}\n"
     assert out == ""

@@ -24,6 +24,7 @@ import inspect
 import multiprocessing
 import os
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -316,6 +317,7 @@ def verdict(code: int | None, log: Path) -> str:
 
 
 Called = dict[tuple[str, str], set[str]]  # (module, function) -> the tests that called it
+OUTSIDE_A_TEST = ""  # a call at collection or import time: every test of the target may see it
 
 
 class CallRecorder:
@@ -324,7 +326,7 @@ class CallRecorder:
 
     def __init__(self, wanted: list[tuple[str, str]]) -> None:
         self.callers: Called = {key: set() for key in wanted}
-        self.current = ""
+        self.current = OUTSIDE_A_TEST
         self.wrapped: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def wrap(self) -> None:
@@ -337,12 +339,16 @@ class CallRecorder:
                 vars(getattr(module, owner))[attribute] if owner else getattr(module, attribute)
             )
 
-            def wrapper(*args: Any, _key: Any = key, _f: Any = original, **kwargs: Any) -> Any:
+            # A static or class method keeps its kind: the function inside it is wrapped.
+            kind = type(original) if isinstance(original, (staticmethod, classmethod)) else None
+            inner = original.__func__ if kind is not None else original
+
+            def wrapper(*args: Any, _key: Any = key, _f: Any = inner, **kwargs: Any) -> Any:
                 self.callers[_key].add(self.current)
                 return _f(*args, **kwargs)
 
-            functools.update_wrapper(wrapper, original)
-            replace(module, key[1], wrapper)
+            functools.update_wrapper(wrapper, inner)
+            replace(module, key[1], kind(wrapper) if kind is not None else wrapper)
             self.wrapped[key] = (original, wrapper)
 
     def unwrap(self) -> None:
@@ -466,6 +472,13 @@ def render(
     return "\n".join(lines)
 
 
+def tests_for(target: Target, function: str, callers: Called) -> list[str]:
+    """Only the tests that ran this function can notice a change to it in process; all the
+    target's tests when none did, or when it ran outside a test (at collection, say)."""
+    called = callers.get((target.module, function), set())
+    return target.tests if OUTSIDE_A_TEST in called or not called else sorted(called)
+
+
 def prepared_copy(target: Target, logs: Path, timeout_s: float) -> Path | None:
     """A scratch copy of the clone whose processes import its own files, where the target's
     tests pass unmutated; None (and why, printed) when either is not so."""
@@ -493,8 +506,7 @@ def run_target(
     for name in target.functions:
         if only is not None and name not in only.split(","):
             continue
-        # Only the tests that ran this function can notice a change to it; none: all of them.
-        tests = sorted(callers.get((target.module, name), ())) or target.tests
+        tests = tests_for(target, name, callers)
         for n, mutant in enumerate(mutants(module, target, name)):
             started = time.monotonic()
             log = logs / f"{name}-{n}.log"
@@ -532,8 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     notes = tomllib.loads((HERE / "survivors.toml").read_text()).get("explained", {})
     chosen = [t for t in targets if t.enabled and t.name.startswith(args.target or "")]
     results: dict[str, list[Outcome]] = {}
-    logs = Path(os.environ.get("TMPDIR", "/tmp")) / "dlstation-mutation"
-    logs.mkdir(exist_ok=True)
+    # A folder of this run's own: two runs at once never share the scratch copy.
+    logs = Path(tempfile.mkdtemp(prefix="dlstation-mutation-"))
+    print(f"logs and the scratch copy: {logs}", flush=True)
     recorded: dict[tuple[str, ...], Called] = {}
     for target in chosen:
         tests = tuple(target.tests)

@@ -158,3 +158,36 @@ def test_a_mutant_in_a_copy_reaches_the_processes_the_tests_start(tmp_path: Path
     assert (tree / "cloud" / "data" / "idle_watchdog.py").read_text() == Path(
         idle_watchdog.__file__
     ).read_text()
+
+
+def test_a_static_method_still_works_while_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "static_sample.py").write_text(
+        "class K:\n    @staticmethod\n    def f(x):\n        return x + 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("static_sample")
+    monkeypatch.setitem(sys.modules, "static_sample", module)
+    recorder = run.CallRecorder([("static_sample", "K.f")])
+    recorder.wrap()
+    recorder.current = "test_k"
+    try:
+        assert module.K().f(1) == 2 and module.K.f(2) == 3
+    finally:
+        recorder.unwrap()
+    assert recorder.callers == {("static_sample", "K.f"): {"test_k"}}
+    assert isinstance(vars(module.K)["f"], staticmethod)
+
+
+def test_a_function_run_outside_a_test_gets_every_test_of_its_target() -> None:
+    target = run.Target("t", "m", ["f", "g", "h"], ["tests/a.py", "tests/b.py"])
+    callers: run.Called = {
+        ("m", "f"): {"tests/a.py::test_one"},
+        ("m", "g"): {run.OUTSIDE_A_TEST, "tests/a.py::test_one"},
+        ("m", "h"): set(),
+    }
+    assert run.tests_for(target, "f", callers) == ["tests/a.py::test_one"]
+    assert run.tests_for(target, "g", callers) == ["tests/a.py", "tests/b.py"]
+    assert run.tests_for(target, "h", callers) == ["tests/a.py", "tests/b.py"]
+    assert "" not in run.tests_for(target, "g", callers), "pytest given '' runs the whole tree"
