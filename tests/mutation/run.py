@@ -425,6 +425,7 @@ def render(
     targets: list[Target],
     notes: dict[str, str],
     previous: str = "",
+    unfinished: set[str] | None = None,
 ) -> str:
     lines = [
         "# Mutation run",
@@ -448,7 +449,18 @@ def render(
             f"## {target.name} (`{target.module}`)",
             "",
             f"{killed} of {len(outcomes)} mutants killed in {seconds:.0f} s; tests: "
-            f"`{' '.join(target.tests)}`.",
+            f"`{' '.join(target.tests)}`"
+            + (
+                f"; survivors tried again in a copy with `{' '.join(target.copy_tests)}`"
+                if target.copy_tests
+                else ""
+            )
+            + "."
+            + (
+                " **Stopped before the rest of this target's mutants.**"
+                if target.name in (unfinished or set())
+                else ""
+            ),
             "",
             "| status | where | mutant |",
             "|---|---|---|",
@@ -495,14 +507,21 @@ def prepared_copy(target: Target, logs: Path, timeout_s: float) -> Path | None:
 
 
 def run_target(
-    target: Target, logs: Path, only: str | None, timeout_s: float, callers: Called
+    target: Target,
+    logs: Path,
+    only: str | None,
+    timeout_s: float,
+    callers: Called,
+    *,
+    outcomes: list[Outcome],
+    saved: Callable[[], None] = lambda: None,
 ) -> list[Outcome] | None:
-    """Every mutant of one target, or None when its tests fail without one."""
+    """Every mutant of one target into outcomes (saved() after each), or None when its tests
+    fail without one."""
     module = importlib.import_module(target.module)
     tree = prepared_copy(target, logs, timeout_s) if target.processes else None
     if target.processes and tree is None:
         return None
-    outcomes = []
     for name in target.functions:
         if only is not None and name not in only.split(","):
             continue
@@ -526,6 +545,7 @@ def run_target(
                 status = "killed in a copy" if again == "killed" else again
             outcomes.append(Outcome(mutant, status, time.monotonic() - started))
             print(f"{status:<9} {name}:{mutant.line} {mutant.what}", flush=True)
+            saved()
     return outcomes
 
 
@@ -548,6 +568,13 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(tempfile.mkdtemp(prefix="dlstation-mutation-"))
     print(f"logs and the scratch copy: {logs}", flush=True)
     recorded: dict[tuple[str, ...], Called] = {}
+    previous = args.out.read_text() if args.out.is_file() else ""
+    unfinished: set[str] = set()
+
+    def save() -> None:
+        if args.only is None:
+            args.out.write_text(render(results, targets, notes, previous, unfinished))
+
     for target in chosen:
         tests = tuple(target.tests)
         if not target.processes and tests not in recorded:
@@ -559,13 +586,23 @@ def main(argv: list[str] | None = None) -> int:
                     f"{target.name}: its tests fail without a mutant; see {logs / 'baseline.log'}"
                 )
                 return 1
-        outcomes = run_target(target, logs, args.only, args.timeout, recorded.get(tests, {}))
-        if outcomes is None:
+        # The summary is written after every mutant: a run stopped early still says what it did.
+        results[target.name] = []
+        unfinished.add(target.name)
+        done = run_target(
+            target,
+            logs,
+            args.only,
+            args.timeout,
+            recorded.get(tests, {}),
+            outcomes=results[target.name],
+            saved=save,
+        )
+        if done is None:
             return 1
-        results[target.name] = outcomes
+        unfinished.discard(target.name)
+        save()
     if args.only is None:
-        previous = args.out.read_text() if args.out.is_file() else ""
-        args.out.write_text(render(results, targets, notes, previous))
         print(f"summary: {args.out}")
     survived = [o for outs in results.values() for o in outs if not o.status.startswith("killed")]
     unexplained = [o for o in survived if f"{o.mutant.function}:{o.mutant.what}" not in notes]

@@ -191,3 +191,13 @@ def test_a_function_run_outside_a_test_gets_every_test_of_its_target() -> None:
     assert run.tests_for(target, "g", callers) == ["tests/a.py", "tests/b.py"]
     assert run.tests_for(target, "h", callers) == ["tests/a.py", "tests/b.py"]
     assert "" not in run.tests_for(target, "g", callers), "pytest given '' runs the whole tree"
+
+
+def test_a_summary_written_mid_run_says_the_target_stopped_early() -> None:
+    target = run.Target("judging", "bench.machine.verify", ["band"], ["tests/unit/test_verify.py"])
+    mutant = next(run.mutants(verify, target, "band"))
+    results = {"judging": [run.Outcome(mutant, "killed", 1.0)]}
+    partial = run.render(results, [target], {}, "", {"judging"})
+    assert "1 of 1 mutants killed" in partial
+    assert "**Stopped before the rest of this target's mutants.**" in partial
+    assert "Stopped before" not in run.render(results, [target], {}, "", set())
