@@ -596,10 +596,12 @@ def check_group(group: dict[str, Any] | None, owner: str) -> None:
 
 
 def ssh_cidrs(group: dict[str, Any]) -> set[str]:
+    """The addresses of the group's rules in the one shape dlcloud adds (TCP 22 to 22): those
+    it may revoke exactly as written; any other rule is the user's."""
     return {
         r["CidrIp"]
         for p in group.get("IpPermissions", [])
-        if p.get("FromPort") == 22
+        if (p.get("IpProtocol"), p.get("FromPort"), p.get("ToPort")) == ("tcp", 22, 22)
         for r in p.get("IpRanges", [])
     }
 

@@ -71,8 +71,9 @@ def test_a_dry_run_with_another_address_only_says_what_it_would_do(
     [
         {"IpProtocol": "-1"},
         {"IpProtocol": "tcp", "FromPort": 20, "ToPort": 23},
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 23},
     ],
-    ids=["all-traffic", "port-range"],
+    ids=["all-traffic", "port-range", "port-range-from-22"],
 )
 def test_a_rule_dlcloud_did_not_add_is_named_not_said_to_be_gone(
     moto_env: dict[str, str], rule: dict[str, Any]
