@@ -869,3 +869,34 @@ def test_a_colleagues_key_pair_and_group_are_kept(aws: Aws, tmp_path: Path, imag
     assert done.security_groups == [] and done.key_pairs == []
     assert f"security group {group}: it is {colleague}'s" in done.kept
     assert f"key pair dlstation-us-east-1: it is {colleague}'s" in done.kept
+
+
+def test_a_group_of_dlclouds_name_it_may_not_change_is_refused_saying_whose() -> None:
+    mine, colleague = "arn:aws:iam::123456789012:user/me", "arn:aws:iam::123456789012:user/co"
+    base = {"GroupName": "dlstation-ssh-lab-0123456789", "VpcId": "vpc-1"}
+    theirs = {**base, "Tags": guard.tag_list({**guard.Labels("lab", colleague, NOW, "").created()})}
+    users = {**base, "Tags": [{"Key": guard.TAG_OWNER, "Value": mine}]}
+    guard.check_group(
+        {**base, "Tags": guard.tag_list(guard.Labels("lab", mine, NOW, "").created())}, mine
+    )
+    with pytest.raises(CloudError) as refused:
+        guard.check_group(theirs, mine)
+    assert f"in vpc-1 that belongs to {colleague}; dlcloud will not change its rules" in str(
+        refused.value
+    )
+    with pytest.raises(CloudError) as refused:
+        guard.check_group(users, mine)
+    assert "in vpc-1 that dlcloud did not create; dlcloud will not change its rules" in str(
+        refused.value
+    )
+
+
+@pytest.mark.parametrize("claimed", [None, "yesterday", ""], ids=["no tag", "garbled", "empty"])
+def test_a_resource_without_a_readable_claim_is_not_recently_used(claimed: str | None) -> None:
+    """Only a launch's own claim keeps an unused group or key pair from clean-up; a missing or
+    garbled tag (an older dlcloud's, a user's edit) never keeps one forever."""
+    tags = [] if claimed is None else [{"Key": guard.TAG_CLAIMED, "Value": claimed}]
+    assert guard.recently_used({"Tags": tags}, NOW) is False
+    fresh = [{"Key": guard.TAG_CLAIMED, "Value": NOW.isoformat(timespec="seconds")}]
+    assert guard.recently_used({"Tags": fresh}, NOW + guard.GRACE / 2) is True
+    assert guard.recently_used({"Tags": fresh}, NOW + guard.GRACE) is False
