@@ -64,6 +64,8 @@ class Target:
     guards: list[str] = field(default_factory=list)
     locks: list[str] = field(default_factory=lambda: ["lock"])
     processes: bool = False  # the code runs in processes the tests start: mutate a copy's file
+    # Which kinds of mutant to make: lock, guard, branch (default: all of them).
+    kinds: list[str] = field(default_factory=list)
     # Which tests run again, in a copy, for a mutant that survived in process (default: tests).
     copy_tests: list[str] = field(default_factory=list)
     enabled: bool = True
@@ -156,7 +158,16 @@ def changes(  # noqa: PLR0912 - one branch per kind of mutation
         called = short(node.value.func)
         if any(called == g or called.endswith("." + g) for g in target.guards):
             found.append((f"delete the guard call `{short(node)}`", _to_pass))
+    if target.kinds:
+        found = [f for f in found if kind_of(f[0]) in target.kinds]
     return found
+
+
+def kind_of(description: str) -> str:
+    """lock (a `with` made a no-op), guard (a guard call deleted) or branch (the rest)."""
+    if description.endswith("-> nullcontext()"):
+        return "lock"
+    return "guard" if description.startswith("delete the guard call") else "branch"
 
 
 def _to_pass(node: Any) -> None:

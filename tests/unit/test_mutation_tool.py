@@ -201,3 +201,17 @@ def test_a_summary_written_mid_run_says_the_target_stopped_early() -> None:
     assert "1 of 1 mutants killed" in partial
     assert "**Stopped before the rest of this target's mutants.**" in partial
     assert "Stopped before" not in run.render(results, [target], {}, "", set())
+
+
+def test_a_target_of_some_kinds_gets_only_their_mutants(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = sample(tmp_path, monkeypatch, "kinds_sample")
+    target = run.Target(
+        "sample", "kinds_sample", ["take"], [], guards=["check_owner"], kinds=["lock", "guard"]
+    )
+    found = [m.what for m in run.mutants(module, target, "take")]
+    assert found == ["delete the guard call `check_owner(name)`", "`with LOCK` -> nullcontext()"]
+    mutant = run.mutants(module, target, "take")
+    lock = next(m for m in mutant if "nullcontext" in m.what)
+    assert "nullcontext()" in run.mutated_source(module, target, lock)
