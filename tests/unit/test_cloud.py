@@ -900,3 +900,24 @@ def test_a_resource_without_a_readable_claim_is_not_recently_used(claimed: str |
     fresh = [{"Key": guard.TAG_CLAIMED, "Value": NOW.isoformat(timespec="seconds")}]
     assert guard.recently_used({"Tags": fresh}, NOW + guard.GRACE / 2) is True
     assert guard.recently_used({"Tags": fresh}, NOW + guard.GRACE) is False
+
+
+def test_list_shows_live_and_spot_interrupted_instances_only(
+    aws: Aws, tmp_path: Path, image_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live = launch(aws, tmp_path, image_id, name="up")
+    ended = launch(aws, tmp_path, image_id, name="ended")
+    aws.client("ec2").terminate_instances(InstanceIds=[ended["InstanceId"]])
+    assert main(["--region", "us-east-1", "list"]) == 0
+    shown = capsys.readouterr().out
+    assert live["InstanceId"] in shown and ended["InstanceId"] not in shown
+    spot = {"State": {"Name": "terminated"}, "StateReason": {"Code": fleet.SPOT_INTERRUPTED}}
+    assert fleet.shown_in_list(spot) is True
+    assert (
+        fleet.shown_in_list({**spot, "StateReason": {"Code": "Client.UserInitiatedShutdown"}})
+        is False
+    )
+    assert all(
+        fleet.shown_in_list({"State": {"Name": state}}) is True
+        for state in ("pending", "running", "stopping", "stopped", "shutting-down")
+    )
