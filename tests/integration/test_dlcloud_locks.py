@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bench import exitcodes
-from cloud import inventory
+from cloud import guard, inventory
 from tests.harness.dlcloud import (
     COLLEAGUE,
     dlcloud,
@@ -268,3 +268,36 @@ def test_a_symlinked_inventory_stays_a_link_and_shares_the_files_lock(tmp_path: 
     assert (tmp_path / "real" / ".dlcloud.yml.lock").exists()
     assert not (tmp_path / "linked" / ".hosts.yml.lock").exists()
     assert sorted(p.name for p in (tmp_path / "linked").iterdir()) == ["hosts.yml"]
+
+
+def test_a_launch_waits_for_a_clean_up_holding_the_resource_lock(
+    env: dict[str, str], hold: Any
+) -> None:
+    """terminate and reap hold it alone while they delete unused key pairs and groups; a launch
+    setting up those same resources waits, or it could use one as it is deleted."""
+    client = ec2(env)
+    hold(Path(env["DLCLOUD_KEY_DIR"]) / guard.RESOURCE_LOCK)
+    launching = start_dlcloud(env, *launch_args(image_of(client), "r3"), merge_stderr=True)
+    seen = wait_for_line(launching.stdout, "waiting for a terminate or reap")
+    assert guard.RESOURCE_LOCK in seen[-1]
+    assert live(client, Name="r3") == []
+    launching.send_signal(signal.SIGTERM)
+    rest, _ = launching.communicate(timeout=90)
+    assert launching.returncode == exitcodes.TERMINATED, rest
+    assert live(client, Name="r3") == []
+
+
+def test_terminate_waits_for_a_launch_before_removing_what_launches_share(
+    env: dict[str, str], hold: Any
+) -> None:
+    client = ec2(env)
+    assert dlcloud(env, *launch_args(image_of(client), "r4")).returncode == 0
+    hold(Path(env["DLCLOUD_KEY_DIR"]) / guard.RESOURCE_LOCK)  # as a launch elsewhere holds it
+    stopping = start_dlcloud(env, "terminate", "r4", "--yes", merge_stderr=True)
+    seen = wait_for_line(stopping.stdout, "waiting for a launch on this machine")
+    assert guard.RESOURCE_LOCK in seen[-1]
+    groups = client.describe_security_groups()["SecurityGroups"]
+    assert any(g["GroupName"].startswith("dlstation-ssh-r4-") for g in groups), "nothing removed"
+    stopping.send_signal(signal.SIGTERM)
+    rest, _ = stopping.communicate(timeout=90)
+    assert stopping.returncode == exitcodes.TERMINATED, rest
