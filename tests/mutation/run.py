@@ -579,11 +579,12 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(tempfile.mkdtemp(prefix="dlstation-mutation-"))
     print(f"logs and the scratch copy: {logs}", flush=True)
     recorded: dict[tuple[str, ...], Called] = {}
-    previous = args.out.read_text() if args.out.is_file() else ""
     unfinished: set[str] = set()
 
     def save() -> None:
+        # Read again each time: another run (of other targets) may have written its sections.
         if args.only is None:
+            previous = args.out.read_text() if args.out.is_file() else ""
             args.out.write_text(render(results, targets, notes, previous, unfinished))
 
     for target in chosen:
