@@ -151,6 +151,7 @@ def test_a_gpu_that_cannot_be_read_counts_as_busy(box: Box, change: Any, reason:
     change(box)
     powered, line = box.run(60)
     assert not powered and reason in line
+    assert line.count("gpu:") == 1, f"one reason, said once: {line}"
 
 
 def test_no_jupyter_installed_is_no_busy_kernel(box: Box) -> None:
@@ -246,3 +247,32 @@ def test_state_is_json_on_the_boot_clock(box: Box) -> None:
     state = json.loads((box.root / "state.json").read_text())
     assert state["idle_since"] == B0 + 3 * MINUTE
     assert state["last"] == "dlstation-idle: idle 0m of 30m: nothing in use"
+
+
+def watchdog_module() -> Any:
+    """The watchdog script imported as a module, for the pure parts of its decision."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("idle_watchdog_under_test", WATCHDOG)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("argv", "bench"),
+    [
+        (["/usr/bin/python3", "-m", "bench", "run", "imdb"], True),
+        (["python3", "-u", "-m", "bench.training.worker", "{}"], True),
+        (["python3", "-mbench", "verify"], True),
+        (["/opt/dlstation/venv/bin/dlbench", "run"], True),
+        (["python3", "/home/u/dlstation/bench/cli.py"], True),
+        (["python3", "-m", "benchmark"], False),
+        (["python3", "-m", "pytest", "tests/"], False),
+        (["/usr/bin/bash", "-l"], False),
+    ],
+)
+def test_a_bench_command_line_is_recognised_in_every_shape(argv: list[str], bench: bool) -> None:
+    assert watchdog_module().is_bench(argv) is bench
