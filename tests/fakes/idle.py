@@ -32,6 +32,20 @@ TOKEN = "0123456789abcdef"
 MARKER = "DLSTATION_IDLE_TEST"
 WATCHDOG = Path(str(resources.files("cloud").joinpath("data/idle_watchdog.py")))
 
+
+def watchdog_module() -> Any:
+    """The watchdog script imported as a module (it runs on the instance alone, so it is not
+    part of the cloud package): for its defaults and the pure parts of its decision."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("idle_watchdog_script", WATCHDOG)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while building
+    spec.loader.exec_module(module)
+    return module
+
+
 FAKE_NVIDIA_SMI = """#!/bin/sh
 case "$*" in
   *--query-compute-apps*) /bin/cat {root}/nvidia-smi.apps ;;

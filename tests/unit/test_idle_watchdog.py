@@ -18,7 +18,7 @@ import pytest
 
 from cloud import guard, idle
 from tests.conftest import free_port
-from tests.fakes.idle import B0, MINUTE, T0, WATCHDOG, Box, Kernels, idle_box
+from tests.fakes.idle import B0, MINUTE, T0, WATCHDOG, Box, Kernels, idle_box, watchdog_module
 
 
 @pytest.fixture
@@ -247,18 +247,6 @@ def test_state_is_json_on_the_boot_clock(box: Box) -> None:
     state = json.loads((box.root / "state.json").read_text())
     assert state["idle_since"] == B0 + 3 * MINUTE
     assert state["last"] == "dlstation-idle: idle 0m of 30m: nothing in use"
-
-
-def watchdog_module() -> Any:
-    """The watchdog script imported as a module, for the pure parts of its decision."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("idle_watchdog_under_test", WATCHDOG)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,9 +14,9 @@ from bench.facts import platforms
 from bench.training.backends import BACKENDS
 from cloud import ami, aws, guard, launcher
 from tests.conftest import REPO
+from tests.fakes.idle import watchdog_module
 
 ROLES = REPO / "playbooks" / "roles"
-IDLE_WATCHDOG = REPO / "cloud" / "data" / "idle_watchdog.py"
 
 
 def load(path: Path) -> Any:
@@ -93,12 +91,7 @@ def test_inventory_lists_the_hosts_dlcloud_calls_ready() -> None:
 
 def watchdog_config() -> Any:
     """The idle watchdog's defaults: it runs on the instance alone, so it keeps its own copies."""
-    spec = importlib.util.spec_from_file_location("idle_watchdog", IDLE_WATCHDOG)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while building
-    spec.loader.exec_module(module)
-    return module.Config(period=60)
+    return watchdog_module().Config(period=60)
 
 
 def jupyter_token_file() -> str:
