@@ -203,15 +203,18 @@ def gpu_check(r: Round) -> None:
     if holders:
         pids = ", ".join(f"pid {line.split(',')[0].strip()}" for line in holders[:3])
         r.busy.append(f"gpu: {len(holders)} process(es) on a GPU ({pids})")
+    unreadable = []
     for line in gpus.splitlines():
         index, _, value = line.partition(",")
         try:
             percent = float(value)
         except ValueError:
-            r.unknown("gpu", f"unreadable nvidia-smi line {line!r}")
-            return
+            unreadable.append(line)
+            continue  # the other GPUs are still read: one of them may be the busy one
         if percent >= r.config.gpu_percent:
             r.busy.append(f"gpu: GPU {index.strip()} at {percent:g}%")
+    if unreadable:
+        r.unknown("gpu", f"unreadable nvidia-smi line {unreadable[0]!r}")
 
 
 def read_processes(config: Config) -> dict[int, Proc]:

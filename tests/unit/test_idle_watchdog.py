@@ -154,6 +154,15 @@ def test_a_gpu_that_cannot_be_read_counts_as_busy(box: Box, change: Any, reason:
     assert line.count("gpu:") == 1, f"one reason, said once: {line}"
 
 
+def test_the_gpus_after_an_unreadable_line_are_still_read(box: Box) -> None:
+    """One GPU that cannot be read must not hide another that is busy."""
+    box.run(0)
+    box.gpus("0, [N/A]\n1, 93\n2, [N/A]\n")
+    powered, line = box.run(60)
+    assert not powered and "gpu: GPU 1 at 93%" in line, line
+    assert line.count("gpu: cannot tell") == 1 and "'0, [N/A]'" in line, line
+
+
 def test_no_jupyter_installed_is_no_busy_kernel(box: Box) -> None:
     box.env["DLSTATION_JUPYTER_URL"] = f"http://127.0.0.1:{free_port()}"
     (box.root / "token.env").unlink()
