@@ -6,10 +6,8 @@ every way A and B differ (machine, backend, settings) is named on every row.
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 from bench.report.model import Collection, GroupKey, group_key
 from bench.results import document as results
@@ -130,15 +128,3 @@ def compare(a: Side, b: Side) -> list[list[str]]:
 def render(a: Side, b: Side) -> str:
     header = ["workload", "figure", f"A: {a.label}", f"B: {b.label}", "B/A", "note"]
     return table(header, compare(a, b))
-
-
-def print_to_pipe(text: str, stream: TextIO | None = None) -> None:
-    """Print; a reader that stopped early (`| head -3`) ends the output quietly, as for cat."""
-    stream = stream or sys.stdout
-    try:
-        print(text, file=stream, flush=True)
-    except BrokenPipeError:
-        # Python would report the pipe again when it flushes stdout at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, stream.fileno())
-        os.close(devnull)

@@ -6,6 +6,7 @@ FAIL verdict, a failed run); bad input exits 2; verify's verdicts are 0, 3 and 1
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,91 @@ def test_a_runs_outcome_maps_onto_the_table(runner: int, code: int) -> None:
 def test_the_table_names_every_code_and_no_two_outcomes_share_one() -> None:
     codes = [getattr(exitcodes, n) for n in dir(exitcodes) if n.isupper() and n != "TABLE"]
     assert sorted(codes) == sorted(exitcodes.TABLE) == [0, 1, 2, 3, 70, 130, 143]
+
+
+# A command that prints its verdict line and exits with WARN's code, run through the real entry.
+VERDICT_CLI = "def main():\n    print('verdict: WARN')\n    return 3\n"
+THROUGH_ENTRY = "import sys; from bench import entry; sys.exit(entry.run('dlbench', 'verdict_cli'))"
+
+
+def through_entry(tmp_path: Path, stdout: Any, shell: str = "") -> subprocess.CompletedProcess[str]:
+    """The verdict command through bench.entry in a real process; `shell` redirects in bash."""
+    (tmp_path / "verdict_cli.py").write_text(VERDICT_CLI)
+    argv = [sys.executable, "-c", THROUGH_ENTRY]
+    if shell:
+        argv = ["bash", "-c", f'exec "$0" "$@" {shell}', *argv]
+    return subprocess.run(
+        argv,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])},
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", [["-m", "bench", "list"], ["-m", "cloud", "--help"]])
+def test_a_reader_that_stopped_ends_the_output_quietly(command: list[str]) -> None:
+    """`dlbench list | head -1`, where head has gone before the first line: like cat, no
+    traceback and the command's own code (a closed pipe is not a bug in dlstation)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, *command],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (exitcodes.OK, "")
+
+
+def test_a_verdict_into_a_closed_pipe_keeps_its_code(tmp_path: Path) -> None:
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = through_entry(tmp_path, write)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (exitcodes.WARN, "")
+
+
+@pytest.mark.parametrize("command", [["-m", "bench", "list"], ["-m", "cloud", "--help"]])
+def test_output_onto_a_full_disk_fails_with_one_line(command: list[str]) -> None:
+    """What was asked for was not delivered: FAIL's code and why, never 70 or a silent 0."""
+    with Path("/dev/full").open("w") as full:
+        done = subprocess.run(
+            [sys.executable, *command],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+            check=False,
+        )
+    name = "dlbench" if "bench" in command else "dlcloud"
+    assert done.returncode == exitcodes.FAILED, done.stderr
+    assert done.stderr == f"{name}: cannot write to standard output: No space left on device\n"
+
+
+def test_a_verdict_onto_a_full_disk_keeps_its_code_and_says_so(tmp_path: Path) -> None:
+    with Path("/dev/full").open("w") as full:
+        done = through_entry(tmp_path, full)
+    assert done.returncode == exitcodes.WARN, done.stderr
+    assert done.stderr == "dlbench: cannot write to standard output: No space left on device\n"
+
+
+def test_a_closed_standard_output_is_refused_before_any_work(tmp_path: Path) -> None:
+    done = through_entry(tmp_path, None, shell=">&-")
+    assert done.returncode == exitcodes.USAGE, done.stderr
+    assert done.stderr == (
+        "dlbench: error: standard output is closed; send it to a file or /dev/null\n"
+    )
+    assert not (tmp_path / "__pycache__").exists(), "the command itself was never imported"
