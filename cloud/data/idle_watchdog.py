@@ -3,11 +3,12 @@
 
 Standard library only: it runs under the image's /usr/bin/python3, outside any venv.
 Busy means any of: a process holding a context on a GPU (or a GPU at DLSTATION_IDLE_GPU_PERCENT
-or more), an SSH, mosh or SSM session, a tmux or screen server, an Ansible or bench process, a
-busy or recently active Jupyter kernel, processes (kernel threads aside) that together used more
-than DLSTATION_IDLE_CPU_SHARE of a core since the last round (reaped children included), network
-or disk traffic above a rate, or an unexpired keep-alive. A check that cannot tell counts as
-busy, and says for how long it could not. Time is the boot clock; a round sees at most
+or more; one that reports no utilisation, as under MIG, by its processes alone), an SSH, mosh
+or SSM session, a tmux or screen server, an Ansible or bench process, a busy or recently active
+Jupyter kernel, processes (kernel threads aside) that together used more than
+DLSTATION_IDLE_CPU_SHARE of a core since the last round (reaped children included), network or
+disk traffic above a rate, or an unexpired keep-alive. A check that cannot tell counts as busy,
+and says for how long it could not. Time is the boot clock; a round sees at most
 DLSTATION_IDLE_MAX_GAP_S since the one before, so time nobody watched never counts as idle.
 Every decision is one line on stdout (the journal, and the console that `dlcloud list` reads).
 `idle_watchdog.py keepalive 2h` (or `off`) sets the keep-alive.
@@ -50,6 +51,9 @@ SESSION_PROGRAMS = {
     "mosh-server": "mosh",
     "ssm-session-worker": "ssm",
 }
+# nvidia-smi's words for a figure a GPU does not report (utilisation under MIG, for one): the
+# processes holding it, listed by the same tool, still say whether it is in use.
+NOT_REPORTED = {"[N/A]", "N/A", "[Not Supported]"}
 KEEPALIVE_FILE = "/run/dlstation/keepalive"
 STATE_FILE = "/run/dlstation/idle-state.json"
 PF_KTHREAD = 0x00200000
@@ -203,16 +207,24 @@ def gpu_check(r: Round) -> None:
     if holders:
         pids = ", ".join(f"pid {line.split(',')[0].strip()}" for line in holders[:3])
         r.busy.append(f"gpu: {len(holders)} process(es) on a GPU ({pids})")
-    unreadable = []
-    for line in gpus.splitlines():
-        index, _, value = line.partition(",")
+    unreadable, unreported = [], []
+    for line in filter(str.strip, gpus.splitlines()):
+        index, _, value = (part.strip() for part in line.partition(","))
+        if value in NOT_REPORTED:
+            unreported.append(index)
+            continue
         try:
             percent = float(value)
         except ValueError:
+            percent = math.nan
+        if not 0 <= percent <= 100:  # nan, or no percentage at all
             unreadable.append(line)
             continue  # the other GPUs are still read: one of them may be the busy one
         if percent >= r.config.gpu_percent:
-            r.busy.append(f"gpu: GPU {index.strip()} at {percent:g}%")
+            r.busy.append(f"gpu: GPU {index} at {percent:g}%")
+    if unreported:
+        gpus_text = ", ".join(unreported)
+        r.notes.append(f"GPU {gpus_text}: no utilisation reported, its processes decide")
     if unreadable:
         r.unknown("gpu", f"unreadable nvidia-smi line {unreadable[0]!r}")
 

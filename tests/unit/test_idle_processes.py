@@ -139,3 +139,15 @@ def test_a_process_in_scope_busy_on_a_core_is_counted(tree: ProcTree) -> None:
     tree.add(60, ["python3", "train.py"], name="python3", ticks=60 * TICKS)
     busy = tree.round(now=1060.0, old=first.new).busy
     assert busy == ["cpu: pid 60 python3 at 100% of a core; 100% in all"], busy
+
+
+def test_a_round_that_cannot_list_processes_leaves_no_cpu_sample(tree: ProcTree) -> None:
+    """It cannot tell, so it is busy; and the round after starts a fresh sample instead of
+    counting all the CPU a long-lived process ever used as used since."""
+    tree.add(60, ["jupyter-lab"], name="jupyter-lab", ticks=3600 * TICKS)
+    hidden = tree.root.with_name("hidden")
+    tree.root.rename(hidden)
+    blind = tree.round(now=1000.0)
+    hidden.rename(tree.root)
+    assert [reason.split(" (")[0] for reason in blind.busy] == ["processes: cannot tell for 0m"]
+    assert tree.round(now=1060.0, old=blind.new).busy == []

@@ -143,7 +143,11 @@ def test_a_check_that_cannot_tell_for_hours_says_so_in_every_line(box: Box) -> N
     [
         (lambda b: (b.root / "bin" / "nvidia-smi").unlink(), "gpu: cannot tell for 0m (["),
         (lambda b: b.gpus("NVIDIA-SMI has failed", code=9), "gpu: cannot tell for 0m (nvidia-smi"),
-        (lambda b: b.gpus("0, [N/A]\n"), "gpu: cannot tell for 0m (unreadable"),
+        (lambda b: b.gpus("0, ??\n"), "gpu: cannot tell for 0m (unreadable"),
+        (lambda b: b.gpus("0, nan\n"), "gpu: cannot tell for 0m (unreadable"),
+        (lambda b: b.gpus("0, -5\n"), "gpu: cannot tell for 0m (unreadable"),
+        (lambda b: b.gpus("0, 250\n"), "gpu: cannot tell for 0m (unreadable"),
+        (lambda b: b.gpus("0\n"), "gpu: cannot tell for 0m (unreadable"),
     ],
 )
 def test_a_gpu_that_cannot_be_read_counts_as_busy(box: Box, change: Any, reason: str) -> None:
@@ -157,10 +161,30 @@ def test_a_gpu_that_cannot_be_read_counts_as_busy(box: Box, change: Any, reason:
 def test_the_gpus_after_an_unreadable_line_are_still_read(box: Box) -> None:
     """One GPU that cannot be read must not hide another that is busy."""
     box.run(0)
-    box.gpus("0, [N/A]\n1, 93\n2, [N/A]\n")
+    box.gpus("0, ??\n1, 93\n2, ??\n")
     powered, line = box.run(60)
     assert not powered and "gpu: GPU 1 at 93%" in line, line
-    assert line.count("gpu: cannot tell") == 1 and "'0, [N/A]'" in line, line
+    assert line.count("gpu: cannot tell") == 1 and "'0, ??'" in line, line
+
+
+def test_a_blank_line_from_nvidia_smi_is_no_gpu_at_all(box: Box) -> None:
+    box.run(0)
+    box.gpus("0, 0\n\n1, 2\n")
+    assert box.run(30)[0], "every GPU line was read, and none was in use"
+
+
+def test_a_gpu_that_reports_no_utilisation_is_judged_by_its_processes(box: Box) -> None:
+    """MIG GPUs say [N/A] for utilisation, every round: were that 'cannot tell', an idle MIG
+    instance would never power off. The processes holding a GPU are listed all the same."""
+    box.gpus("0, [N/A]\n1, [Not Supported]\n")
+    box.run(0)
+    box.gpus("0, [N/A]\n1, [Not Supported]\n", apps="4242, python3\n")
+    powered, line = box.run(30)
+    assert not powered and "gpu: 1 process(es) on a GPU (pid 4242)" in line, line
+    box.gpus("0, [N/A]\n1, [Not Supported]\n")
+    powered, line = box.run(61)
+    assert powered, line
+    assert "(note: GPU 0, 1: no utilisation reported, its processes decide)" in line, line
 
 
 def test_no_jupyter_installed_is_no_busy_kernel(box: Box) -> None:
