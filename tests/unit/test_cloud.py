@@ -263,6 +263,22 @@ def test_terminate_cleans_group_and_key_when_unused(
     assert ec2.describe_key_pairs()["KeyPairs"] == []
 
 
+def test_a_name_with_no_live_instance_is_refused_with_what_to_do(
+    aws: Aws, tmp_path: Path, image_id: str
+) -> None:
+    """stop, start, ssh and terminate by name: a name nobody launched is bad input (exit 2, one
+    line pointing at `dlcloud list`), never a crash; the right name finds the instance."""
+    ec2 = aws.client("ec2")
+    lab = launch(aws, tmp_path, image_id, name="lab")
+    owner = guard.owner_of(lab)
+    assert fleet.find_by_name(ec2, "lab", owner)["InstanceId"] == lab["InstanceId"]
+    for who in (owner, None):
+        with pytest.raises(CloudError) as refused:
+            fleet.find_by_name(ec2, "lab2", who)
+        assert refused.value.exit_code == exitcodes.USAGE
+        assert str(refused.value) == "no live dlstation instance named 'lab2'; see `dlcloud list`"
+
+
 def test_reap_finds_expired_instances_and_orphans(aws: Aws, tmp_path: Path, image_id: str) -> None:
     ec2 = aws.client("ec2")
     expired = launch(aws, tmp_path, image_id, name="old", ttl_text="1h")
