@@ -279,6 +279,36 @@ def test_a_name_with_no_live_instance_is_refused_with_what_to_do(
         assert str(refused.value) == "no live dlstation instance named 'lab2'; see `dlcloud list`"
 
 
+def test_one_name_on_two_owners_instances_is_refused_without_an_owner(
+    aws: Aws, tmp_path: Path, image_id: str
+) -> None:
+    """--any-owner with a name two people used: which one is meant cannot be told, so neither
+    is touched; each owner's own lookup finds their own."""
+    ec2 = aws.client("ec2")
+    mine = launch(aws, tmp_path, image_id, name="lab")
+    tags = [
+        {**tag, "Value": "arn:aws:iam::123456789012:user/someone-else"}
+        if tag["Key"] == guard.TAG_OWNER
+        else tag
+        for tag in mine["Tags"]
+    ]
+    theirs = ec2.run_instances(
+        ImageId=image_id,
+        InstanceType="g5.xlarge",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )["Instances"][0]
+    with pytest.raises(CloudError) as refused:
+        fleet.find_by_name(ec2, "lab", None)
+    assert refused.value.exit_code == exitcodes.USAGE
+    message = str(refused.value)
+    assert message.startswith("2 live instances are named 'lab': "), message
+    assert mine["InstanceId"] in message and theirs["InstanceId"] in message, message
+    found = fleet.find_by_name(ec2, "lab", guard.owner_of(mine))
+    assert found["InstanceId"] == mine["InstanceId"]
+
+
 def test_reap_finds_expired_instances_and_orphans(aws: Aws, tmp_path: Path, image_id: str) -> None:
     ec2 = aws.client("ec2")
     expired = launch(aws, tmp_path, image_id, name="old", ttl_text="1h")
