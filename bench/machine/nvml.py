@@ -38,6 +38,11 @@ HARMFUL_THROTTLE = {
 
 
 NOT_SUPPORTED = "not supported"
+NO_BINDING = "nvidia-ml-py is not installed (pip install nvidia-ml-py)"  # NVML was never asked
+NO_VALUE = "NVML gave no value"
+IMPOSSIBLE = "NVML gave an impossible value"
+# What NVML and its binding put where a value is not available: an unsigned -1 of 32 or 64 bits.
+SENTINELS = (0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF)
 NO_GPU_FOUND = "NVML found no NVIDIA GPU"  # NVML started and counted none
 COUNT_UNREAD = "NVML started but did not say how many GPUs there are"  # the count call failed
 # NVML error codes this module acts on (the binding's values).
@@ -102,7 +107,52 @@ def decode_throttle(mask: int | None) -> list[str] | None:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+# What a reading must look like to count as read; anything else is a reading NVML did not give.
+def is_count(value: Any) -> bool:
+    """A counter or a level: a non-negative integer that is not a not-available filler."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= 0
+        and value not in SENTINELS
+    )
+
+
+def is_positive(value: Any) -> bool:
+    """A PCIe generation or width, a temperature limit, a version: zero is no answer."""
+    return is_count(value) and value > 0
+
+
+def is_flag(value: Any) -> bool:
+    return isinstance(value, int) and value in (0, 1)
+
+
+def is_flags(value: Any) -> bool:
+    """A mode as NVML gives it: a flag, or [current, pending] flags."""
+    if isinstance(value, list | tuple):
+        return bool(value) and all(is_flag(v) for v in value)
+    return is_flag(value)
+
+
+def is_rows(value: Any) -> bool:
+    """Remapped rows: (correctable, uncorrectable, pending, failed)."""
+    return isinstance(value, list | tuple) and len(value) == 4 and all(is_count(v) for v in value)
+
+
+def is_text(value: Any) -> bool:
+    return isinstance(value, str | bytes) and bool(value)
+
+
+def unread_reason(value: Any, expect: Callable[[Any], bool]) -> str | None:
+    """Why a returned value is no reading (None, a filler, negative, the wrong type), or None."""
+    if value is None:
+        return NO_VALUE
+    if not expect(value):
+        return f"{IMPOSSIBLE} {value!r}"
+    return None
 
 
 class NvmlSession:
@@ -112,19 +162,25 @@ class NvmlSession:
         self.lib = lib
         self._handles: dict[int, Any] = {}
 
-    def guarded(self, call: Callable[..., Any], *args: Any) -> Any:
-        """The call's value, None if unsupported or failing; GpuLostError if the GPU is gone."""
+    def guarded(
+        self, call: Callable[..., Any], *args: Any, expect: Callable[[Any], bool] | None = None
+    ) -> Any:
+        """The call's value, None if unsupported, failing or not what `expect` accepts;
+        GpuLostError if the GPU is gone."""
         try:
-            return call(*args)
+            found = call(*args)
         except self.lib.NVMLError as error:
             if getattr(error, "value", None) == self.lib.NVML_ERROR_GPU_IS_LOST:
                 raise GpuLostError(str(error)) from error
             return None
+        if expect is not None and unread_reason(found, expect) is not None:
+            return None
+        return found
 
-    def read(self, call: Callable[..., Any], *args: Any) -> Reading:
+    def read(self, call: Callable[..., Any], *args: Any, expect: Callable[[Any], bool]) -> Reading:
         """Like guarded, but keeps the reason: 'not supported' is a finding, not a silence."""
         try:
-            return Reading(call(*args))
+            found = call(*args)
         except self.lib.NVMLError as error:
             code = getattr(error, "value", None)
             if code == self.lib.NVML_ERROR_GPU_IS_LOST:
@@ -132,38 +188,52 @@ class NvmlSession:
             return Reading(missing=NOT_SUPPORTED if code == ERROR_NOT_SUPPORTED else str(error))
         except AttributeError:  # an older binding without this call
             return Reading(missing=f"{NOT_SUPPORTED} by this nvidia-ml-py")
+        why = unread_reason(found, expect)
+        return Reading(missing=why) if why else Reading(found)
 
     def health(self, index: int) -> dict[str, Reading]:
         """The health counters and limits verify judges, read once (no load needed)."""
         lib, handle = self.lib, self.handle(index)
         uncorrected = getattr(lib, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", 1)
+        read = self.read
         return {
-            "ecc_mode": self.read(lib.nvmlDeviceGetEccMode, handle),
-            "ecc_uncorrected_volatile": self.read(
+            "ecc_mode": read(lib.nvmlDeviceGetEccMode, handle, expect=is_flags),
+            "ecc_uncorrected_volatile": read(
                 lib.nvmlDeviceGetTotalEccErrors,
                 handle,
                 uncorrected,
                 getattr(lib, "NVML_VOLATILE_ECC", 0),
+                expect=is_count,
             ),
-            "ecc_uncorrected_aggregate": self.read(
+            "ecc_uncorrected_aggregate": read(
                 lib.nvmlDeviceGetTotalEccErrors,
                 handle,
                 uncorrected,
                 getattr(lib, "NVML_AGGREGATE_ECC", 1),
+                expect=is_count,
             ),
-            "retired_pages_pending": self.read(lib.nvmlDeviceGetRetiredPagesPendingStatus, handle),
-            "remapped_rows": self.read(lib.nvmlDeviceGetRemappedRows, handle),
-            "pcie_gen_max_gpu": self.read(lib.nvmlDeviceGetGpuMaxPcieLinkGeneration, handle),
-            "pcie_gen_max_slot": self.read(lib.nvmlDeviceGetMaxPcieLinkGeneration, handle),
-            "pcie_width_max": self.read(lib.nvmlDeviceGetMaxPcieLinkWidth, handle),
-            "pcie_replay": self.read(lib.nvmlDeviceGetPcieReplayCounter, handle),
-            "temp_slowdown_c": self.read(
+            "retired_pages_pending": read(
+                lib.nvmlDeviceGetRetiredPagesPendingStatus, handle, expect=is_flag
+            ),
+            "remapped_rows": read(lib.nvmlDeviceGetRemappedRows, handle, expect=is_rows),
+            "pcie_gen_max_gpu": read(
+                lib.nvmlDeviceGetGpuMaxPcieLinkGeneration, handle, expect=is_positive
+            ),
+            "pcie_gen_max_slot": read(
+                lib.nvmlDeviceGetMaxPcieLinkGeneration, handle, expect=is_positive
+            ),
+            "pcie_width_max": read(lib.nvmlDeviceGetMaxPcieLinkWidth, handle, expect=is_positive),
+            "pcie_replay": read(lib.nvmlDeviceGetPcieReplayCounter, handle, expect=is_count),
+            "temp_slowdown_c": read(
                 lib.nvmlDeviceGetTemperatureThreshold,
                 handle,
                 getattr(lib, "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN", 1),
+                expect=is_positive,
             ),
-            "persistence_mode": self.read(lib.nvmlDeviceGetPersistenceMode, handle),
-            "pci_bus_id": self.read(lambda h: _text(lib.nvmlDeviceGetPciInfo(h).busId), handle),
+            "persistence_mode": read(lib.nvmlDeviceGetPersistenceMode, handle, expect=is_flag),
+            "pci_bus_id": read(
+                lambda h: _text(lib.nvmlDeviceGetPciInfo(h).busId), handle, expect=is_text
+            ),
         }
 
     def load_reading(self, index: int) -> dict[str, Any]:
@@ -171,18 +241,25 @@ class NvmlSession:
         lib, handle = self.lib, self.handle(index)
         if handle is None:
             raise GpuLostError(f"GPU {index} no longer has a handle")
+        guarded = self.guarded
         return {
-            "pcie_gen": self.guarded(lib.nvmlDeviceGetCurrPcieLinkGeneration, handle),
-            "pcie_width": self.guarded(lib.nvmlDeviceGetCurrPcieLinkWidth, handle),
-            "throttle": decode_throttle(
-                self.guarded(lib.nvmlDeviceGetCurrentClocksEventReasons, handle)
+            "pcie_gen": guarded(
+                lib.nvmlDeviceGetCurrPcieLinkGeneration, handle, expect=is_positive
             ),
-            "temp_c": self.guarded(lib.nvmlDeviceGetTemperature, handle, lib.NVML_TEMPERATURE_GPU),
-            "sm_clock_mhz": self.guarded(lib.nvmlDeviceGetClockInfo, handle, lib.NVML_CLOCK_SM),
+            "pcie_width": guarded(lib.nvmlDeviceGetCurrPcieLinkWidth, handle, expect=is_positive),
+            "throttle": decode_throttle(
+                guarded(lib.nvmlDeviceGetCurrentClocksEventReasons, handle, expect=is_count)
+            ),
+            "temp_c": guarded(
+                lib.nvmlDeviceGetTemperature, handle, lib.NVML_TEMPERATURE_GPU, expect=is_count
+            ),
+            "sm_clock_mhz": guarded(
+                lib.nvmlDeviceGetClockInfo, handle, lib.NVML_CLOCK_SM, expect=is_count
+            ),
         }
 
     def device_count(self) -> int:
-        return int(self.guarded(self.lib.nvmlDeviceGetCount) or 0)
+        return int(self.guarded(self.lib.nvmlDeviceGetCount, expect=is_count) or 0)
 
     def handle(self, index: int) -> Any:
         """The device handle, looked up once: every NVML call costs a driver round trip."""
@@ -195,14 +272,15 @@ class NvmlSession:
         lib, handle = self.lib, self.handle(index)
         if handle is None:
             raise GpuUnreadError(f"NVML gave no handle for GPU {index}")
-        memory = self.guarded(lib.nvmlDeviceGetMemoryInfo, handle)
-        capability = self.guarded(lib.nvmlDeviceGetCudaComputeCapability, handle)
-        cuda = self.guarded(lib.nvmlSystemGetCudaDriverVersion)
-        power_limit = self.guarded(lib.nvmlDeviceGetPowerManagementLimit, handle)
-        persistence = self.guarded(lib.nvmlDeviceGetPersistenceMode, handle)
-        name = self.guarded(lib.nvmlDeviceGetName, handle)
-        uuid = self.guarded(lib.nvmlDeviceGetUUID, handle)
-        driver = self.guarded(lib.nvmlSystemGetDriverVersion)
+        guarded = self.guarded
+        memory = guarded(lib.nvmlDeviceGetMemoryInfo, handle)
+        capability = guarded(lib.nvmlDeviceGetCudaComputeCapability, handle)
+        cuda = guarded(lib.nvmlSystemGetCudaDriverVersion, expect=is_positive)
+        power_limit = guarded(lib.nvmlDeviceGetPowerManagementLimit, handle, expect=is_positive)
+        persistence = guarded(lib.nvmlDeviceGetPersistenceMode, handle, expect=is_flag)
+        name = guarded(lib.nvmlDeviceGetName, handle, expect=is_text)
+        uuid = guarded(lib.nvmlDeviceGetUUID, handle, expect=is_text)
+        driver = guarded(lib.nvmlSystemGetDriverVersion, expect=is_text)
         return {
             "index": index,
             "name": None if name is None else _text(name),
@@ -213,8 +291,10 @@ class NvmlSession:
             "compute_capability": None
             if capability is None
             else f"{capability[0]}.{capability[1]}",
-            "pcie_generation": self.guarded(lib.nvmlDeviceGetCurrPcieLinkGeneration, handle),
-            "pcie_width": self.guarded(lib.nvmlDeviceGetCurrPcieLinkWidth, handle),
+            "pcie_generation": guarded(
+                lib.nvmlDeviceGetCurrPcieLinkGeneration, handle, expect=is_positive
+            ),
+            "pcie_width": guarded(lib.nvmlDeviceGetCurrPcieLinkWidth, handle, expect=is_positive),
             "power_limit_w": None if power_limit is None else power_limit / 1000,
             "persistence_mode": None if persistence is None else bool(persistence),
         }
@@ -257,7 +337,7 @@ def open_nvml(loader: Callable[[], Any] = load_library) -> NvmlSession | str:
     try:
         lib = loader()
     except ImportError:
-        return "nvidia-ml-py is not installed (pip install nvidia-ml-py)"
+        return NO_BINDING
     try:
         lib.nvmlInit()
     except lib.NVMLError as error:
@@ -265,7 +345,7 @@ def open_nvml(loader: Callable[[], Any] = load_library) -> NvmlSession | str:
         advice = _START_ADVICE.get(code, "")
         return StartFailure.of(f"NVML did not start: {error}; {advice}", code)
     session = NvmlSession(lib)
-    count = session.guarded(lib.nvmlDeviceGetCount)
+    count = session.guarded(lib.nvmlDeviceGetCount, expect=is_count)
     if not count:
         session.close()
         return COUNT_UNREAD if count is None else NO_GPU_FOUND
@@ -337,6 +417,11 @@ class XidWatch:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wait_once(self.wait_ms)
+
+    @property
+    def stopped(self) -> str | None:
+        """Why a watch that started ended early (NVML failed mid-run), else None."""
+        return self.failure if self._set is not None else None
 
     def stop(self) -> list[dict[str, Any]]:
         """Stop the thread, collect what is still queued, free the set; the events."""
