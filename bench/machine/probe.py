@@ -12,9 +12,12 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from functools import partial
 from typing import Any
+
+from bench import exitcodes
 
 GPU_MATMUL_N = 8192
 CPU_MATMUL_N = 1024
@@ -148,6 +151,17 @@ FRAMEWORKS = {"jax": "jax", "torch": "torch", "tensorflow": "tensorflow"}
 PROBES = {"jax": jax_probe, "torch": torch_probe, "tensorflow": tensorflow_probe}
 
 
+# What a framework raises when its install or the device is the problem: a finding about the
+# machine. Anything else (KeyError, TypeError, ...) is a bug in this probe.
+FINDINGS = (ImportError, OSError, RuntimeError, MemoryError)
+
+
+def finding(error: Exception) -> bool:
+    """The backend or device failed (a verdict), rather than the probe's own code (a bug)."""
+    module = type(error).__module__.split(".")[0]
+    return isinstance(error, FINDINGS) or module in FRAMEWORKS or module == "jaxlib"
+
+
 def main() -> int:
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     started = time.perf_counter()
@@ -155,9 +169,15 @@ def main() -> int:
         importlib.import_module(FRAMEWORKS[backend])
         TIMING["import_s"] = round(time.perf_counter() - started, 3)
         result = PROBES[backend]()
-    except Exception as error:  # reported to the parent, which turns it into a FAIL line
-        print(json.dumps({"backend": backend, "error": f"{type(error).__name__}: {error}"}))
-        return 1
+    except Exception as error:
+        if finding(error):  # the parent turns it into a FAIL line about this machine
+            print(json.dumps({"backend": backend, "error": f"{type(error).__name__}: {error}"}))
+            return 1
+        traceback.print_exc()
+        first = (str(error).strip().splitlines() or [""])[0]
+        said = f"{type(error).__name__}: {first}" if first else type(error).__name__
+        print(json.dumps({"backend": backend, "internal_error": said}))
+        return exitcodes.INTERNAL
     result.update(backend=backend, elapsed_s=time.perf_counter() - started, timing=TIMING)
     print(json.dumps(result))
     return 0
