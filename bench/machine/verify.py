@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -17,7 +18,7 @@ from typing import Any
 
 from bench import exitcodes
 from bench.machine import fingerprint as fingerprints
-from bench.machine.nvml import COUNT_UNREAD, NOT_SUPPORTED, Reading
+from bench.machine.nvml import COUNT_UNREAD, NO_BINDING, NOT_SUPPORTED, Reading
 
 PASS, WARN, FAIL, INFO = "PASS", "WARN", "FAIL", "INFO"
 # A signal was read (its line judges the value) or could not be (its line says why, no value).
@@ -62,6 +63,10 @@ RESET_FIX = (
     "the instance to move to another host"
 )
 NVML_READ_FIX = "run nvidia-smi -q; if it fails too, reboot, then verify again"
+# A crash of dlstation's own child process: a bug to report, not a finding about the machine.
+INTERNAL_ERROR = (
+    "internal error in dlstation (a bug, not a verdict on this machine): {}; please report it"
+)
 REPLACE_FIX = "the GPU needs replacing; cloud: stop and start the instance to move to another host"
 
 
@@ -101,11 +106,13 @@ class GpuSeen:
     reference: dict[str, Any] | None = None
     xids: list[dict[str, Any]] = field(default_factory=list)
     xid_watch: str | None = None  # why live Xid events were not available for this GPU
+    xid_stopped: str | None = None  # why the Xid watch stopped before the verify ended
 
     @property
     def name(self) -> str:
         if self.key == "host":
-            return "this CPU"
+            probe = self.probe or {}
+            return str(probe["device_name"]) if probe.get("device_type") == "GPU" else "this CPU"
         return str(self.fingerprint.get("name") or f"GPU {self.index} (name not read)")
 
     @property
@@ -125,6 +132,7 @@ class Observations:
     counted: bool = True  # NVML started, so the GPU count (even 0) was read
     gpus: list[GpuSeen] = field(default_factory=list)
     cuda_visible: str | None = None  # CUDA_VISIBLE_DEVICES in verify's environment
+    python: str = "python"  # the interpreter verify runs in, to name in install advice
     host: GpuSeen | None = None
     kernel_log: str | None = None  # why the kernel log was not read, None when it was
     unplaced_xids: list[dict[str, Any]] = field(default_factory=list)
@@ -200,6 +208,15 @@ def machine_checks(seen: Observations) -> list[Check]:
         checks.append(Check("nvml", INFO, f"NVML answers: {seen.nvml_reason}"))
     elif seen.nvml_reason == COUNT_UNREAD:
         checks.append(unread("nvml", seen.nvml_reason, NVML_READ_FIX))
+    elif seen.nvml_reason == NO_BINDING:
+        checks.append(
+            unread(
+                "nvml",
+                "NVML not asked: the Python package nvidia-ml-py is not installed in this "
+                "environment, so the GPUs' health was not read",
+                f"{seen.python} -m pip install nvidia-ml-py",
+            )
+        )
     elif seen.nvml_reason is not None:
         wanted = bool(expected)
         checks.append(
@@ -238,22 +255,35 @@ def driver_checks(seen: Observations) -> list[Check]:
     return checks
 
 
+def uncounted(seen: Observations) -> Check:
+    """The count's line when NVML gave none: why, by what NVML said, never a number."""
+    expected = seen.expected.get("count")
+    source = seen.expected.get("source", "")
+    wanted = f"{expected} expected ({source})" if expected else source
+    if seen.nvml_reason == COUNT_UNREAD:
+        return unread("gpu count", f"not counted: {seen.nvml_reason}; {wanted}")
+    if seen.nvml_reason == NO_BINDING:
+        return unread(
+            "gpu count",
+            f"not counted: NVML not asked (nvidia-ml-py is not installed); {wanted}",
+            status=WARN if expected else INFO,
+        )
+    return unread(
+        "gpu count",
+        f"not counted: no NVIDIA driver answers (NVML did not start); {wanted}",
+        "install the NVIDIA driver (ansible-playbook setup.yml) and reboot, then verify again"
+        if expected
+        else None,
+        status=WARN if expected else INFO,
+    )
+
+
 def count_check(seen: Observations) -> Check:
     """How many GPUs NVML sees against how many the machine should have."""
     expected = seen.expected.get("count")
     source = seen.expected.get("source", "")
     if not seen.counted:
-        wanted = f"{expected} expected ({source})" if expected else source
-        if seen.nvml_reason == COUNT_UNREAD:
-            return unread("gpu count", f"not counted: {seen.nvml_reason}; {wanted}")
-        return unread(
-            "gpu count",
-            f"not counted: no NVIDIA driver answers (NVML did not start); {wanted}",
-            "install the NVIDIA driver (ansible-playbook setup.yml) and reboot, then verify again"
-            if expected
-            else None,
-            status=WARN if expected else INFO,
-        )
+        return uncounted(seen)
     found = len(seen.gpus)
     models: dict[str, int] = {}
     for gpu in seen.gpus:
@@ -295,6 +325,33 @@ def count_check(seen: Observations) -> Check:
 HIDDEN = ("", "-1", "none", "nodevfiles")  # CUDA_VISIBLE_DEVICES values that hide every GPU
 
 
+def named_gpu(entry: str, gpus: list[GpuSeen]) -> GpuSeen | None:
+    """The GPU one CUDA_VISIBLE_DEVICES entry names: an index, or a unique prefix of a UUID."""
+    if entry.isdigit():
+        index = int(entry)
+        return next((g for g in gpus if g.index == index), None)
+    if not entry.upper().startswith("GPU-"):
+        return None
+    found = [
+        g for g in gpus if str(g.fingerprint.get("uuid") or "").upper().startswith(entry.upper())
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def cuda_sees(variable: str, gpus: list[GpuSeen]) -> tuple[list[GpuSeen], str | None]:
+    """The GPUs CUDA shows for the variable, and the entry where it stopped reading (None: all).
+
+    CUDA reads the list in order and ignores everything from the first entry that names no GPU.
+    """
+    shown: list[GpuSeen] = []
+    for entry in variable.split(","):
+        gpu = named_gpu(entry.strip(), gpus)
+        if gpu is None:
+            return shown, entry.strip()
+        shown.append(gpu)
+    return shown, None
+
+
 def cuda_visible_check(seen: Observations) -> Check:
     """verify pins each probe to its GPU itself; the user's own runs inherit this variable."""
     variable = seen.cuda_visible
@@ -305,14 +362,45 @@ def cuda_visible_check(seen: Observations) -> Check:
             f"CUDA_VISIBLE_DEVICES is not set: runs see all {len(seen.gpus)} GPU(s)",
             value=None,
         )
+    fix = (
+        "unset CUDA_VISIBLE_DEVICES (or set it to the GPUs to use, e.g. "
+        "CUDA_VISIBLE_DEVICES=0), also in ~/.bashrc and the Jupyter kernel's environment"
+    )
     if variable.strip().lower() in HIDDEN:
         return Check(
             "cuda visible",
             FAIL,
             f"CUDA_VISIBLE_DEVICES={variable!r} hides every GPU: runs started from this shell "
             "compute on the CPU",
-            "unset CUDA_VISIBLE_DEVICES (or set it to the GPUs to use, e.g. "
-            "CUDA_VISIBLE_DEVICES=0), also in ~/.bashrc and the Jupyter kernel's environment",
+            fix,
+            value=variable,
+        )
+    if "MIG-" in variable.upper():  # MIG instances are not among the GPUs NVML listed here
+        return Check(
+            "cuda visible",
+            INFO,
+            f"CUDA_VISIBLE_DEVICES={variable!r}: runs see only those devices (verify checks all)",
+            value=variable,
+        )
+    shown, stop = cuda_sees(variable, seen.gpus)
+    where = "the empty entry" if stop == "" else repr(stop)
+    if not shown:
+        return Check(
+            "cuda visible",
+            FAIL,
+            f"CUDA_VISIBLE_DEVICES={variable!r} hides every GPU: {where} names none of the "
+            f"{len(seen.gpus)} GPU(s) here and CUDA reads no further; runs started from this "
+            "shell compute on the CPU",
+            fix,
+            value=variable,
+        )
+    if stop is not None:
+        names = ", ".join(f"GPU {g.index}" for g in shown)
+        return Check(
+            "cuda visible",
+            INFO,
+            f"CUDA_VISIBLE_DEVICES={variable!r}: CUDA stops at {where} (it names no GPU here), "
+            f"so runs see only {names} (verify checks all)",
             value=variable,
         )
     return Check(
@@ -502,17 +590,34 @@ def xid_check(event: dict[str, Any], index: int | None) -> Check:
 
 
 def xid_checks(gpu: GpuSeen, kernel_log_read: bool) -> list[Check]:
+    checks = [xid_check(event, gpu.index) for event in gpu.xids]
+    if gpu.xid_stopped is not None:
+        # Events after the stop were never seen: the watch's silence is not a reading.
+        still = (
+            "the kernel log since boot was still checked"
+            if kernel_log_read
+            else "the kernel log was not read either"
+        )
+        checks.append(
+            unread(
+                "xid events",
+                f"NVML Xid events not watched to the end of the verify: {gpu.xid_stopped}; {still}",
+                "sudo dmesg | grep -i xid; nvidia-smi -q",
+            )
+        )
     if gpu.xids:
-        return [xid_check(event, gpu.index) for event in gpu.xids]
+        return checks
     sources = []
-    if gpu.xid_watch is None:
+    if gpu.xid_watch is None and gpu.xid_stopped is None:
         sources.append("NVML events during the verify")
     if kernel_log_read:
         sources.append("the kernel log since boot")
-    if not sources:
+    if sources:
+        return [Check("xid", PASS, f"none ({' and '.join(sources)})", value=[]), *checks]
+    if gpu.xid_watch is not None:
         why = f"no Xid source: NVML events {gpu.xid_watch}, kernel log unread"
         return [unread("xid", why, status=INFO)]
-    return [Check("xid", PASS, f"none ({' and '.join(sources)})", value=[])]
+    return checks
 
 
 def load_checks(gpu: GpuSeen) -> list[Check]:
@@ -559,19 +664,7 @@ def pcie_check(gpu: GpuSeen, load: dict[str, Any]) -> Check:
     measured["max_width"] = max_width
     if gen is None or width is None:
         return unread("pcie link", "link generation and width not reported under load", None, INFO)
-    limits = [g for g in (gpu_gen, slot_gen) if g is not None]
     text = f"x{width} Gen {gen} under load"
-    # What was read may already prove the link trained down; otherwise all three maxima count.
-    if (limits and gen < min(limits)) or (max_width is not None and width < max_width):
-        able_gen = min(limits) if limits else gen
-        return Check(
-            "pcie link",
-            FAIL,
-            f"{text}; this GPU and slot can do x{max_width or width} Gen {able_gen}",
-            "the link trained down: reseat the card or its riser, use a full x16 slot, check "
-            "the BIOS PCIe setting; cloud: stop and start the instance",
-            value=measured,
-        )
     not_read = {
         what: why
         for what, key in (
@@ -581,6 +674,24 @@ def pcie_check(gpu: GpuSeen, load: dict[str, Any]) -> Check:
         )
         if (why := missing(gpu, key)) is not None
     }
+    # The link trained down only where a maximum that was read proves it: the generation
+    # needs both the GPU's and the slot's, the width its own.
+    able = [f"x{max_width}"] if max_width is not None else []
+    narrow = max_width is not None and width < max_width
+    slow = gpu_gen is not None and slot_gen is not None and gen < min(gpu_gen, slot_gen)
+    if gpu_gen is not None and slot_gen is not None:
+        able.append(f"Gen {min(gpu_gen, slot_gen)}")
+    if narrow or slow:
+        unknown = "; ".join(f"{what} not read: {why}" for what, why in not_read.items())
+        return Check(
+            "pcie link",
+            FAIL,
+            f"{text}; this GPU and slot can do {' '.join(able)}"
+            + (f" ({unknown})" if unknown else ""),
+            "the link trained down: reseat the card or its riser, use a full x16 slot, check "
+            "the BIOS PCIe setting; cloud: stop and start the instance",
+            value=measured,
+        )
     if not_read:
         why = "; ".join(f"{what}: {reason}" for what, reason in not_read.items())
         return unread(
@@ -681,6 +792,16 @@ def host_checks(seen: Observations, gpu: GpuSeen) -> list[Check]:
     if probe is None:
         return []
     on_gpu = bool(gpu.fingerprint)
+    if "internal_error" in probe:
+        return [
+            unread(
+                "backend",
+                INTERNAL_ERROR.format(probe["internal_error"]),
+                "python -m bench.machine.probe shows the traceback",
+            )
+        ]
+    if "unread" in probe:
+        return [unread("backend", probe["unread"], "python -m bench.machine.probe")]
     if "error" in probe:
         return [
             Check(
@@ -694,7 +815,8 @@ def host_checks(seen: Observations, gpu: GpuSeen) -> list[Check]:
     if on_gpu and probe["device_type"] != "GPU":
         checks.append(cpu_instead_of_gpu(seen.backend, gpu, probe))
     else:
-        checks.append(Check("backend", PASS, f"{seen.backend} computes on {probe['device_name']}"))
+        device = probe.get("device_name") or probe["device_type"]
+        checks.append(Check("backend", PASS, f"{seen.backend} computes on {device}"))
     checks += rate_checks(gpu.fingerprint if on_gpu else None, probe)
     checks += workload_checks(seen, gpu)
     return checks
@@ -714,68 +836,97 @@ def cpu_instead_of_gpu(backend: str, gpu: GpuSeen, probe: dict[str, Any]) -> Che
     )
 
 
+def finite(figure: Any) -> float | None:
+    """A rate the probe measured, or None where it gave no finite number."""
+    if isinstance(figure, bool) or not isinstance(figure, int | float):
+        return None
+    return float(figure) if math.isfinite(figure) else None
+
+
 def rate_checks(fingerprint: dict[str, Any] | None, probe: dict[str, Any]) -> list[Check]:
-    matmul = probe.get("matmul", {})
-    copy = probe.get("copy_gbps")
-    if fingerprint is None or probe["device_type"] != "GPU":
-        rates = ", ".join(f"{k} {v['tflops'] * 1000:.1f} GFLOP/s" for k, v in matmul.items())
-        return [
-            Check(
-                "throughput",
-                INFO,
-                f"CPU: matmul {rates}, copy {copy:.1f} GB/s (no datasheet for CPUs)",
-            )
-        ]
+    matmul = probe.get("matmul") or {}
+    sizes = {dtype: (m or {}).get("n") for dtype, m in matmul.items()}
+    tflops = {dtype: finite((m or {}).get("tflops")) for dtype, m in matmul.items()}
+    copy = finite(probe.get("copy_gbps"))
+    figures = {**{f"matmul {d}": f for d, f in tflops.items()}, "memory copy": copy}
+    no_number = [
+        unread(name, "the probe gave no number") for name, f in figures.items() if f is None
+    ]
+    on_gpu = probe["device_type"] == "GPU"
+    if fingerprint is None or not on_gpu:
+        # The label is the device the probe computed on, whatever NVML could say.
+        if on_gpu:
+            said = [f"{k} {v:.1f} TFLOP/s" for k, v in tflops.items() if v is not None]
+            where = probe.get("device_name") or "GPU"
+            why = "not judged: NVML did not say which GPU this is"
+        else:
+            said = [f"{k} {v * 1000:.1f} GFLOP/s" for k, v in tflops.items() if v is not None]
+            where, why = "CPU", "no datasheet for CPUs"
+        rates = f"matmul {', '.join(said)}" if said else ""
+        text = ", ".join(t for t in (rates, "" if copy is None else f"copy {copy:.1f} GB/s") if t)
+        summary = [Check("throughput", INFO, f"{where}: {text} ({why})")] if text else []
+        return summary + no_number
     model = datasheet_for(fingerprint["name"])
     if model is None:
-        return [
+        measured = [f"{k} {v:.1f} TFLOP/s" for k, v in tflops.items() if v is not None]
+        measured += [] if copy is None else [f"copy {copy:.0f} GB/s"]
+        summary = [
             Check(
                 "throughput",
                 WARN,
                 f"{fingerprint['name']} is not in bench/facts/gpus.json; measured "
-                + ", ".join(f"{k} {v['tflops']:.1f} TFLOP/s" for k, v in matmul.items())
-                + f", copy {copy:.0f} GB/s",
+                + ", ".join(measured),
                 "add the card's datasheet figures to bench/facts/gpus.json",
             )
         ]
+        return (summary if measured else []) + no_number
     checks = []
     for dtype, key in (("float32", "fp32_tflops"), ("bfloat16", "bf16_tflops")):
-        peak, measured = model[key], matmul.get(dtype)
-        if peak is None or measured is None:
+        peak, measured_tflops = model[key], tflops.get(dtype)
+        if peak is None or measured_tflops is None:
             continue
-        ratio = measured["tflops"] / peak
+        ratio = measured_tflops / peak
         status = band(ratio, MATMUL_BANDS)
         checks.append(
             Check(
                 f"matmul {dtype}",
                 status,
-                f"{measured['tflops']:.1f} TFLOP/s = {ratio:.0%} of the {model['model']} datasheet "
-                f"({peak:g}), n={measured['n']}",
+                f"{measured_tflops:.1f} TFLOP/s = {ratio:.0%} of the {model['model']} datasheet "
+                f"({peak:g}), n={sizes[dtype]}",
                 None
                 if status == PASS
                 else "check clocks, power limit and throttling; nvidia-smi -q -d PERFORMANCE",
-                value=measured["tflops"],
+                value=measured_tflops,
             )
         )
-    ratio = copy / model["memory_gbps"]
-    status = band(ratio, COPY_BANDS)
-    checks.append(
-        Check(
-            "memory copy",
-            status,
-            f"{copy:.0f} GB/s = {ratio:.0%} of the {model['model']} datasheet "
-            f"({model['memory_gbps']:g} GB/s)",
-            None if status == PASS else "another process may share the GPU: nvidia-smi",
-            value=copy,
+    if copy is not None:
+        ratio = copy / model["memory_gbps"]
+        status = band(ratio, COPY_BANDS)
+        checks.append(
+            Check(
+                "memory copy",
+                status,
+                f"{copy:.0f} GB/s = {ratio:.0%} of the {model['model']} datasheet "
+                f"({model['memory_gbps']:g} GB/s)",
+                None if status == PASS else "another process may share the GPU: nvidia-smi",
+                value=copy,
+            )
         )
-    )
-    return checks
+    return checks + no_number
 
 
 def workload_checks(seen: Observations, gpu: GpuSeen) -> list[Check]:
     run = gpu.workload
     if run is None:
         return []
+    if "internal_error" in run:
+        return [
+            unread(
+                "workload",
+                INTERNAL_ERROR.format(run["internal_error"]),
+                "`dlbench run reuters --synthetic --epochs 2` shows the traceback",
+            )
+        ]
     if run.get("status") != "complete":
         return [
             Check(
@@ -828,9 +979,9 @@ def sibling_figure(gpu: GpuSeen) -> tuple[str, float] | None:
     if probe.get("device_type") != "GPU":
         return None
     for dtype in ("bfloat16", "float32"):
-        rate = probe.get("matmul", {}).get(dtype)
-        if rate:
-            return f"matmul {dtype}", float(rate["tflops"])
+        figure = finite(((probe.get("matmul") or {}).get(dtype) or {}).get("tflops"))
+        if figure:
+            return f"matmul {dtype}", figure
     return None
 
 
@@ -935,6 +1086,7 @@ def _run_summary(run: dict[str, Any] | None) -> dict[str, Any] | None:
         "steady_samples_per_s": (run.get("throughput") or {}).get("steady_samples_per_s"),
         "device_name": (run.get("backend") or {}).get("device_name"),
         "error": run.get("error"),
+        "internal_error": run.get("internal_error"),
     }
 
 
@@ -977,4 +1129,7 @@ def as_document(checks: list[Check], final: str, seen: Observations, host: str) 
 
 
 def as_json(checks: list[Check], final: str, seen: Observations, host: str) -> str:
-    return json.dumps(as_document(checks, final, seen, host), indent=1, default=str)
+    # Strict JSON: a NaN would break every parser but Python's; rates without a number are None.
+    return json.dumps(
+        as_document(checks, final, seen, host), indent=1, default=str, allow_nan=False
+    )

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench import exitcodes
 from bench.machine import imds, nvml
 from bench.machine.verify import GpuSeen, Observations, find_reference
 
@@ -82,7 +83,10 @@ def start_process(argv: list[str], env: dict[str, str], log: Path) -> Process:
 def read_kernel_log() -> list[str] | str:
     """The kernel ring buffer's lines, or why it could not be read."""
     try:
-        done = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10, check=False)
+        # Kernel messages carry whatever bytes drivers printed: never let one stop the read.
+        done = subprocess.run(
+            ["dmesg"], capture_output=True, text=True, errors="replace", timeout=10, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"dmesg did not run ({error})"
     if done.returncode != 0:
@@ -274,20 +278,40 @@ def run_plans(
     return done
 
 
+def internal_line(output: str) -> str:
+    """The line that names a crash: the traceback's last line, else the output's last."""
+    lines = [t.strip() for t in output.strip().splitlines() if t.strip()]
+    told = [t for t in lines if not t.startswith("dlbench: internal error")]
+    return (told or lines or ["no output"])[-1][:200]
+
+
 def probe_result(run: StepRun) -> dict[str, Any]:
     """The probe's JSON line, or what went wrong."""
     if run.exit_code is None:
         return {"error": f"the probe took over {run.seconds:.0f} s and was stopped"}
     lines = [line for line in run.output.splitlines() if line.startswith("{")]
-    if not lines:
-        tail = " ".join(run.output.strip().splitlines()[-3:])
-        return {"error": f"the probe printed no result (exit {run.exit_code}): {tail}"}
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    for candidate in reversed(lines):
+        try:
+            # NaN and infinities are no measured rate: None, as JSON can say.
+            result = json.loads(candidate, parse_constant=lambda _constant: None)
+        except ValueError:
+            continue  # a framework's log line that happens to start with a brace
+        if isinstance(result, dict) and ("error" in result or "internal_error" in result):
+            return result
+        if isinstance(result, dict) and isinstance(result.get("device_type"), str):
+            return result
+    if run.exit_code == exitcodes.INTERNAL:
+        return {"internal_error": internal_line(run.output)}
+    if lines:
+        return {"unread": f"the probe's result is not readable JSON: {lines[-1][:120]}"}
+    tail = " ".join(run.output.strip().splitlines()[-3:])
+    return {"error": f"the probe printed no result (exit {run.exit_code}): {tail}"}
 
 
 def workload_result(run: StepRun) -> dict[str, Any]:
     """The short run's record from its result file, or a failed record saying why."""
+    if run.exit_code == exitcodes.INTERNAL:
+        return {"status": "internal error", "internal_error": internal_line(run.output)}
     try:
         document = json.loads(run.result_file.read_text()) if run.result_file else {}
         record: dict[str, Any] = document["runs"][0]
@@ -366,6 +390,7 @@ def measure(
         nvml_mismatch=mismatch,
         counted=live is not None or reason == nvml.NO_GPU_FOUND,
         cuda_visible=seams.environ("CUDA_VISIBLE_DEVICES"),
+        python=seams.python,
         gpus=[GpuSeen(f"gpu{g['index']}", g) for g in gpus],
         driver=gpus[0] if gpus else {},
         timing=timing,
@@ -382,7 +407,6 @@ def measure(
                 lost[gpu.index] = str(error)
             if gpu.index in lost:
                 gpu.load = {"lost": lost[gpu.index], "readings": 0}
-            gpu.xid_watch = (watch.unsupported.get(gpu.index) or watch.failure) if watch else None
         read_kernel_xids(seen, seams)
     timing["startup_s"] = seams.clock() - started
     if options.level == "full" and not mismatch:
@@ -392,11 +416,7 @@ def measure(
         if answering or not gpus:
             probe_all(seen, answering, options, seams, live)
     if watch is not None:
-        events = watch.stop()
-        by_index = {g.index: g for g in seen.gpus}
-        for event in events:
-            owner = by_index.get(event["gpu"])
-            (owner.xids if owner else seen.unplaced_xids).append(event)
+        collect_xids(seen, watch)
     if live is not None:
         live.close()
     timing["total_s"] = seams.clock() - started
@@ -404,6 +424,21 @@ def measure(
         if isinstance(figure, float):
             timing[name] = round(figure, 3)
     return seen
+
+
+def collect_xids(seen: Observations, watch: nvml.XidWatch) -> None:
+    """Stop the watch and place its events; read after the stop, which a failure may precede."""
+    events = watch.stop()
+    by_index = {g.index: g for g in seen.gpus}
+    for event in events:
+        owner = by_index.get(event["gpu"])
+        (owner.xids if owner else seen.unplaced_xids).append(event)
+    for gpu in seen.gpus:
+        gpu.xid_watch = watch.unsupported.get(gpu.index)
+        if gpu.xid_watch is None and watch.stopped is None:
+            gpu.xid_watch = watch.failure
+        elif gpu.xid_watch is None:
+            gpu.xid_stopped = watch.stopped
 
 
 def fingerprints(session: nvml.NvmlSession | None) -> tuple[list[dict[str, Any]], dict[int, str]]:

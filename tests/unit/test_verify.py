@@ -794,7 +794,15 @@ BRANCHES: dict[str, tuple[dict[str, object], list[tuple[str, str, str, str]], st
     ),
     "narrow_link_maxima_unreadable": (
         FULL,
-        [(FAIL, "gpu0", "pcie link", "x8 Gen 4 under load; this GPU and slot can do x16 Gen 4")],
+        [
+            (
+                FAIL,
+                "gpu0",
+                "pcie link",
+                "x8 Gen 4 under load; this GPU and slot can do x16 (GPU max gen not read: "
+                "Unknown Error)",
+            )
+        ],
         FAIL,
     ),
     "link_unreported_under_load": (
