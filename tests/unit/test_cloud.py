@@ -325,11 +325,26 @@ def test_reap_finds_expired_instances_and_orphans(aws: Aws, tmp_path: Path, imag
     assert [i["InstanceId"] for i in plan.expired] == [expired["InstanceId"]]
     assert plan.volumes == [], "a Project tag does not make a volume dlcloud's"
     assert plan.security_groups == {expired["SecurityGroups"][0]["GroupId"]}
+    assert plan.key_pairs == {"dlstation-us-east-1"}, "its key, claimed hours ago, used by no other"
     done = fleet.reap(ec2, plan, scope(aws, tmp_path), later())
     assert done.instances == [expired["InstanceId"]]
     assert done.volumes == []
     assert before <= {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
     assert fleet.find_leftovers(ec2, NOW + timedelta(hours=2), aws.caller()).empty()
+
+
+class NoAws:
+    """An EC2 client that must not be called."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"AWS was called: {name}")
+
+
+def test_terminating_nothing_asks_aws_nothing(tmp_path: Path) -> None:
+    """A reap with nothing expired: EC2 refuses TerminateInstances with no ids (moto accepts it,
+    so only a client that must not be called shows the difference)."""
+    nothing = fleet.terminate(NoAws(), [], fleet.Scope("me", tmp_path / "keys"))
+    assert nothing == fleet.Cleanup()
 
 
 def test_reap_leaves_live_instances_alone(aws: Aws, tmp_path: Path, image_id: str) -> None:
