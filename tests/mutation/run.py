@@ -12,6 +12,9 @@ every process they start runs the mutant too. A mutant whose tests still pass "s
 branch no test notices.
 
     python -m tests.mutation.run [--target NAME] [--only FUNCTION] [--out FILE]
+
+With --only, the functions named run again and their rows replace theirs in the summary; the
+other functions' rows stay as the run before wrote them, and the section says so.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import importlib
 import inspect
 import multiprocessing
 import os
+import re
 import sys
 import tempfile
 import textwrap
@@ -431,13 +435,39 @@ def previous_section(previous: str, target: Target) -> list[str] | None:
     return None
 
 
+# One row of a summary's table, as render writes it.
+ROW = re.compile(
+    r"^\| (?P<status>[^|]+?) \| (?P<file>[^|]+?):(?P<line>\d+) \((?P<function>[^)|]+)\) "
+    r"\| (?P<what>.*) \|$"
+)
+
+
+def earlier_outcomes(previous: str, target: Target, rerun: set[str]) -> tuple[list[Outcome], bool]:
+    """This target's rows in an earlier summary for the functions not in rerun, and whether
+    that run stopped before the rest of its mutants."""
+    section = previous_section(previous, target)
+    if section is None:
+        return [], False
+    text = section[0]
+    rows = (ROW.match(line) for line in text.splitlines())
+    kept = [
+        Outcome(Mutant(m["function"], -1, -1, int(m["line"]), m["what"]), m["status"], 0.0)
+        for m in rows
+        if m and m["function"] not in rerun
+    ]
+    return kept, "**Stopped before" in text
+
+
 def render(
     results: dict[str, list[Outcome]],
     targets: list[Target],
     notes: dict[str, str],
     previous: str = "",
     unfinished: set[str] | None = None,
+    *,
+    rerun: set[str] | None = None,
 ) -> str:
+    """The summary; `rerun`: the functions this run ran again among rows kept from the last."""
     lines = [
         "# Mutation run",
         "",
@@ -467,6 +497,12 @@ def render(
                 else ""
             )
             + "."
+            + (
+                f" Run again now: `{', '.join(sorted(rerun & set(target.functions)))}`; the "
+                "other rows (their seconds not counted) are from the run before."
+                if rerun
+                else ""
+            )
             + (
                 " **Stopped before the rest of this target's mutants.**"
                 if target.name in (unfinished or set())
@@ -583,9 +619,18 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         # Read again each time: another run (of other targets) may have written its sections.
+        previous = args.out.read_text() if args.out.is_file() else ""
         if args.only is None:
-            previous = args.out.read_text() if args.out.is_file() else ""
             args.out.write_text(render(results, targets, notes, previous, unfinished))
+            return
+        rerun = set(args.only.split(","))
+        merged, stopped = {}, set(unfinished)
+        for target in chosen:
+            if target.name in results:
+                kept, was_stopped = earlier_outcomes(previous, target, rerun)
+                merged[target.name] = kept + results[target.name]
+                stopped |= {target.name} if was_stopped else set()
+        args.out.write_text(render(merged, targets, notes, previous, stopped, rerun=rerun))
 
     for target in chosen:
         tests = tuple(target.tests)
@@ -614,8 +659,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         unfinished.discard(target.name)
         save()
-    if args.only is None:
-        print(f"summary: {args.out}")
+    print(f"summary: {args.out}")
     survived = [o for outs in results.values() for o in outs if not o.status.startswith("killed")]
     unexplained = [o for o in survived if f"{o.mutant.function}:{o.mutant.what}" not in notes]
     return 1 if unexplained else 0

@@ -215,3 +215,28 @@ def test_a_target_of_some_kinds_gets_only_their_mutants(
     mutant = run.mutants(module, target, "take")
     lock = next(m for m in mutant if "nullcontext" in m.what)
     assert "nullcontext()" in run.mutated_source(module, target, lock)
+
+
+def test_a_run_of_some_functions_keeps_the_other_rows_of_the_last() -> None:
+    """--only: the functions run again replace their rows; the others stay, and are counted."""
+    target = run.Target(
+        "judging", "bench.machine.verify", ["band", "worst"], ["tests/unit/test_verify.py"]
+    )
+    band, worst = (next(run.mutants(verify, target, name)) for name in ("band", "worst"))
+    earlier = run.render(
+        {"judging": [run.Outcome(band, "survived", 1.0), run.Outcome(worst, "killed", 1.0)]},
+        [target],
+        {},
+    )
+    kept, stopped = run.earlier_outcomes(earlier, target, {"band"})
+    assert [(o.mutant.function, o.status, o.mutant.what) for o in kept] == [
+        ("worst", "killed", worst.what)
+    ]
+    assert not stopped
+    merged = run.render(
+        {"judging": [*kept, run.Outcome(band, "killed", 2.0)]}, [target], {}, rerun={"band"}
+    )
+    assert "2 of 2 mutants killed in 2 s" in merged
+    assert "Run again now: `band`; the other rows" in merged
+    assert "survived" not in merged
+    assert f"(worst) | {worst.what.replace('|', '/')} |" in merged
