@@ -16,7 +16,9 @@ from typing import Any, TextIO
 from bench.exitcodes import FAILED, INTERRUPTED, TERMINATED, USAGE
 
 STOPPING = (signal.SIGTERM, signal.SIGHUP)
-DROPPED = (errno.ENOSPC, errno.EDQUOT, errno.EIO)  # stdout errors that end the output, not the work
+# Standard output errors that end the output, not the work: a full disk or quota, a file-size
+# limit (ulimit -f), an I/O error, a descriptor open for reading only (`1</dev/null`).
+DROPPED = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF)
 
 
 class Stopped(BaseException):

@@ -240,3 +240,26 @@ def test_a_closed_standard_output_is_refused_before_any_work(tmp_path: Path) -> 
         "dlbench: error: standard output is closed; send it to a file or /dev/null\n"
     )
     assert not (tmp_path / "__pycache__").exists(), "the command itself was never imported"
+
+
+@pytest.mark.parametrize(
+    ("redirect", "why"),
+    [
+        ('ulimit -f 0; exec "$0" "$@" > {tmp}/out', "File too large"),
+        ('exec "$0" "$@" 1</dev/null', "Bad file descriptor"),
+    ],
+)
+def test_other_output_errors_fail_with_one_line(tmp_path: Path, redirect: str, why: str) -> None:
+    """A file-size limit, or stdout opened for reading only: not a bug in dlstation either."""
+    for command in (["-m", "bench", "list"], ["-m", "cloud", "--help"]):
+        done = subprocess.run(
+            ["bash", "-c", redirect.format(tmp=tmp_path), sys.executable, *command],
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+            check=False,
+        )
+        name = "dlbench" if "bench" in command else "dlcloud"
+        assert done.returncode == exitcodes.FAILED, done.stderr
+        assert done.stderr == f"{name}: cannot write to standard output: {why}\n"
