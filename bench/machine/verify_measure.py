@@ -164,13 +164,21 @@ class StepRun:
     result_file: Path | None = None
 
 
+def pinned_to(gpu: dict[str, Any]) -> dict[str, str]:
+    """The environment that shows a process only this GPU: by UUID, else by NVML's index."""
+    if gpu.get("uuid"):
+        return {"CUDA_VISIBLE_DEVICES": str(gpu["uuid"])}
+    # CUDA numbers GPUs fastest first unless told to number them by PCI bus, as NVML does.
+    return {"CUDA_VISIBLE_DEVICES": str(gpu["index"]), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+
+
 def probe_plan(
     gpus: list[dict[str, Any]], options: Options, folder: Path, python: str = sys.executable
 ) -> list[TargetPlan]:
     """Per GPU: the probe, then the short training run, each pinned by CUDA_VISIBLE_DEVICES."""
     base = {"KERAS_BACKEND": options.backend, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     targets: list[tuple[str, int | None, dict[str, str]]] = [
-        (f"gpu{g['index']}", g["index"], {"CUDA_VISIBLE_DEVICES": str(g["uuid"])}) for g in gpus
+        (f"gpu{g['index']}", g["index"], pinned_to(g)) for g in gpus
     ] or [("host", None, {})]
     plans = []
     for key, index, pin in targets:

@@ -263,11 +263,23 @@ class FakeNvml:
         self.freed_sets = 0
 
     # The machine side: what fake probe processes and tests drive.
-    def set_loaded(self, uuid: str, loaded: bool) -> None:
-        self.gpus[self.index_of(uuid)].loaded = loaded
+    def set_loaded(self, index: int, loaded: bool) -> None:
+        self.gpus[index].loaded = loaded
 
-    def index_of(self, uuid: str) -> int:
-        return [self.nvmlDeviceGetUUID(i) for i in range(len(self.gpus))].index(uuid)
+    def uuid_of(self, index: int) -> str:
+        return f"GPU-0000000{index}-fake"
+
+    def pinned(self, env: dict[str, str]) -> int | None:
+        """The GPU a process's environment pins it to, read as CUDA reads it; None: not one."""
+        entry = env.get("CUDA_VISIBLE_DEVICES")
+        if entry is None:
+            return None
+        if entry.isascii() and entry.isdigit():
+            # CUDA's own order differs from NVML's unless told to sort by PCI bus id.
+            index = int(entry) if env.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID" else None
+            return index if index is not None and index < len(self.gpus) else None
+        uuids = [self.uuid_of(i) for i in range(len(self.gpus))]
+        return uuids.index(entry) if entry in uuids else None
 
     def _gpu(self, handle: int, call: str = "", argument: int | None = None) -> FakeGpu:
         gpu = self.gpus[handle]
@@ -306,7 +318,10 @@ class FakeNvml:
         return self._gpu(handle, "nvmlDeviceGetName").name
 
     def nvmlDeviceGetUUID(self, handle: int) -> str:
-        return f"GPU-0000000{handle}-fake"
+        refused = self.gpus[handle].refuses.get("nvmlDeviceGetUUID")
+        if refused is not None:
+            raise NVMLError(refused)
+        return self.uuid_of(handle)
 
     def nvmlDeviceGetPciInfo(self, handle: int) -> Any:
         return SimpleNamespace(busId=self._gpu(handle).bus_id.encode())

@@ -47,12 +47,11 @@ class FakeProcess:
         rates: dict[str, float],
     ) -> None:
         self.argv, self.env, self.fake, self.left = argv, env, fake, polls
-        self.uuid = env.get("CUDA_VISIBLE_DEVICES")
-        self.software = fake.gpus[fake.index_of(self.uuid)].probe if self.uuid else {}
+        self.index = fake.pinned(env)
+        self.software = fake.gpus[self.index].probe if self.index is not None else {}
         self.rates = {**rates, **self.software.get("rates", {})}
         self.code = 1 if "error" in self.software else 0
-        if self.uuid:
-            fake.set_loaded(self.uuid, True)
+        self._load(True)
         if "--output" in argv:
             record: dict[str, object] = {
                 "status": "complete",
@@ -64,9 +63,14 @@ class FakeProcess:
                 record = {"status": "failed", "error": {"message": "CUDA_ERROR_OUT_OF_MEMORY"}}
             Path(argv[argv.index("--output") + 1]).write_text(json.dumps({"runs": [record]}))
 
+    def _load(self, loaded: bool) -> None:
+        """Only a process that computes on its GPU loads it; one on the CPU leaves it idle."""
+        if self.index is not None and self.device_type == "GPU":
+            self.fake.set_loaded(self.index, loaded)
+
     @property
     def device_type(self) -> str:
-        return str(self.software.get("device_type", "GPU" if self.uuid else "CPU"))
+        return str(self.software.get("device_type", "GPU" if self.index is not None else "CPU"))
 
     @property
     def device_name(self) -> str:
@@ -76,9 +80,11 @@ class FakeProcess:
         self.left -= 1
         if self.left > 0:
             return None
-        if self.uuid:
-            self.fake.set_loaded(self.uuid, False)
+        self._load(False)
         return self.code
+
+    def terminate(self) -> None:
+        self.left = 0
 
     def kill(self) -> None:
         self.left = 0

@@ -523,3 +523,18 @@ def test_a_probe_line_that_starts_with_a_brace_but_is_not_json_is_not_read(
     got, text, _ = box.verify(**FULL)
     assert expected in text.splitlines(), text
     assert got == final, text
+
+
+def test_a_gpu_whose_uuid_was_not_read_is_pinned_by_its_index_in_nvmls_order() -> None:
+    box = one_a100()
+    box.fake.gpus[0].refuses = {"nvmlDeviceGetUUID": NVML_ERROR_UNKNOWN}
+    final, text, _ = box.verify(**FULL)
+    lines = text.splitlines()
+    assert box.started[0][2] == "0", box.started
+    assert line(PASS, "gpu0", "backend", f"jax computes on {A100}") in lines, text
+    assert (
+        line(PASS, "gpu0", "pcie link", "x16 Gen 4 under load, the maximum of GPU and slot")
+        in lines
+    ), text
+    assert FAIL not in text
+    assert final == PASS, text
