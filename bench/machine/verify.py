@@ -33,6 +33,7 @@ SIBLING_BAND = 0.85  # below this share of its same-model siblings' median, a GP
 BAD_THROTTLE_FAIL = 0.2  # a bad throttle reason held for this share of the load is a FAIL
 TEMP_MARGIN_C = 5  # closer than this to the slowdown threshold under load is a WARN
 REPLAY_WARN = 100  # PCIe replays since boot: a few are normal, many mean a marginal link
+UNDER_LOAD = ("pcie link", "throttle", "temperature")  # the checks only a loaded GPU answers
 HARMLESS_THROTTLE = ("gpu_idle", "applications_clocks_setting", "sw_power_cap", "sync_boost")
 BAD_THROTTLE = (
     "hw_slowdown",
@@ -635,7 +636,14 @@ def load_checks(gpu: GpuSeen) -> list[Check]:
         )
     if not load.get("readings"):
         return [*checks, unread("load", "no NVML readings were taken under load")]
-    checks.append(pcie_check(gpu, load))
+    device = (gpu.probe or {}).get("device_type")
+    idle = isinstance(device, str) and device != "GPU"
+    # A probe on the CPU leaves its GPU idle: its link and clocks say nothing about load.
+    unloaded = [
+        unread(name, f"no load reached this GPU: the probe computed on the {device}", status=INFO)
+        for name in UNDER_LOAD
+    ]
+    checks.append(unloaded[0] if idle else pcie_check(gpu, load))
     replay = value(gpu, "pcie_replay")
     line = reading_line(gpu, "pcie_replay", "pcie replay", "the PCIe replay counter")
     if line is not None:
@@ -651,6 +659,8 @@ def load_checks(gpu: GpuSeen) -> list[Check]:
                 value=replay,
             )
         )
+    if idle:
+        return checks + unloaded[1:]
     checks.append(throttle_check(load))
     checks.append(temperature_check(gpu, load))
     return checks

@@ -538,3 +538,13 @@ def test_a_gpu_whose_uuid_was_not_read_is_pinned_by_its_index_in_nvmls_order() -
     ), text
     assert FAIL not in text
     assert final == PASS, text
+
+
+def test_a_gpu_left_idle_by_a_probe_on_the_cpu_has_no_load_readings_judged() -> None:
+    final, text, checks = FakeMachine("cpu_only_backend_build").verify(**FULL)
+    lines = text.splitlines()
+    idle = "no load reached this GPU: the probe computed on the CPU"
+    for check in ("pcie link", "throttle", "temperature"):
+        assert line(INFO, "gpu0", check, idle) in lines, text
+    assert [c.name for c in checks if c.status == FAIL] == ["backend"], text
+    assert final == FAIL
