@@ -399,24 +399,32 @@ class XidWatch:
         lib = self.session.lib
         try:
             data = lib.nvmlEventSetWait_v2(self._set, timeout_ms)
-        except lib.NVMLError as error:
-            if getattr(error, "value", None) != ERROR_TIMEOUT:
-                self.failure = f"Xid watch stopped: {error}"
-                self._stop.set()
-            return False
-        self.events.append(
-            {
+            event = {
                 "gpu": self._by_handle.get(_key(data.device)),
                 "xid": int(data.eventData),
                 "at_s": round(time.perf_counter() - self._started, 3),
                 "source": "NVML event",
             }
-        )
+        except lib.NVMLError as error:
+            if getattr(error, "value", None) != ERROR_TIMEOUT:
+                self._end(str(error))
+            return False
+        except Exception as error:  # an event the binding filled oddly must not end it unsaid
+            self._end(f"{type(error).__name__}: {error}")
+            return False
+        self.events.append(event)
         return True
 
+    def _end(self, why: str) -> None:
+        self.failure = f"Xid watch stopped: {why}"
+        self._stop.set()
+
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wait_once(self.wait_ms)
+        try:
+            while not self._stop.is_set():
+                self._wait_once(self.wait_ms)
+        except Exception as error:  # whatever ends the thread is the watch's failure
+            self._end(f"{type(error).__name__}: {error}")
 
     @property
     def stopped(self) -> str | None:

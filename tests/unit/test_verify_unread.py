@@ -548,3 +548,23 @@ def test_a_gpu_left_idle_by_a_probe_on_the_cpu_has_no_load_readings_judged() -> 
         assert line(INFO, "gpu0", check, idle) in lines, text
     assert [c.name for c in checks if c.status == FAIL] == ["backend"], text
     assert final == FAIL
+
+
+def test_an_xid_event_without_data_stops_the_watch_and_says_so() -> None:
+    box = one_a100()
+    box.fake.pending_xids = [(0, None)]  # type: ignore[list-item]
+    final, text, _ = box.verify(**FULL)
+    lines = text.splitlines()
+    assert (
+        line(
+            WARN,
+            "gpu0",
+            "xid events",
+            "NVML Xid events not watched to the end of the verify: Xid watch stopped: "
+            "TypeError: int() argument must be a string, a bytes-like object or a real number, "
+            "not 'NoneType'; the kernel log since boot was still checked",
+        )
+        in lines
+    ), text
+    assert line(PASS, "gpu0", "xid", "none (the kernel log since boot)") in lines, text
+    assert final == WARN
