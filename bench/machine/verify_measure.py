@@ -37,6 +37,8 @@ class Process(Protocol):
 
     def poll(self) -> int | None: ...
 
+    def terminate(self) -> None: ...
+
     def kill(self) -> None: ...
 
     def output(self) -> str: ...
@@ -62,6 +64,11 @@ class RealProcess:
 
     def poll(self) -> int | None:
         return self.popen.poll()
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting, so that many children stop at once."""
+        if self.popen.poll() is None:
+            self.popen.terminate()
 
     def kill(self) -> None:
         """SIGTERM first: `dlbench run` then stops its worker (in a session of its own)."""
@@ -265,25 +272,38 @@ def run_plans(
         log = folder / f"{step.name}-{plan.key}.log"
         running[plan.key] = (plan, position, seams.start(step.argv, plan.env, log), seams.clock())
 
-    for plan in plans:
-        launch(plan, 0)
-    while running:
-        busy = [(k, p.index) for k, (p, _, _, _) in running.items() if p.index is not None]
-        monitor.sample([(k, i) for k, i in busy if i is not None])
-        seams.sleep(LOAD_INTERVAL_S)
-        for key, (plan, position, process, started) in list(running.items()):
-            code = process.poll()
-            elapsed = seams.clock() - started
-            if code is None and elapsed < timeout_s:
-                continue
-            if code is None:
-                process.kill()
-            step = plan.steps[position]
-            done[key].append(StepRun(step.name, code, elapsed, process.output(), step.output))
-            del running[key]
-            if code == 0 and position + 1 < len(plan.steps):
-                launch(plan, position + 1)
+    try:
+        for plan in plans:
+            launch(plan, 0)
+        while running:
+            busy = [(k, p.index) for k, (p, _, _, _) in running.items() if p.index is not None]
+            monitor.sample([(k, i) for k, i in busy if i is not None])
+            seams.sleep(LOAD_INTERVAL_S)
+            for key, (plan, position, process, started) in list(running.items()):
+                code = process.poll()
+                elapsed = seams.clock() - started
+                if code is None and elapsed < timeout_s:
+                    continue
+                if code is None:
+                    process.kill()
+                step = plan.steps[position]
+                done[key].append(StepRun(step.name, code, elapsed, process.output(), step.output))
+                del running[key]
+                if code == 0 and position + 1 < len(plan.steps):
+                    launch(plan, position + 1)
+    except BaseException:
+        # The children run in sessions of their own: a Ctrl-C at the terminal never reaches them.
+        stop_all([process for _, _, process, _ in running.values()])
+        raise
     return done
+
+
+def stop_all(processes: list[Process]) -> None:
+    """SIGTERM to all at once, then each waited for (and killed after the grace)."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.kill()
 
 
 def internal_line(output: str) -> str:

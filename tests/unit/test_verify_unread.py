@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 from pathlib import Path
 from typing import Any
@@ -568,3 +569,28 @@ def test_an_xid_event_without_data_stops_the_watch_and_says_so() -> None:
     ), text
     assert line(PASS, "gpu0", "xid", "none (the kernel log since boot)") in lines, text
     assert final == WARN
+
+
+class InterruptedMonitor(verify_measure.LoadMonitor):
+    """A monitor whose first reading meets the user's Ctrl-C."""
+
+    def sample(self, busy: list[tuple[str, int]]) -> None:
+        raise KeyboardInterrupt
+
+
+def test_a_ctrl_c_during_the_probes_stops_every_child_they_started(tmp_path: Path) -> None:
+    children: list[verify_measure.RealProcess] = []
+
+    def start(argv: list[str], env: dict[str, str], log: Path) -> verify_measure.Process:
+        child = verify_measure.RealProcess(argv, env, log)
+        children.append(child)
+        return child
+
+    plans = [
+        verify_measure.TargetPlan(f"gpu{i}", i, {}, [verify_measure.Step("probe", ["sleep", "60"])])
+        for i in range(2)
+    ]
+    seams = verify_measure.Seams(start=start, sleep=lambda seconds: None)
+    with pytest.raises(KeyboardInterrupt):
+        verify_measure.run_plans(plans, seams, InterruptedMonitor(None), tmp_path)
+    assert [c.popen.returncode for c in children] == [-signal.SIGTERM, -signal.SIGTERM]
