@@ -126,6 +126,29 @@ def is_positive(value: Any) -> bool:
     return is_count(value) and value > 0
 
 
+# Bounds no real reading passes: a GPU shuts down long before MAX_TEMP_C, PCIe has no
+# generation above MAX_PCIE_GEN, and a link has one of PCIE_WIDTHS lanes.
+MAX_TEMP_C = 150
+MAX_PCIE_GEN = 7
+PCIE_WIDTHS = (1, 2, 4, 8, 12, 16, 32)
+
+
+def is_temperature(value: Any) -> bool:
+    return is_count(value) and value <= MAX_TEMP_C
+
+
+def is_temperature_limit(value: Any) -> bool:
+    return is_positive(value) and value <= MAX_TEMP_C
+
+
+def is_pcie_gen(value: Any) -> bool:
+    return is_positive(value) and value <= MAX_PCIE_GEN
+
+
+def is_pcie_width(value: Any) -> bool:
+    return is_count(value) and value in PCIE_WIDTHS
+
+
 def is_flag(value: Any) -> bool:
     return isinstance(value, int) and value in (0, 1)
 
@@ -217,18 +240,18 @@ class NvmlSession:
             ),
             "remapped_rows": read(lib.nvmlDeviceGetRemappedRows, handle, expect=is_rows),
             "pcie_gen_max_gpu": read(
-                lib.nvmlDeviceGetGpuMaxPcieLinkGeneration, handle, expect=is_positive
+                lib.nvmlDeviceGetGpuMaxPcieLinkGeneration, handle, expect=is_pcie_gen
             ),
             "pcie_gen_max_slot": read(
-                lib.nvmlDeviceGetMaxPcieLinkGeneration, handle, expect=is_positive
+                lib.nvmlDeviceGetMaxPcieLinkGeneration, handle, expect=is_pcie_gen
             ),
-            "pcie_width_max": read(lib.nvmlDeviceGetMaxPcieLinkWidth, handle, expect=is_positive),
+            "pcie_width_max": read(lib.nvmlDeviceGetMaxPcieLinkWidth, handle, expect=is_pcie_width),
             "pcie_replay": read(lib.nvmlDeviceGetPcieReplayCounter, handle, expect=is_count),
             "temp_slowdown_c": read(
                 lib.nvmlDeviceGetTemperatureThreshold,
                 handle,
                 getattr(lib, "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN", 1),
-                expect=is_positive,
+                expect=is_temperature_limit,
             ),
             "persistence_mode": read(lib.nvmlDeviceGetPersistenceMode, handle, expect=is_flag),
             "pci_bus_id": read(
@@ -244,14 +267,17 @@ class NvmlSession:
         guarded = self.guarded
         return {
             "pcie_gen": guarded(
-                lib.nvmlDeviceGetCurrPcieLinkGeneration, handle, expect=is_positive
+                lib.nvmlDeviceGetCurrPcieLinkGeneration, handle, expect=is_pcie_gen
             ),
-            "pcie_width": guarded(lib.nvmlDeviceGetCurrPcieLinkWidth, handle, expect=is_positive),
+            "pcie_width": guarded(lib.nvmlDeviceGetCurrPcieLinkWidth, handle, expect=is_pcie_width),
             "throttle": decode_throttle(
                 guarded(lib.nvmlDeviceGetCurrentClocksEventReasons, handle, expect=is_count)
             ),
             "temp_c": guarded(
-                lib.nvmlDeviceGetTemperature, handle, lib.NVML_TEMPERATURE_GPU, expect=is_count
+                lib.nvmlDeviceGetTemperature,
+                handle,
+                lib.NVML_TEMPERATURE_GPU,
+                expect=is_temperature,
             ),
             "sm_clock_mhz": guarded(
                 lib.nvmlDeviceGetClockInfo, handle, lib.NVML_CLOCK_SM, expect=is_count
@@ -292,9 +318,9 @@ class NvmlSession:
             if capability is None
             else f"{capability[0]}.{capability[1]}",
             "pcie_generation": guarded(
-                lib.nvmlDeviceGetCurrPcieLinkGeneration, handle, expect=is_positive
+                lib.nvmlDeviceGetCurrPcieLinkGeneration, handle, expect=is_pcie_gen
             ),
-            "pcie_width": guarded(lib.nvmlDeviceGetCurrPcieLinkWidth, handle, expect=is_positive),
+            "pcie_width": guarded(lib.nvmlDeviceGetCurrPcieLinkWidth, handle, expect=is_pcie_width),
             "power_limit_w": None if power_limit is None else power_limit / 1000,
             "persistence_mode": None if persistence is None else bool(persistence),
         }

@@ -675,6 +675,22 @@ def pcie_check(gpu: GpuSeen, load: dict[str, Any]) -> Check:
     if gen is None or width is None:
         return unread("pcie link", "link generation and width not reported under load", None, INFO)
     text = f"x{width} Gen {gen} under load"
+    above = [
+        said
+        for said, limit, current in (
+            (f"GPU max gen {gpu_gen}", gpu_gen, gen),
+            (f"slot max gen {slot_gen}", slot_gen, gen),
+            (f"max width x{max_width}", max_width, width),
+        )
+        if limit is not None and current > limit
+    ]
+    if above:
+        return unread(
+            "pcie link",
+            f"{text}, above the maximum NVML read ({', '.join(above)}), so the maxima are "
+            "not trusted",
+            "nvidia-smi -q -d PCIE",
+        )
     not_read = {
         what: why
         for what, key in (
@@ -847,10 +863,10 @@ def cpu_instead_of_gpu(backend: str, gpu: GpuSeen, probe: dict[str, Any]) -> Che
 
 
 def finite(figure: Any) -> float | None:
-    """A rate the probe measured, or None where it gave no finite number."""
+    """A rate the probe measured, or None where it gave no finite, non-negative number."""
     if isinstance(figure, bool) or not isinstance(figure, int | float):
         return None
-    return float(figure) if math.isfinite(figure) else None
+    return float(figure) if math.isfinite(figure) and figure >= 0 else None
 
 
 def rate_checks(fingerprint: dict[str, Any] | None, probe: dict[str, Any]) -> list[Check]:

@@ -193,6 +193,77 @@ ODD_ANSWERS = {
         ),
         WARN,
     ),
+    "temperature above any gpu's": (
+        _set("nvmlDeviceGetTemperature", 200),
+        FULL,
+        (INFO, "gpu0", "temperature", "not reported under load"),
+        PASS,
+    ),
+    "slowdown threshold above any gpu's": (
+        _gpu(slowdown_c=255),
+        FULL,
+        (
+            INFO,
+            "gpu0",
+            "temperature",
+            "66 C under load; slowdown threshold not read: NVML gave an impossible value 255",
+        ),
+        PASS,
+    ),
+    "max gen beyond pcie": (
+        _gpu(pcie_max=(8, 4, 16)),
+        FULL,
+        (
+            WARN,
+            "gpu0",
+            "pcie link",
+            "x16 Gen 4 under load; what the GPU and slot can do was not read (GPU max gen: "
+            "NVML gave an impossible value 8)",
+        ),
+        WARN,
+    ),
+    "max width no lane count": (
+        _gpu(pcie_max=(4, 4, 15)),
+        FULL,
+        (
+            WARN,
+            "gpu0",
+            "pcie link",
+            "x16 Gen 4 under load; what the GPU and slot can do was not read (max width: "
+            "NVML gave an impossible value 15)",
+        ),
+        WARN,
+    ),
+    "current gen beyond pcie": (
+        _gpu(pcie_load=(9, 16)),
+        FULL,
+        (INFO, "gpu0", "pcie link", "link generation and width not reported under load"),
+        PASS,
+    ),
+    "current gen above the maxima": (
+        _gpu(pcie_load=(5, 16)),
+        FULL,
+        (
+            WARN,
+            "gpu0",
+            "pcie link",
+            "x16 Gen 5 under load, above the maximum NVML read (GPU max gen 4, slot max gen 4), "
+            "so the maxima are not trusted",
+        ),
+        WARN,
+    ),
+    "current width above the maximum": (
+        _gpu(pcie_load=(4, 32)),
+        FULL,
+        (
+            WARN,
+            "gpu0",
+            "pcie link",
+            "x32 Gen 4 under load, above the maximum NVML read (max width x16), so the maxima "
+            "are not trusted",
+        ),
+        WARN,
+    ),
     "temperature filler": (
         _set("nvmlDeviceGetTemperature", 0xFFFFFFFF),
         FULL,
@@ -413,13 +484,17 @@ def test_the_probe_reports_its_own_bug_as_internal_and_a_backends_failure_as_a_f
     assert printed["error"] == "ImportError: libcudart.so.12: cannot open shared object file"
 
 
-def test_a_rate_the_probe_gave_as_nan_is_not_read_and_the_json_stays_strict() -> None:
+# The probe's own record keeps what it said, as far as JSON can say it; the check reads nothing.
+@pytest.mark.parametrize(("rate", "recorded"), [(float("nan"), None), (-5.0, -5.0)])
+def test_a_rate_the_probe_gave_as_nan_or_negative_is_not_read_and_the_json_stays_strict(
+    rate: float, recorded: float | None
+) -> None:
     box = one_a100()
     started = box.start
 
     def start(argv: list[str], env: dict[str, str], log: Path) -> FakeProcess:
         process = started(argv, env, log)
-        process.rates = {**process.rates, "copy": float("nan")}
+        process.rates = {**process.rates, "copy": rate}
         return process
 
     box.seams.start = start
@@ -427,7 +502,7 @@ def test_a_rate_the_probe_gave_as_nan_is_not_read_and_the_json_stays_strict() ->
     assert line(WARN, "gpu0", "memory copy", "the probe gave no number") in text.splitlines()
     assert final == WARN
     document = strict(verify.as_json(checks, final, box.seen, "host-a"))
-    assert document["gpus"][0]["probe"]["copy_gbps"] is None
+    assert document["gpus"][0]["probe"]["copy_gbps"] == recorded
     copy = next(c for c in document["gpus"][0]["checks"] if c["name"] == "memory copy")
     assert copy["state"] == verify.UNREAD
 
