@@ -328,7 +328,7 @@ HIDDEN = ("", "-1", "none", "nodevfiles")  # CUDA_VISIBLE_DEVICES values that hi
 
 def named_gpu(entry: str, gpus: list[GpuSeen]) -> GpuSeen | None:
     """The GPU one CUDA_VISIBLE_DEVICES entry names: an index, or a unique prefix of a UUID."""
-    if entry.isdigit():
+    if entry.isascii() and entry.isdigit():  # CUDA reads only 0-9 as an index
         index = int(entry)
         return next((g for g in gpus if g.index == index), None)
     if not entry.upper().startswith("GPU-"):

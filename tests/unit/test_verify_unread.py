@@ -519,6 +519,12 @@ HIDES = "names none of the 1 GPU(s) here and CUDA reads no further; runs started
             f"CUDA_VISIBLE_DEVICES='-1,0' hides every GPU: '-1' {HIDES}compute on the CPU",
         ),
         ("7", FAIL, f"CUDA_VISIBLE_DEVICES='7' hides every GPU: '7' {HIDES}compute on the CPU"),
+        ("²", FAIL, f"CUDA_VISIBLE_DEVICES='²' hides every GPU: '²' {HIDES}compute on the CPU"),
+        (  # ARABIC-INDIC DIGIT ZERO: a digit to Python, no index to CUDA
+            "\u0660",
+            FAIL,
+            f"CUDA_VISIBLE_DEVICES='\u0660' hides every GPU: '\u0660' {HIDES}compute on the CPU",
+        ),
         (
             "GPU-nonexistent",
             FAIL,
