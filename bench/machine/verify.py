@@ -963,7 +963,15 @@ def workload_checks(seen: Observations, gpu: GpuSeen) -> list[Check]:
                 "run `dlbench run reuters --synthetic --epochs 2` and read its log",
             )
         ]
-    rate = run["throughput"]["steady_samples_per_s"]
+    rate = finite((run.get("throughput") or {}).get("steady_samples_per_s"))
+    if rate is None:
+        return [
+            unread(
+                "workload",
+                "the run gave no steady rate",
+                "run `dlbench run reuters --synthetic --epochs 2` and read its log",
+            )
+        ]
     device = (run.get("backend") or {}).get("device_name", "?")
     checks = [
         Check(

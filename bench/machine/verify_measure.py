@@ -341,7 +341,9 @@ def workload_result(run: StepRun) -> dict[str, Any]:
     if run.exit_code == exitcodes.INTERNAL:
         return {"status": "internal error", "internal_error": internal_line(run.output)}
     try:
-        document = json.loads(run.result_file.read_text()) if run.result_file else {}
+        text = run.result_file.read_text() if run.result_file else "{}"
+        # NaN and infinities are no measured rate: None, as JSON can say.
+        document = json.loads(text, parse_constant=lambda _constant: None)
         record: dict[str, Any] = document["runs"][0]
     except (OSError, ValueError, KeyError, IndexError):
         tail = " ".join(run.output.strip().splitlines()[-3:])

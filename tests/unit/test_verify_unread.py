@@ -675,3 +675,19 @@ def test_a_ctrl_c_during_the_probes_stops_every_child_they_started(tmp_path: Pat
     with pytest.raises(KeyboardInterrupt):
         verify_measure.run_plans(plans, seams, InterruptedMonitor(None), tmp_path)
     assert [c.popen.returncode for c in children] == [-signal.SIGTERM, -signal.SIGTERM]
+
+
+@pytest.mark.parametrize("rate", [None, float("nan")])
+def test_a_run_without_a_steady_rate_is_not_read_and_the_json_stays_strict(
+    rate: float | None,
+) -> None:
+    box = one_a100()
+    box.fake.gpus[0].probe = {"samples_per_s": rate}
+    final, text, checks = box.verify(**FULL)
+    lines = text.splitlines()
+    assert line(WARN, "gpu0", "workload", "the run gave no steady rate") in lines, text
+    assert "reference" not in text
+    assert final == WARN
+    document = strict(verify.as_json(checks, final, box.seen, "host-a"))
+    workload = next(c for c in document["gpus"][0]["checks"] if c["name"] == "workload")
+    assert (workload["state"], workload["value"]) == (verify.UNREAD, None)
