@@ -851,6 +851,18 @@ def test_two_same_name_launches_agree_on_the_one_to_keep(
     assert states[loser] in ("shutting-down", "terminated")
 
 
+def test_a_listing_that_lagged_behind_still_ends_on_the_oldest(
+    aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first look saw only this launch; the look once it is ready sees an older one of the
+    same name (EC2's listing lags): the launch hands over the older one, not itself."""
+    chosen = launcher(aws, tmp_path)
+    looks = iter(["i-mine", "i-older"])
+    monkeypatch.setattr(chosen, "keep_oldest", lambda _name, _own: next(looks))
+    monkeypatch.setattr(chosen, "wait_until_ready", lambda instance: {"InstanceId": instance})
+    assert chosen.one_per_name("race", "i-mine") == {"InstanceId": "i-older"}
+
+
 def test_a_launch_planned_before_another_started_follows_it(
     aws: Aws, tmp_path: Path, image_id: str
 ) -> None:
