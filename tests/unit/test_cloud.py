@@ -863,6 +863,16 @@ def test_a_listing_that_lagged_behind_still_ends_on_the_oldest(
     assert chosen.one_per_name("race", "i-mine") == {"InstanceId": "i-older"}
 
 
+def test_a_launch_not_listed_yet_keeps_itself(
+    aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EC2's listing has not caught up with this launch: nothing to compare, nothing ended."""
+    chosen = launcher(aws, tmp_path)
+    monkeypatch.setattr(chosen, "live_named", lambda _name: [])
+    monkeypatch.setattr(chosen, "ec2", NoAws())
+    assert chosen.keep_oldest("race", "i-mine") == "i-mine"
+
+
 def test_a_launch_planned_before_another_started_follows_it(
     aws: Aws, tmp_path: Path, image_id: str
 ) -> None:
