@@ -617,17 +617,21 @@ def main(argv: list[str] | None = None) -> int:
     recorded: dict[tuple[str, ...], Called] = {}
     unfinished: set[str] = set()
 
+    rerun = set(args.only.split(",")) if args.only else set()
+    # The rows --only keeps, read before this run writes any: its own saves are no earlier run.
+    start = args.out.read_text() if args.out.is_file() else ""
+    earlier = {t.name: earlier_outcomes(start, t, rerun) for t in chosen} if rerun else {}
+
     def save() -> None:
         # Read again each time: another run (of other targets) may have written its sections.
         previous = args.out.read_text() if args.out.is_file() else ""
-        if args.only is None:
+        if not rerun:
             args.out.write_text(render(results, targets, notes, previous, unfinished))
             return
-        rerun = set(args.only.split(","))
         merged, stopped = {}, set(unfinished)
         for target in chosen:
             if target.name in results:
-                kept, was_stopped = earlier_outcomes(previous, target, rerun)
+                kept, was_stopped = earlier[target.name]
                 merged[target.name] = kept + results[target.name]
                 stopped |= {target.name} if was_stopped else set()
         args.out.write_text(render(merged, targets, notes, previous, stopped, rerun=rerun))
