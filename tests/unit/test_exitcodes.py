@@ -6,6 +6,7 @@ FAIL verdict, a failed run); bad input exits 2; verify's verdicts are 0, 3 and 1
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from bench import app, cli, exitcodes
 from bench.machine import verify
+from bench.results import output
 from tests.conftest import REPO, dlbench
 from tests.unit.test_verify import FakeMachine
 
@@ -263,3 +265,16 @@ def test_other_output_errors_fail_with_one_line(tmp_path: Path, redirect: str, w
         name = "dlbench" if "bench" in command else "dlcloud"
         assert done.returncode == exitcodes.FAILED, done.stderr
         assert done.stderr == f"{name}: cannot write to standard output: {why}\n"
+
+
+def test_a_result_with_no_room_fails_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk under the results: a failed run (1) and why, not a bug in dlstation."""
+
+    def full(*_args: Any) -> str:
+        raise output.NoRoomError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(app, "compare", full)
+    assert cli.main(["compare", "a.json", "b.json"]) == exitcodes.FAILED
+    assert capsys.readouterr().err == "dlbench: No space left on device\n"

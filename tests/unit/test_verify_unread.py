@@ -542,6 +542,12 @@ HIDES = "names none of the 1 GPU(s) here and CUDA reads no further; runs started
             INFO,
             "CUDA_VISIBLE_DEVICES='GPU-00000000': runs see only those GPUs (verify checks all)",
         ),
+        (  # a MIG instance is no GPU NVML lists here: not a GPU it failed to find
+            "MIG-4f1e2c3b-0000-5a6b-8c9d-000000000000",
+            INFO,
+            "CUDA_VISIBLE_DEVICES='MIG-4f1e2c3b-0000-5a6b-8c9d-000000000000': runs see only "
+            "those devices (verify checks all)",
+        ),
     ],
 )
 def test_cuda_visible_devices_is_read_as_cuda_reads_it(
