@@ -697,3 +697,21 @@ def test_a_run_without_a_steady_rate_is_not_read_and_the_json_stays_strict(
     document = strict(verify.as_json(checks, final, box.seen, "host-a"))
     workload = next(c for c in document["gpus"][0]["checks"] if c["name"] == "workload")
     assert (workload["state"], workload["value"]) == (verify.UNREAD, None)
+
+
+@pytest.mark.parametrize(
+    ("check", "good", "bad"),
+    [
+        (nvml.is_flag, [0, 1], [5, -1, "1", None]),
+        (nvml.is_flags, [1, [1, 0], (0, 0)], [[1, 7], [], 2, ["1"]]),
+        (nvml.is_rows, [(0, 0, 0, 0), [3, 0, 1, 0]], [[0, 0], (0, 0, 0, -1), "0000", None]),
+        (nvml.is_text, ["NVIDIA A100", b"580.95.05"], ["", b"", 7, None]),
+    ],
+)
+def test_a_shape_check_takes_what_nvml_answers_and_nothing_else(
+    check: Any, good: list[Any], bad: list[Any]
+) -> None:
+    """The seam's word on what counts as read: a mode of 5, an empty name or two of the four
+    remapped-row counts is no reading, whatever the check that would have judged it."""
+    assert [check(value) for value in good] == [True] * len(good)
+    assert [check(value) for value in bad] == [False] * len(bad)
