@@ -210,19 +210,18 @@ def test_a_verdict_into_a_closed_pipe_keeps_its_code(tmp_path: Path) -> None:
     assert (done.returncode, done.stderr) == (exitcodes.WARN, "")
 
 
+def command_into(argv: list[str], stdout: Any = None) -> subprocess.CompletedProcess[str]:
+    """A real command with its stdout given (inherited when None), its stderr kept."""
+    return subprocess.run(
+        argv, stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=REPO, timeout=300, check=False
+    )
+
+
 @pytest.mark.parametrize("command", [["-m", "bench", "list"], ["-m", "cloud", "--help"]])
 def test_output_onto_a_full_disk_fails_with_one_line(command: list[str]) -> None:
     """What was asked for was not delivered: FAIL's code and why, never 70 or a silent 0."""
     with Path("/dev/full").open("w") as full:
-        done = subprocess.run(
-            [sys.executable, *command],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-            timeout=300,
-            check=False,
-        )
+        done = command_into([sys.executable, *command], full)
     name = "dlbench" if "bench" in command else "dlcloud"
     assert done.returncode == exitcodes.FAILED, done.stderr
     assert done.stderr == f"{name}: cannot write to standard output: No space left on device\n"
@@ -254,14 +253,7 @@ def test_a_closed_standard_output_is_refused_before_any_work(tmp_path: Path) -> 
 def test_other_output_errors_fail_with_one_line(tmp_path: Path, redirect: str, why: str) -> None:
     """A file-size limit, or stdout opened for reading only: not a bug in dlstation either."""
     for command in (["-m", "bench", "list"], ["-m", "cloud", "--help"]):
-        done = subprocess.run(
-            ["bash", "-c", redirect.format(tmp=tmp_path), sys.executable, *command],
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-            timeout=300,
-            check=False,
-        )
+        done = command_into(["bash", "-c", redirect.format(tmp=tmp_path), sys.executable, *command])
         name = "dlbench" if "bench" in command else "dlcloud"
         assert done.returncode == exitcodes.FAILED, done.stderr
         assert done.stderr == f"{name}: cannot write to standard output: {why}\n"
